@@ -1,0 +1,60 @@
+"""Data access for conversations. Ownership is part of every query."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from sqlalchemy import Row, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Conversation
+from db.pagination import Ordering, Page, PageRequest, fetch_pages
+
+conversations = Conversation.__table__
+CONVERSATION_ORDER = Ordering(
+    keys=(conversations.c.updated_at, conversations.c.id), descending=True
+)
+
+
+def visible_conversations(viewer_id: int | None) -> Any:
+    """Conversations a viewer may see: their own, or every one when `viewer_id` is None (admin)."""
+    statement = select(conversations)
+    if viewer_id is not None:
+        statement = statement.where(conversations.c.user_id == viewer_id)
+    return statement
+
+
+async def conversations_by_ids(
+    session: AsyncSession, *, ids: Sequence[str], owner_id: int | None
+) -> dict[str, Row[Any]]:
+    """`owner_id` None means an admin, who sees every conversation."""
+    statement = visible_conversations(owner_id).where(conversations.c.id.in_(ids))
+    rows = (await session.execute(statement)).all()
+    return {row.id: row for row in rows}
+
+
+async def conversation_pages_by_user(
+    session: AsyncSession, *, user_ids: Sequence[int], request: PageRequest
+) -> dict[Hashable, Page]:
+    base = select(conversations).where(conversations.c.user_id.in_(user_ids))
+    return await fetch_pages(
+        session,
+        base=base,
+        partition=conversations.c.user_id,
+        parents=user_ids,
+        ordering=CONVERSATION_ORDER,
+        request=request,
+    )
+
+
+async def conversation_counts_by_user(
+    session: AsyncSession, *, user_ids: Sequence[int]
+) -> dict[int, int]:
+    statement = (
+        select(conversations.c.user_id, func.count())
+        .where(conversations.c.user_id.in_(user_ids))
+        .group_by(conversations.c.user_id)
+    )
+    counts = {user_id: int(count) for user_id, count in (await session.execute(statement)).all()}
+    return {user_id: counts.get(user_id, 0) for user_id in user_ids}

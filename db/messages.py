@@ -1,0 +1,56 @@
+"""Data access for messages."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from sqlalchemy import Row, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Conversation, Message
+from db.pagination import Ordering, Page, PageRequest, fetch_pages
+
+messages = Message.__table__
+conversations = Conversation.__table__
+MESSAGE_ORDER = Ordering(keys=(messages.c.created_at, messages.c.id))
+
+
+async def messages_by_ids(
+    session: AsyncSession, *, ids: Sequence[int], owner_id: int | None
+) -> dict[int, Row[Any]]:
+    """`owner_id` None means an admin; others see messages of their own conversations only."""
+    statement = select(messages).where(messages.c.id.in_(ids))
+    if owner_id is not None:
+        statement = statement.join(
+            conversations, conversations.c.id == messages.c.conversation_id
+        ).where(conversations.c.user_id == owner_id)
+    rows = (await session.execute(statement)).all()
+    return {row.id: row for row in rows}
+
+
+async def message_pages_by_conversation(
+    session: AsyncSession, *, conversation_ids: Sequence[str], request: PageRequest
+) -> dict[Hashable, Page]:
+    base = select(messages).where(messages.c.conversation_id.in_(conversation_ids))
+    return await fetch_pages(
+        session,
+        base=base,
+        partition=messages.c.conversation_id,
+        parents=conversation_ids,
+        ordering=MESSAGE_ORDER,
+        request=request,
+    )
+
+
+async def message_counts_by_conversation(
+    session: AsyncSession, *, conversation_ids: Sequence[str]
+) -> dict[str, int]:
+    statement = (
+        select(messages.c.conversation_id, func.count())
+        .where(messages.c.conversation_id.in_(conversation_ids))
+        .group_by(messages.c.conversation_id)
+    )
+    rows = (await session.execute(statement)).all()
+    counts = {conversation_id: int(count) for conversation_id, count in rows}
+    return {conversation_id: counts.get(conversation_id, 0) for conversation_id in conversation_ids}

@@ -1,0 +1,147 @@
+"""Data access for users."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Row, delete, exists, func, insert, literal, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.errors import Conflict, conflicting_field
+from db.models import User, utcnow
+from db.pagination import Ordering, Page, PageRequest, fetch_pages
+
+users = User.__table__
+USER_ORDER = Ordering(keys=(users.c.id,))
+
+
+async def users_by_ids(session: AsyncSession, *, ids: Sequence[int]) -> dict[int, Row[Any]]:
+    rows = (await session.execute(select(users).where(users.c.id.in_(ids)))).all()
+    return {row.id: row for row in rows}
+
+
+async def get_user(session: AsyncSession, *, user_id: int) -> Row[Any] | None:
+    return (await session.execute(select(users).where(users.c.id == user_id))).first()
+
+
+async def find_user_by_login(session: AsyncSession, *, login: str) -> Row[Any] | None:
+    """A user by username or email, both case-insensitive."""
+    needle = login.lower()
+    statement = select(users).where(
+        or_(func.lower(users.c.username) == needle, func.lower(users.c.email) == needle)
+    )
+    return (await session.execute(statement.limit(1))).first()
+
+
+async def users_by_usernames(
+    session: AsyncSession, *, usernames: Sequence[str]
+) -> dict[str, Row[Any]]:
+    """Keyed by the lowercased username."""
+    lowered = {name.lower() for name in usernames}
+    statement = select(users).where(func.lower(users.c.username).in_(lowered))
+    return {row.username.lower(): row for row in (await session.execute(statement)).all()}
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def users_page(
+    session: AsyncSession, *, request: PageRequest, search: str | None
+) -> Page:
+    base = select(users)
+    if search:
+        pattern = f"%{_escape_like(search.lower())}%"
+        base = base.where(
+            or_(
+                func.lower(users.c.username).like(pattern, escape="\\"),
+                func.lower(func.coalesce(users.c.full_name, "")).like(pattern, escape="\\"),
+            )
+        )
+    pages = await fetch_pages(
+        session, base=base, partition=None, parents=[None], ordering=USER_ORDER, request=request
+    )
+    return pages[None]
+
+
+async def count_users(session: AsyncSession, *, search: str | None) -> int:
+    statement = select(func.count()).select_from(users)
+    if search:
+        pattern = f"%{_escape_like(search.lower())}%"
+        statement = statement.where(
+            or_(
+                func.lower(users.c.username).like(pattern, escape="\\"),
+                func.lower(func.coalesce(users.c.full_name, "")).like(pattern, escape="\\"),
+            )
+        )
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    username: str,
+    email: str,
+    hashed_password: str,
+    full_name: str | None,
+    is_admin: bool = False,
+) -> Row[Any]:
+    """Insert a user; the first account on an empty database becomes an admin.
+
+    Whether the table is empty is decided inside the INSERT itself, not by an earlier read.
+    """
+    now = utcnow()
+    first_account = ~exists(select(users.c.id))
+    admin = literal(True) if is_admin else first_account
+    statement = (
+        insert(users)
+        .from_select(
+            [
+                "username",
+                "email",
+                "full_name",
+                "hashed_password",
+                "is_active",
+                "is_admin",
+                "created_at",
+                "updated_at",
+            ],
+            select(
+                literal(username),
+                literal(email),
+                literal(full_name, users.c.full_name.type),
+                literal(hashed_password),
+                literal(True),
+                admin,
+                literal(now, users.c.created_at.type),
+                literal(now, users.c.updated_at.type),
+            ),
+        )
+        .returning(*users.c)
+    )
+    try:
+        return (await session.execute(statement)).one()
+    except IntegrityError as exc:
+        raise Conflict(conflicting_field(exc) or "username") from exc
+
+
+async def update_user(
+    session: AsyncSession, *, user_id: int, values: dict[str, Any]
+) -> Row[Any] | None:
+    statement = (
+        update(users)
+        .where(users.c.id == user_id)
+        .values(**values, updated_at=utcnow())
+        .returning(*users.c)
+    )
+    try:
+        return (await session.execute(statement)).first()
+    except IntegrityError as exc:
+        raise Conflict(conflicting_field(exc) or "email") from exc
+
+
+async def delete_user(session: AsyncSession, *, user_id: int) -> bool:
+    result = await session.execute(delete(users).where(users.c.id == user_id).returning(users.c.id))
+    return result.first() is not None

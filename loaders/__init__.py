@@ -1,0 +1,127 @@
+"""Per-request DataLoaders: every loader answers a whole batch with one SQL statement.
+
+`make_loaders` is called once per request (in the GraphQL context), so caches live exactly as
+long as one request and never leak data between viewers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db import conversations, messages, users
+from db.pagination import Page, PageRequest
+from loaders.batch import BatchLoader, LoaderFamily
+
+UsersPageKey = tuple[PageRequest, str | None]
+
+
+@dataclass(frozen=True)
+class Viewer:
+    id: int
+    is_admin: bool
+
+
+@dataclass(frozen=True)
+class Loaders:
+    user_by_id: BatchLoader[int, Row[Any] | None]
+    user_by_username: BatchLoader[str, Row[Any] | None]
+    conversation_by_id: BatchLoader[str, Row[Any] | None]
+    message_by_id: BatchLoader[int, Row[Any] | None]
+    conversation_count_by_user: BatchLoader[int, int]
+    message_count_by_conversation: BatchLoader[str, int]
+    user_count_by_search: BatchLoader[str | None, int]
+    users_page: LoaderFamily[UsersPageKey, None, Page]
+    conversations_page_by_user: LoaderFamily[PageRequest, int, Page]
+    messages_page_by_conversation: LoaderFamily[PageRequest, str, Page]
+
+    def forget_conversation(self, conversation_id: str) -> None:
+        """Drop what a write to one conversation made stale."""
+        self.conversation_by_id.clear(conversation_id)
+        self.message_count_by_conversation.clear(conversation_id)
+        self.messages_page_by_conversation.clear_all()
+        self.conversations_page_by_user.clear_all()
+        self.conversation_count_by_user.clear_all()
+
+
+def make_loaders(
+    sessionmaker: async_sessionmaker[AsyncSession], viewer: Viewer | None
+) -> Loaders:
+    # None scopes a lookup to every owner: admins see everything. Anonymous viewers are
+    # turned away by the resolvers before any loader runs; scope them to nobody anyway.
+    owner_scope = None if viewer is not None and viewer.is_admin else (viewer.id if viewer else -1)
+
+    async def user_rows(session: AsyncSession, ids: Sequence[int]) -> dict[Any, Row[Any] | None]:
+        return dict(await users.users_by_ids(session, ids=ids))
+
+    async def user_rows_by_name(
+        session: AsyncSession, names: Sequence[str]
+    ) -> dict[Any, Row[Any] | None]:
+        found = await users.users_by_usernames(session, usernames=names)
+        return {name: found.get(name.lower()) for name in names}
+
+    async def conversation_rows(
+        session: AsyncSession, ids: Sequence[str]
+    ) -> dict[Any, Row[Any] | None]:
+        return dict(
+            await conversations.conversations_by_ids(session, ids=ids, owner_id=owner_scope)
+        )
+
+    async def message_rows(
+        session: AsyncSession, ids: Sequence[int]
+    ) -> dict[Any, Row[Any] | None]:
+        return dict(await messages.messages_by_ids(session, ids=ids, owner_id=owner_scope))
+
+    async def conversation_counts(session: AsyncSession, ids: Sequence[int]) -> dict[Any, int]:
+        return dict(await conversations.conversation_counts_by_user(session, user_ids=ids))
+
+    async def message_counts(session: AsyncSession, ids: Sequence[str]) -> dict[Any, int]:
+        return dict(
+            await messages.message_counts_by_conversation(session, conversation_ids=ids)
+        )
+
+    async def user_counts(
+        session: AsyncSession, searches: Sequence[str | None]
+    ) -> dict[Any, int]:
+        return {search: await users.count_users(session, search=search) for search in searches}
+
+    async def users_pages(
+        key: UsersPageKey, session: AsyncSession, parents: Sequence[None]
+    ) -> dict[Hashable, Page]:
+        request, search = key
+        return {None: await users.users_page(session, request=request, search=search)}
+
+    async def conversation_pages(
+        request: PageRequest, session: AsyncSession, user_ids: Sequence[int]
+    ) -> dict[Hashable, Page]:
+        return await conversations.conversation_pages_by_user(
+            session, user_ids=user_ids, request=request
+        )
+
+    async def message_pages(
+        request: PageRequest, session: AsyncSession, conversation_ids: Sequence[str]
+    ) -> dict[Hashable, Page]:
+        return await messages.message_pages_by_conversation(
+            session, conversation_ids=conversation_ids, request=request
+        )
+
+    def family(fetch: Any) -> Any:
+        return LoaderFamily(lambda params: BatchLoader(sessionmaker, partial(fetch, params), Page()))
+
+    return Loaders(
+        user_by_id=BatchLoader(sessionmaker, user_rows, None),
+        user_by_username=BatchLoader(sessionmaker, user_rows_by_name, None),
+        conversation_by_id=BatchLoader(sessionmaker, conversation_rows, None),
+        message_by_id=BatchLoader(sessionmaker, message_rows, None),
+        conversation_count_by_user=BatchLoader(sessionmaker, conversation_counts, 0),
+        message_count_by_conversation=BatchLoader(sessionmaker, message_counts, 0),
+        user_count_by_search=BatchLoader(sessionmaker, user_counts, 0),
+        users_page=family(users_pages),
+        conversations_page_by_user=family(conversation_pages),
+        messages_page_by_conversation=family(message_pages),
+    )

@@ -1,0 +1,38 @@
+"""The GraphQL schema: `make_schema` builds the one schema the server serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from schema.errors import ErrorCodes
+from schema.mutations import Mutation
+from schema.permissions import RejectBadTokens
+from schema.queries import Query
+from schema.scalars import SCALARS
+from schema.types import Conversation, Message, User
+
+
+class Schema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Errors are logged where they are masked (`ErrorCodes`): expected ones are not logged.
+        return None
+
+
+def make_schema(
+    *, extensions: list[type[SchemaExtension] | SchemaExtension] | None = None, **config: Any
+) -> Schema:
+    return Schema(
+        query=Query,
+        mutation=Mutation,
+        types=[User, Conversation, Message],
+        extensions=[ErrorCodes, RejectBadTokens, *(extensions or [])],
+        config=StrawberryConfig(scalar_map=SCALARS, **config),
+    )

@@ -1,0 +1,96 @@
+"""The per-request context, built by one constructor that the server and the tests both call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.users import get_user
+from loaders import Loaders, Viewer, make_loaders
+from schema.auth import Passwords, read_token
+from schema.config import Config
+from schema.errors import BAD_TOKEN, Unauthenticated
+
+
+@dataclass(frozen=True)
+class Services:
+    """What lives as long as the process and every request shares."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    config: Config
+    passwords: Passwords
+
+
+@dataclass
+class Context:
+    services: Services
+    loaders: Loaders
+    viewer: Viewer | None
+    viewer_row: Row[Any] | None
+    auth_error: Unauthenticated | None
+    request_id: str
+    client_address: str | None = None
+    # Strawberry sets these on WebSocket connections.
+    connection_params: dict[str, Any] | None = None
+    request: Any = None
+    response: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Config:
+        return self.services.config
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        return self.services.sessionmaker
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
+
+
+async def build_context(
+    services: Services,
+    *,
+    authorization: str | None,
+    request_id: str,
+    client_address: str | None = None,
+    request: Any = None,
+    response: Any = None,
+) -> Context:
+    """Load the viewer once for the whole request.
+
+    A token that is malformed, forged, expired, or names a missing or deactivated user makes
+    `auth_error` set, and every operation of the request is refused with it.
+    """
+    token = bearer_token(authorization)
+    viewer_row: Row[Any] | None = None
+    auth_error: Unauthenticated | None = None
+    if token is not None:
+        user_id = read_token(services.config, token) if token else None
+        if user_id is not None:
+            async with services.sessionmaker() as session:
+                viewer_row = await get_user(session, user_id=user_id)
+        if viewer_row is None or not viewer_row.is_active:
+            viewer_row, auth_error = None, Unauthenticated(BAD_TOKEN)
+    viewer = Viewer(id=viewer_row.id, is_admin=viewer_row.is_admin) if viewer_row else None
+    loaders = make_loaders(services.sessionmaker, viewer)
+    if viewer_row is not None:
+        loaders.user_by_id.prime(viewer_row.id, viewer_row)
+    return Context(
+        services=services,
+        loaders=loaders,
+        viewer=viewer,
+        viewer_row=viewer_row,
+        auth_error=auth_error,
+        request_id=request_id,
+        client_address=client_address,
+        request=request,
+        response=response,
+    )

@@ -1,0 +1,148 @@
+"""Errors a client may see, each carrying the contract's `extensions.code`.
+
+    PublicError                 expected failures; message and code reach the client as they are
+     ├── Unauthenticated        UNAUTHENTICATED
+     ├── Forbidden              FORBIDDEN
+     ├── NotFound               NOT_FOUND
+     ├── BadUserInput           BAD_USER_INPUT, with `extensions.fields`
+     ├── Conflict               CONFLICT, with `extensions.fields`
+     ├── RateLimited            RATE_LIMITED
+     └── QueryTooComplex        QUERY_TOO_COMPLEX
+
+Anything else is unexpected: `ErrorCodes` masks it to INTERNAL_SERVER_ERROR and logs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+from graphql import GraphQLError, GraphQLSyntaxError
+from strawberry.extensions import SchemaExtension
+
+logger = logging.getLogger("chatql.errors")
+
+LOGIN_REQUIRED = "You must be logged in."
+BAD_TOKEN = "Your session is invalid or has expired; log in again."
+FORBIDDEN = "You are not allowed to do this."
+NOT_FOUND = "Not found."
+WRONG_CREDENTIALS = "Wrong login or password."
+INTERNAL = "Internal server error."
+INVALID_INPUT = "Invalid input."
+
+
+class PublicError(Exception):
+    code: ClassVar[str] = "INTERNAL_SERVER_ERROR"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extensions: dict[str, Any] = {"code": self.code, **extra}
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Unauthenticated(PublicError):
+    code = "UNAUTHENTICATED"
+
+    def __init__(self, message: str = LOGIN_REQUIRED) -> None:
+        super().__init__(message)
+
+
+class Forbidden(PublicError):
+    code = "FORBIDDEN"
+
+    def __init__(self, message: str = FORBIDDEN) -> None:
+        super().__init__(message)
+
+
+class NotFound(PublicError):
+    code = "NOT_FOUND"
+
+    def __init__(self, message: str = NOT_FOUND) -> None:
+        super().__init__(message)
+
+
+class BadUserInput(PublicError):
+    code = "BAD_USER_INPUT"
+
+    def __init__(self, fields: Mapping[str, str], message: str = INVALID_INPUT) -> None:
+        super().__init__(message, fields=dict(fields))
+        self.fields = dict(fields)
+
+    @classmethod
+    def one(cls, field: str, reason: str) -> BadUserInput:
+        return cls({field: reason}, f"{field}: {reason}")
+
+
+class Conflict(PublicError):
+    code = "CONFLICT"
+
+    def __init__(self, field: str) -> None:
+        reason = f"this {field} is already taken"
+        super().__init__(f"{field}: {reason}", fields={field: reason})
+
+
+class RateLimited(PublicError):
+    code = "RATE_LIMITED"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "Too many failed logins; try again later.", retryAfterSeconds=retry_after
+        )
+
+
+class QueryTooComplex(PublicError):
+    code = "QUERY_TOO_COMPLEX"
+
+    def __init__(self, message: str, *, limit: int, actual: int) -> None:
+        super().__init__(message, limit=limit, actual=actual)
+
+
+def classify(error: GraphQLError) -> str:
+    """The code of an error graphql-core raised before any resolver ran."""
+    if isinstance(error, GraphQLSyntaxError) or error.message.startswith("Syntax Error"):
+        return "GRAPHQL_PARSE_FAILED"
+    if error.message.startswith("Variable '$"):
+        return "BAD_USER_INPUT"
+    return "GRAPHQL_VALIDATION_FAILED"
+
+
+def public_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
+    """The error as a client may see it: its code added, or masked when unexpected."""
+    original = error.original_error
+    if isinstance(original, PublicError):
+        error.extensions = original.extensions
+        return error
+    if original is None:
+        if not (error.extensions or {}).get("code"):
+            error.extensions = {**(error.extensions or {}), "code": classify(error)}
+        return error
+    logger.error(
+        "unexpected error at %s (request %s)",
+        ".".join(map(str, error.path or [])) or "operation",
+        request_id,
+        exc_info=original,
+    )
+    return GraphQLError(
+        INTERNAL,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
+    )
+
+
+class ErrorCodes(SchemaExtension):
+    """Gives every error its code and masks the unexpected ones (logged with the request id)."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is None or not result.errors:
+            return
+        request_id = getattr(self.execution_context.context, "request_id", None)
+        result.errors = [public_error(error, request_id) for error in result.errors]

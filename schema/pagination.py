@@ -1,0 +1,143 @@
+"""Relay connections: argument rules, opaque keyset cursors, and the generic types."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Generic, Literal, TypeVar
+
+import strawberry
+from sqlalchemy import Row
+
+from db.pagination import Keyset, Page, PageRequest
+from schema.config import Config
+from schema.errors import BadUserInput
+
+T = TypeVar("T")
+CursorKind = Literal["user", "conversation", "message"]
+
+
+def _stamp(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def row_keyset(kind: CursorKind, row: Row[Any]) -> Keyset:
+    if kind == "user":
+        return (row.id,)
+    if kind == "conversation":
+        return (row.updated_at, row.id)
+    return (row.created_at, row.id)
+
+
+def encode_cursor(kind: CursorKind, keyset: Keyset) -> str:
+    values = [_stamp(v) if isinstance(v, datetime) else v for v in keyset]
+    raw = json.dumps([kind[0], *values], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(kind: CursorKind, cursor: str, *, field: str) -> Keyset:
+    bad = BadUserInput.one(field, "not a valid cursor for this connection")
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (binascii.Error, UnicodeError, ValueError):
+        raise bad from None
+    if not isinstance(values, list) or not values or values[0] != kind[0]:
+        raise bad
+    try:
+        if kind == "user":
+            (_, user_id) = values
+            if type(user_id) is not int:
+                raise ValueError
+            return (user_id,)
+        (_, stamp, key) = values
+        moment = datetime.fromisoformat(stamp)
+        if moment.tzinfo is None:
+            raise ValueError
+        if kind == "conversation":
+            return (moment.astimezone(UTC), str(uuid.UUID(key)))
+        if type(key) is not int:
+            raise ValueError
+        return (moment.astimezone(UTC), key)
+    except (ValueError, TypeError, AttributeError):
+        raise bad from None
+
+
+def page_request(
+    config: Config,
+    kind: CursorKind,
+    *,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+) -> PageRequest:
+    """Check connection arguments against the contract's rules and normalise them."""
+    problems: dict[str, str] = {}
+    bounds = f"must be between 1 and {config.max_page_size}"
+    if first is not None and not 1 <= first <= config.max_page_size:
+        problems["first"] = bounds
+    if last is not None and not 1 <= last <= config.max_page_size:
+        problems["last"] = bounds
+    if first is not None and last is not None:
+        problems["last"] = "cannot be combined with first"
+    if problems:
+        raise BadUserInput(problems, "; ".join(f"{k}: {v}" for k, v in problems.items()))
+    after_keys = decode_cursor(kind, after, field="after") if after is not None else None
+    before_keys = decode_cursor(kind, before, field="before") if before is not None else None
+    if first is None and last is None:
+        first = config.default_page_size
+    return PageRequest(first=first, last=last, after=after_keys, before=before_keys)
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[T]):
+    cursor: str
+    node: T
+
+
+@strawberry.type
+class Connection(Generic[T]):
+    edges: list[Edge[T]]
+    page_info: PageInfo
+    count: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field
+    async def total_count(self) -> int:
+        return await self.count()
+
+    @classmethod
+    def from_page(
+        cls,
+        page: Page,
+        *,
+        kind: CursorKind,
+        node: Callable[[Row[Any]], T],
+        count: Callable[[], Awaitable[int]],
+    ) -> Connection[T]:
+        edges = [
+            Edge(cursor=encode_cursor(kind, row_keyset(kind, row)), node=node(row))
+            for row in page.rows
+        ]
+        return cls(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next,
+                has_previous_page=page.has_previous,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+            count=count,
+        )

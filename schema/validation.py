@@ -1,0 +1,60 @@
+"""Input rules of the contract. Each check returns a reason, or None when the value is fine."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from schema.errors import BadUserInput
+
+USERNAME = re.compile(r"[A-Za-z0-9_.\-]{3,50}")
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+
+
+def _text(value: str, *, low: int, high: int) -> str | None:
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    if not low <= len(value) <= high:
+        return f"must be {low}-{high} characters" if low else f"must be at most {high} characters"
+    return None
+
+
+def username_problem(value: str) -> str | None:
+    if not USERNAME.fullmatch(value):
+        return "must be 3-50 letters, digits, '_', '.' or '-'"
+    return None
+
+
+def email_problem(value: str) -> str | None:
+    problem = _text(value, low=3, high=100)
+    if problem:
+        return problem
+    return None if EMAIL.fullmatch(value) else "must be a valid email address"
+
+
+def password_problem(value: str) -> str | None:
+    return _text(value, low=8, high=128)
+
+
+def full_name_problem(value: str) -> str | None:
+    return _text(value, low=0, high=100)
+
+
+def title_problem(value: str) -> str | None:
+    return _text(value, low=1, high=200)
+
+
+def content_problem(value: str) -> str | None:
+    return _text(value, low=1, high=32_000)
+
+
+def client_id_problem(value: str) -> str | None:
+    return _text(value, low=1, high=64)
+
+
+def raise_for(problems: Mapping[str, str | None]) -> None:
+    """Raise one BAD_USER_INPUT naming every bad field at once."""
+    found = {name: reason for name, reason in problems.items() if reason}
+    if found:
+        summary = "; ".join(f"{name}: {reason}" for name, reason in found.items())
+        raise BadUserInput(found, f"Invalid input: {summary}")
