@@ -23,13 +23,14 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
 from db.engine import is_sqlite, make_engine, make_sessionmaker
 from db.migrate import upgrade_to_head
+from realtime.broker import LocalBroker
 from schema import make_schema
 from schema.auth import Passwords
 from schema.config import Config
@@ -113,7 +114,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             max_overflow=settings.db_max_overflow,
         )
         services = Services(
-            sessionmaker=make_sessionmaker(engine), config=config, passwords=passwords
+            sessionmaker=make_sessionmaker(engine),
+            config=config,
+            passwords=passwords,
+            broker=LocalBroker(),
         )
         app.state.engine = engine
         app.state.services = services

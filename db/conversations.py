@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Conversation
 from db.pagination import Ordering, Page, PageRequest, fetch_pages
 
-conversations = Conversation.__table__
+conversations = cast(Table, Conversation.__table__)
 CONVERSATION_ORDER = Ordering(
     keys=(conversations.c.updated_at, conversations.c.id), descending=True
 )

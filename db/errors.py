@@ -1,7 +1,7 @@
 """Errors the data layer raises, so that callers never see a driver's exception type.
 
-    DataError
-     └── Conflict      a unique value is taken (decided by the database's constraint)
+DataError
+ └── Conflict      a unique value is taken (decided by the database's constraint)
 """
 
 from __future__ import annotations

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Conversation, Message
 from db.pagination import Ordering, Page, PageRequest, fetch_pages
 
-messages = Message.__table__
-conversations = Conversation.__table__
+messages = cast(Table, Message.__table__)
+conversations = cast(Table, Conversation.__table__)
 MESSAGE_ORDER = Ordering(keys=(messages.c.created_at, messages.c.id))
 
 

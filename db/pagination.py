@@ -53,13 +53,17 @@ class Ordering:
     def beyond(self, keyset: Keyset) -> ColumnElement[bool]:
         """Items that come after `keyset` in this order."""
         row = tuple_(*self.keys)
-        bound = tuple_(*(literal(value, key.type) for key, value in zip(self.keys, keyset, strict=True)))
+        bound = tuple_(
+            *(literal(value, key.type) for key, value in zip(self.keys, keyset, strict=True))
+        )
         return row < bound if self.descending else row > bound
 
     def short_of(self, keyset: Keyset) -> ColumnElement[bool]:
         """Items that come before `keyset` in this order."""
         row = tuple_(*self.keys)
-        bound = tuple_(*(literal(value, key.type) for key, value in zip(self.keys, keyset, strict=True)))
+        bound = tuple_(
+            *(literal(value, key.type) for key, value in zip(self.keys, keyset, strict=True))
+        )
         return row > bound if self.descending else row < bound
 
     def order_by(self, *, forward: bool) -> list[ColumnElement[Any]]:
@@ -83,7 +87,9 @@ def _part(
     over = func.row_number().over(
         partition_by=partition, order_by=ordering.order_by(forward=forward)
     )
-    inner = base.where(*where).add_columns(over.label("page_rank"), literal(kind).label("page_part"))
+    inner = base.where(*where).add_columns(
+        over.label("page_rank"), literal(kind).label("page_part")
+    )
     ranked = inner.subquery()
     return select(ranked).where(ranked.c.page_rank <= limit)
 
@@ -102,16 +108,27 @@ def page_statement(
     if request.before is not None:
         bounds.append(ordering.short_of(request.before))
     forward = request.first is not None
-    common = {"partition": partition, "ordering": ordering}
-    parts = [
-        _part(base, **common, forward=forward, where=bounds, limit=request.size + 1, kind=PAGE)
-    ]
+
+    def part(
+        *, forward: bool, where: list[ColumnElement[bool]], limit: int, kind: str
+    ) -> Select[Any]:
+        return _part(
+            base,
+            partition=partition,
+            ordering=ordering,
+            forward=forward,
+            where=where,
+            limit=limit,
+            kind=kind,
+        )
+
+    parts = [part(forward=forward, where=bounds, limit=request.size + 1, kind=PAGE)]
     if request.after is not None:
         not_after = [~ordering.beyond(request.after)]
-        parts.append(_part(base, **common, forward=False, where=not_after, limit=1, kind=PRECEDING))
+        parts.append(part(forward=False, where=not_after, limit=1, kind=PRECEDING))
     if request.before is not None:
         not_before = [~ordering.short_of(request.before)]
-        parts.append(_part(base, **common, forward=True, where=not_before, limit=1, kind=FOLLOWING))
+        parts.append(part(forward=True, where=not_before, limit=1, kind=FOLLOWING))
     if len(parts) == 1:
         return parts[0]
     combined = union_all(*parts).subquery()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, delete, exists, func, insert, literal, or_, select, update
+from sqlalchemy import Row, Table, delete, exists, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,7 +13,7 @@ from db.errors import Conflict, conflicting_field
 from db.models import User, utcnow
 from db.pagination import Ordering, Page, PageRequest, fetch_pages
 
-users = User.__table__
+users = cast(Table, User.__table__)
 USER_ORDER = Ordering(keys=(users.c.id,))
 
 
@@ -48,9 +48,7 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def users_page(
-    session: AsyncSession, *, request: PageRequest, search: str | None
-) -> Page:
+async def users_page(session: AsyncSession, *, request: PageRequest, search: str | None) -> Page:
     base = select(users)
     if search:
         pattern = f"%{_escape_like(search.lower())}%"

@@ -49,9 +49,7 @@ class Loaders:
         self.conversation_count_by_user.clear_all()
 
 
-def make_loaders(
-    sessionmaker: async_sessionmaker[AsyncSession], viewer: Viewer | None
-) -> Loaders:
+def make_loaders(sessionmaker: async_sessionmaker[AsyncSession], viewer: Viewer | None) -> Loaders:
     # None scopes a lookup to every owner: admins see everything. Anonymous viewers are
     # turned away by the resolvers before any loader runs; scope them to nobody anyway.
     owner_scope = None if viewer is not None and viewer.is_admin else (viewer.id if viewer else -1)
@@ -72,22 +70,16 @@ def make_loaders(
             await conversations.conversations_by_ids(session, ids=ids, owner_id=owner_scope)
         )
 
-    async def message_rows(
-        session: AsyncSession, ids: Sequence[int]
-    ) -> dict[Any, Row[Any] | None]:
+    async def message_rows(session: AsyncSession, ids: Sequence[int]) -> dict[Any, Row[Any] | None]:
         return dict(await messages.messages_by_ids(session, ids=ids, owner_id=owner_scope))
 
     async def conversation_counts(session: AsyncSession, ids: Sequence[int]) -> dict[Any, int]:
         return dict(await conversations.conversation_counts_by_user(session, user_ids=ids))
 
     async def message_counts(session: AsyncSession, ids: Sequence[str]) -> dict[Any, int]:
-        return dict(
-            await messages.message_counts_by_conversation(session, conversation_ids=ids)
-        )
+        return dict(await messages.message_counts_by_conversation(session, conversation_ids=ids))
 
-    async def user_counts(
-        session: AsyncSession, searches: Sequence[str | None]
-    ) -> dict[Any, int]:
+    async def user_counts(session: AsyncSession, searches: Sequence[str | None]) -> dict[Any, int]:
         return {search: await users.count_users(session, search=search) for search in searches}
 
     async def users_pages(
@@ -111,7 +103,9 @@ def make_loaders(
         )
 
     def family(fetch: Any) -> Any:
-        return LoaderFamily(lambda params: BatchLoader(sessionmaker, partial(fetch, params), Page()))
+        return LoaderFamily(
+            lambda params: BatchLoader(sessionmaker, partial(fetch, params), Page())
+        )
 
     return Loaders(
         user_by_id=BatchLoader(sessionmaker, user_rows, None),

@@ -19,7 +19,7 @@ P = TypeVar("P", bound=Hashable)
 Fetch = Callable[[AsyncSession, Sequence[K]], Awaitable[dict[Any, V]]]
 
 
-class BatchLoader(DataLoader, Generic[K, V]):  # type: ignore[misc]  # aiodataloader is untyped
+class BatchLoader(DataLoader[K, V]):
     """Loads a batch of keys with one call of `fetch` in a session of its own."""
 
     def __init__(

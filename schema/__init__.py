@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import strawberry
@@ -26,13 +27,11 @@ class Schema(strawberry.Schema):
         return None
 
 
-def make_schema(
-    *, extensions: list[type[SchemaExtension] | SchemaExtension] | None = None, **config: Any
-) -> Schema:
+def make_schema(*, extensions: Sequence[type[SchemaExtension]] = (), **config: Any) -> Schema:
     return Schema(
         query=Query,
         mutation=Mutation,
         types=[User, Conversation, Message],
-        extensions=[ErrorCodes, RejectBadTokens, *(extensions or [])],
+        extensions=[ErrorCodes, RejectBadTokens, *extensions],
         config=StrawberryConfig(scalar_map=SCALARS, **config),
     )

@@ -38,9 +38,10 @@ class Passwords:
     async def verify(self, hashed: str | None, password: str) -> bool:
         """Checks against a dummy hash when there is no user, so both cases take as long."""
         try:
-            return await asyncio.to_thread(
-                self.hasher.verify, hashed or self.dummy_hash, password
-            ) and hashed is not None
+            return (
+                await asyncio.to_thread(self.hasher.verify, hashed or self.dummy_hash, password)
+                and hashed is not None
+            )
         except (VerificationError, InvalidHashError):
             return False
 

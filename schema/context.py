@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.users import get_user
 from loaders import Loaders, Viewer, make_loaders
+from realtime.broker import Broker
 from schema.auth import Passwords, read_token
 from schema.config import Config
 from schema.errors import BAD_TOKEN, Unauthenticated
@@ -22,6 +23,7 @@ class Services:
     sessionmaker: async_sessionmaker[AsyncSession]
     config: Config
     passwords: Passwords
+    broker: Broker
 
 
 @dataclass

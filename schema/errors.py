@@ -89,9 +89,7 @@ class RateLimited(PublicError):
     code = "RATE_LIMITED"
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__(
-            "Too many failed logins; try again later.", retryAfterSeconds=retry_after
-        )
+        super().__init__("Too many failed logins; try again later.", retryAfterSeconds=retry_after)
 
 
 class QueryTooComplex(PublicError):

@@ -1,4 +1,4 @@
-"""The Mutation root. Each mutation is one session and one transaction: a failure changes nothing."""
+"""The Mutation root: one session and one transaction each, so a failure changes nothing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from strawberry import UNSET
 from db import errors as db_errors
 from db import users as user_data
 from schema.auth import issue_token
-from schema.errors import WRONG_CREDENTIALS, BadUserInput, Conflict, Forbidden, NotFound, Unauthenticated
+from schema.errors import (
+    WRONG_CREDENTIALS,
+    BadUserInput,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthenticated,
+)
 from schema.permissions import require_self_or_admin
 from schema.relay import decode_user_id, to_global_id
 from schema.types import AuthPayload, DeletePayload, Info, User
@@ -79,7 +86,9 @@ class Mutation:
         except db_errors.Conflict as exc:
             raise Conflict(exc.field) from exc
         info.context.loaders.user_by_id.put(row.id, row)
-        return AuthPayload(token=issue_token(services.config, row.id), user=User.from_row(row, as_self=True))
+        return AuthPayload(
+            token=issue_token(services.config, row.id), user=User.from_row(row, as_self=True)
+        )
 
     @strawberry.mutation(description="Exchange a username or email and a password for a token.")
     async def log_in(self, info: Info, input: LogInInput) -> AuthPayload:
@@ -90,7 +99,9 @@ class Mutation:
         verified = await services.passwords.verify(hashed, input.password)
         if row is None or not verified or not row.is_active:
             raise Unauthenticated(WRONG_CREDENTIALS)
-        return AuthPayload(token=issue_token(services.config, row.id), user=User.from_row(row, as_self=True))
+        return AuthPayload(
+            token=issue_token(services.config, row.id), user=User.from_row(row, as_self=True)
+        )
 
     @strawberry.mutation(description="Self or admin; only an admin may set isActive.")
     async def update_user(self, info: Info, id: strawberry.ID, input: UpdateUserInput) -> User:

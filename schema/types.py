@@ -122,7 +122,7 @@ class Conversation(Node):
         return User.from_row(row)
 
     @strawberry.field(
-        description="Chronological (oldest first): `last: N` is the newest N, `before:` scrolls back."
+        description="Oldest first: `last: N` is the newest N, and `before:` scrolls back."
     )
     async def messages(
         self,

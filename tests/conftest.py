@@ -22,9 +22,8 @@ from starlette.applications import Starlette
 from db.engine import make_engine, make_sessionmaker
 from db.migrate import upgrade_to_head
 from server import Settings, create_app
-from tests.helpers import Api, StatementCounter
-
 from tests.factories import TEST_SECRET
+from tests.helpers import Api, StatementCounter
 
 T = TypeVar("T")
 
@@ -43,7 +42,10 @@ def _postgres_admin_url() -> str:
 async def _create_database(admin_url: str, name: str) -> None:
     url = make_url(admin_url)
     connection = await asyncpg.connect(
-        user=url.username, password=url.password, host=url.host, port=url.port,
+        user=url.username,
+        password=url.password,
+        host=url.host,
+        port=url.port,
         database=url.database,
     )
     try:
@@ -55,7 +57,10 @@ async def _create_database(admin_url: str, name: str) -> None:
 async def _drop_database(admin_url: str, name: str) -> None:
     url = make_url(admin_url)
     connection = await asyncpg.connect(
-        user=url.username, password=url.password, host=url.host, port=url.port,
+        user=url.username,
+        password=url.password,
+        host=url.host,
+        port=url.port,
         database=url.database,
     )
     try:

@@ -4,7 +4,7 @@ import time
 
 import jwt
 
-from tests.factories import PASSWORD, TEST_SECRET, gid, make_user, token_for, Sessionmaker
+from tests.factories import PASSWORD, TEST_SECRET, Sessionmaker, gid, make_user, token_for
 from tests.helpers import Api
 
 SIGN_UP = """
@@ -19,8 +19,14 @@ ME = "{ me { username email isAdmin } }"
 async def test_sign_up_then_log_in_then_me(api: Api) -> None:
     signed = await api.data(
         SIGN_UP,
-        {"input": {"username": "ada", "email": "Ada@Example.com", "password": "s3cret-pass",
-                   "fullName": "  Ada Lovelace "}},
+        {
+            "input": {
+                "username": "ada",
+                "email": "Ada@Example.com",
+                "password": "s3cret-pass",
+                "fullName": "  Ada Lovelace ",
+            }
+        },
     )
     user = signed["signUp"]["user"]
     assert user == {
@@ -79,8 +85,14 @@ async def test_bad_forged_and_expired_tokens_fail_every_operation(
 ) -> None:
     user_id = await make_user(sessionmaker)
     now = int(time.time())
-    forged = jwt.encode({"sub": str(user_id), "iat": now, "exp": now + 60}, "other-secret-key-0123456789abcdef", "HS256")
-    expired = jwt.encode({"sub": str(user_id), "iat": now - 120, "exp": now - 60}, TEST_SECRET, "HS256")
+    forged = jwt.encode(
+        {"sub": str(user_id), "iat": now, "exp": now + 60},
+        "other-secret-key-0123456789abcdef",
+        "HS256",
+    )
+    expired = jwt.encode(
+        {"sub": str(user_id), "iat": now - 120, "exp": now - 60}, TEST_SECRET, "HS256"
+    )
     for token in ("garbage", forged, expired):
         result = await api.run(ME, token=token)
         assert result["data"] is None
@@ -103,7 +115,9 @@ async def test_sign_up_validates_every_field_at_once(api: Api) -> None:
 
 
 async def test_taken_username_or_email_is_a_conflict_whatever_the_case(api: Api) -> None:
-    await api.data(SIGN_UP, {"input": {"username": "taken", "email": "t@x.io", "password": "password1"}})
+    await api.data(
+        SIGN_UP, {"input": {"username": "taken", "email": "t@x.io", "password": "password1"}}
+    )
     by_name = await api.error(
         SIGN_UP, {"input": {"username": "TAKEN", "email": "other@x.io", "password": "password1"}}
     )
@@ -129,7 +143,10 @@ async def test_users_update_themselves_but_not_others(api: Api, sessionmaker: Se
         UPDATE, {"id": gid("User", me), "input": {"fullName": "Me Myself"}}, token=token_for(me)
     )
     assert data["updateUser"] == {
-        "username": "self", "fullName": "Me Myself", "email": "self@example.com", "isActive": True
+        "username": "self",
+        "fullName": "Me Myself",
+        "email": "self@example.com",
+        "isActive": True,
     }
     error = await api.error(
         UPDATE, {"id": gid("User", other), "input": {"fullName": "X"}}, token=token_for(me)
@@ -160,7 +177,8 @@ async def test_a_changed_password_is_the_one_that_logs_in(
 ) -> None:
     user = await make_user(sessionmaker, username="pw")
     await api.data(
-        UPDATE, {"id": gid("User", user), "input": {"password": "brand-new-pass"}},
+        UPDATE,
+        {"id": gid("User", user), "input": {"password": "brand-new-pass"}},
         token=token_for(user),
     )
     await api.data(LOG_IN, {"input": {"login": "pw", "password": "brand-new-pass"}})
@@ -178,7 +196,8 @@ async def test_delete_user_removes_the_account(api: Api, sessionmaker: Sessionma
     )
     assert data == {"deleteUser": {"deletedId": gid("User", user)}}
     found = await api.data(
-        "query ($id: ID!) { user(id: $id) { id } }", {"id": gid("User", user)},
+        "query ($id: ID!) { user(id: $id) { id } }",
+        {"id": gid("User", user)},
         token=token_for(admin),
     )
     assert found == {"user": None}

@@ -64,16 +64,15 @@ def upgrade() -> None:
         ),
         sa.Column(
             "role",
-            sa.Enum("USER", "ASSISTANT", "SYSTEM", name="message_role", native_enum=False,
-                    length=16),
+            sa.Enum(
+                "USER", "ASSISTANT", "SYSTEM", name="message_role", native_enum=False, length=16
+            ),
             nullable=False,
         ),
         sa.Column("content", sa.Text, nullable=False),
         sa.Column("client_id", sa.String(64), nullable=True),
         sa.Column("created_at", UTCDateTime, nullable=False),
-        sa.UniqueConstraint(
-            "conversation_id", "client_id", name="uq_messages_conversation_client"
-        ),
+        sa.UniqueConstraint("conversation_id", "client_id", name="uq_messages_conversation_client"),
     )
     op.create_index(
         "ix_messages_conversation_created",
