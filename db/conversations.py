@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, func, select
+from sqlalchemy import Row, Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Conversation
+from db.models import Conversation, new_conversation_id, utcnow
 from db.pagination import Ordering, Page, PageRequest, fetch_pages
 
 conversations = cast(Table, Conversation.__table__)
@@ -58,3 +58,37 @@ async def conversation_counts_by_user(
     )
     counts = {user_id: int(count) for user_id, count in (await session.execute(statement)).all()}
     return {user_id: counts.get(user_id, 0) for user_id in user_ids}
+
+
+async def create_conversation(session: AsyncSession, *, owner_id: int, title: str) -> Row[Any]:
+    now = utcnow()
+    statement = (
+        insert(conversations)
+        .values(
+            id=new_conversation_id(), user_id=owner_id, title=title, created_at=now, updated_at=now
+        )
+        .returning(*conversations.c)
+    )
+    return (await session.execute(statement)).one()
+
+
+async def get_conversation_for_update(
+    session: AsyncSession, *, conversation_id: str, owner_id: int | None
+) -> Row[Any] | None:
+    """The conversation, row-locked until the transaction ends (PostgreSQL; SQLite has one
+    writer at a time anyway). `owner_id` None means an admin."""
+    statement = visible_conversations(owner_id).where(conversations.c.id == conversation_id)
+    return (await session.execute(statement.with_for_update())).first()
+
+
+async def touch_conversation(
+    session: AsyncSession, *, conversation_id: str, at: Any = None
+) -> Row[Any]:
+    """Set `updated_at` to `at` (default now) and return the row."""
+    statement = (
+        update(conversations)
+        .where(conversations.c.id == conversation_id)
+        .values(updated_at=at or utcnow())
+        .returning(*conversations.c)
+    )
+    return (await session.execute(statement)).one()

@@ -6,9 +6,10 @@ from collections.abc import Hashable, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Row, Table, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Conversation, Message
+from db.models import Conversation, Message, MessageRole, utcnow
 from db.pagination import Ordering, Page, PageRequest, fetch_pages
 
 messages = cast(Table, Message.__table__)
@@ -54,3 +55,40 @@ async def message_counts_by_conversation(
     rows = (await session.execute(statement)).all()
     counts = {conversation_id: int(count) for conversation_id, count in rows}
     return {conversation_id: counts.get(conversation_id, 0) for conversation_id in conversation_ids}
+
+
+async def add_message(
+    session: AsyncSession,
+    *,
+    conversation_id: str,
+    role: MessageRole,
+    content: str,
+    client_id: str | None,
+) -> tuple[Row[Any], bool]:
+    """Store a message, or find the one already stored under the same `client_id`.
+
+    Idempotency is decided by the unique index, not by a read before the write: of any number
+    of racing senders exactly one inserts, and the others read that row back. Returns the row
+    and whether it is new.
+    """
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(messages)
+        .values(
+            conversation_id=conversation_id,
+            role=role,
+            content=content,
+            client_id=client_id,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["conversation_id", "client_id"])
+        .returning(*messages.c)
+    )
+    row = (await session.execute(statement)).first()
+    if row is not None:
+        return row, True
+    existing = select(messages).where(
+        messages.c.conversation_id == conversation_id, messages.c.client_id == client_id
+    )
+    return (await session.execute(existing)).one(), False

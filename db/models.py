@@ -134,3 +134,29 @@ class Message(Base):
         Index("ix_messages_conversation_created", conversation_id, created_at, id),
         UniqueConstraint("conversation_id", "client_id", name="uq_messages_conversation_client"),
     )
+
+
+class LoginFailure(Base):
+    """One failed login; counted per login name and per client address over a window."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    login: Mapped[str] = mapped_column(String(100))
+    client_address: Mapped[str] = mapped_column(String(64))
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_login_failures_login_at", login, failed_at),
+        Index("ix_login_failures_address_at", client_address, failed_at),
+    )
+
+
+class PersistedQuery(Base):
+    """An automatic persisted query, shared by every process on one database."""
+
+    __tablename__ = "persisted_queries"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    query: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

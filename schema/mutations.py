@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import strawberry
 from strawberry import UNSET
 
+from db import conversations as conversation_data
 from db import errors as db_errors
+from db import messages as message_data
 from db import users as user_data
+from db.models import MessageRole
 from schema.auth import issue_token
 from schema.errors import (
     WRONG_CREDENTIALS,
-    BadUserInput,
     Conflict,
     Forbidden,
     NotFound,
     Unauthenticated,
 )
-from schema.permissions import require_self_or_admin
-from schema.relay import decode_user_id, to_global_id
-from schema.types import AuthPayload, DeletePayload, Info, User
+from schema.permissions import require_self_or_admin, require_viewer
+from schema.relay import decode_conversation_id, decode_user_id, to_global_id
+from schema.types import AuthPayload, Conversation, DeletePayload, Info, Message, User
 from schema.validation import (
+    client_id_problem,
+    content_problem,
     email_problem,
     full_name_problem,
     password_problem,
     raise_for,
+    title_problem,
     username_problem,
 )
 
@@ -52,6 +58,51 @@ class UpdateUserInput:
     email: str | None = UNSET
     password: str | None = UNSET
     is_active: bool | None = strawberry.field(default=UNSET, description="Admin only.")
+
+
+@strawberry.input
+class CreateConversationInput:
+    title: str = strawberry.field(description="1-200 chars after trimming.")
+
+
+@strawberry.input
+class UpdateConversationInput:
+    title: str
+
+
+@strawberry.input
+class TransferConversationInput:
+    conversation_id: strawberry.ID
+    to_user_id: strawberry.ID
+
+
+@strawberry.input
+class SendMessageInput:
+    conversation_id: strawberry.ID
+    content: str = strawberry.field(description="1-32000 chars.")
+    role: MessageRole | None = MessageRole.USER
+    client_id: str | None = strawberry.field(
+        default=None,
+        description="Idempotency key, at most 64 chars: resending the same (conversationId, "
+        "clientId) returns the first message, never a duplicate.",
+    )
+
+
+@strawberry.input
+class MessageInput:
+    role: MessageRole
+    content: str
+    created_at: datetime | None = strawberry.field(
+        default=None, description="Defaults to now; imported history keeps its own times."
+    )
+
+
+@strawberry.input
+class ImportMessagesInput:
+    conversation_id: strawberry.ID
+    messages: list[MessageInput] = strawberry.field(
+        description="1-1000 per call, all stored or none."
+    )
 
 
 def _clean_full_name(value: str | None) -> str | None:
@@ -156,5 +207,52 @@ class Mutation:
         info.context.loaders.user_by_id.clear(user_id)
         return DeletePayload(deleted_id=strawberry.ID(to_global_id("User", user_id)))
 
+    @strawberry.mutation(description="A new conversation owned by the viewer.")
+    async def create_conversation(self, info: Info, input: CreateConversationInput) -> Conversation:
+        viewer = require_viewer(info.context)
+        title = input.title.strip()
+        raise_for({"title": title_problem(title)})
+        async with info.context.sessionmaker() as session, session.begin():
+            row = await conversation_data.create_conversation(
+                session, owner_id=viewer.id, title=title
+            )
+        info.context.loaders.conversation_by_id.put(row.id, row)
+        return Conversation.from_row(row)
 
-__all__ = ["BadUserInput", "Mutation"]
+    @strawberry.mutation(
+        description="Add a message; resending a clientId returns the first message."
+    )
+    async def send_message(self, info: Info, input: SendMessageInput) -> Message:
+        viewer = require_viewer(info.context)
+        conversation_id = decode_conversation_id(input.conversation_id, field="conversationId")
+        raise_for(
+            {
+                "content": content_problem(input.content),
+                "clientId": client_id_problem(input.client_id) if input.client_id else None,
+            }
+        )
+        owner_scope = None if viewer.is_admin else viewer.id
+        services = info.context.services
+        async with services.sessionmaker() as session, session.begin():
+            conversation = await conversation_data.get_conversation_for_update(
+                session, conversation_id=conversation_id, owner_id=owner_scope
+            )
+            if conversation is None:
+                raise NotFound()
+            row, created = await message_data.add_message(
+                session,
+                conversation_id=conversation_id,
+                role=input.role or MessageRole.USER,
+                content=input.content,
+                client_id=input.client_id,
+            )
+            if created:
+                await conversation_data.touch_conversation(
+                    session, conversation_id=conversation_id, at=row.created_at
+                )
+                await services.broker.publish(
+                    session, conversation_id=conversation_id, message_ids=[row.id]
+                )
+        info.context.loaders.forget_conversation(conversation_id)
+        info.context.loaders.message_by_id.put(row.id, row)
+        return Message.from_row(row)

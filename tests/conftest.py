@@ -101,7 +101,10 @@ async def _truncate(url: str) -> None:
     try:
         async with engine.begin() as connection:
             await connection.execute(
-                text("TRUNCATE users, conversations, messages RESTART IDENTITY CASCADE")
+                text(
+                    "TRUNCATE users, conversations, messages, login_failures, "
+                    "persisted_queries RESTART IDENTITY CASCADE"
+                )
             )
     finally:
         await engine.dispose()
