@@ -68,9 +68,10 @@ class Settings(BaseSettings):
         path = DATA_DIR / "secret_key"
         if not path.exists():
             DATA_DIR.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(48))
+            with contextlib.suppress(FileExistsError):  # another worker was first
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(48))
         return path.read_text().strip()
 
     def schema_config(self) -> Config:
