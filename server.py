@@ -67,11 +67,18 @@ class Settings(BaseSettings):
             return self.secret_key
         path = DATA_DIR / "secret_key"
         if not path.exists():
+            # Written aside, then linked into place: a racing process sees the whole key or none.
             DATA_DIR.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileExistsError):  # another worker was first
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(secrets.token_urlsafe(48))
+            draft = path.with_name(f".secret_key.{os.getpid()}")
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass
+            finally:
+                draft.unlink()
         return path.read_text().strip()
 
     def schema_config(self) -> Config:
@@ -167,6 +174,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 2
     asyncio.run(_migrate(settings))
+    settings.resolved_secret_key()  # once, before any worker starts
     print(f"chatql: GraphiQL at http://{args.host}:{args.port}/graphql", file=sys.stderr)
     uvicorn.run(
         "server:create_app",
