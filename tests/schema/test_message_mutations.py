@@ -19,7 +19,7 @@ from tests.factories import (
     make_user,
     token_for,
 )
-from tests.helpers import Api
+from tests.helpers import Api, StatementCounter
 
 SEND = """
 mutation ($input: SendMessageInput!) {
@@ -293,12 +293,14 @@ async def test_an_import_of_the_wrong_size_is_bad_input_and_stores_nothing(
 
 
 async def test_an_import_of_a_thousand_messages_is_one_insert(
-    api: Api, sessionmaker: Sessionmaker, broker: RecordingBroker, statements: Any
+    api: Api, sessionmaker: Sessionmaker, broker: RecordingBroker, statements: StatementCounter
 ) -> None:
     user = await make_user(sessionmaker)
     conversation = await make_conversation(sessionmaker, owner_id=user)
     messages = [{"role": "USER", "content": f"m{i}"} for i in range(1000)]
-    query = "mutation ($input: ImportMessagesInput!) { importMessages(input: $input) { importedCount } }"
+    query = """
+    mutation ($input: ImportMessagesInput!) { importMessages(input: $input) { importedCount } }
+    """
     statements.reset()
     data = await api.data(query, import_input(conversation, messages), token=token_for(user))
     assert data == {"importMessages": {"importedCount": 1000}}
