@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65_536
     argon2_parallelism: int = 4
+    login_failures_per_name: int = 10
+    login_failures_per_address: int = 100
+    login_failure_window: int = 900
+    trust_proxy: bool = False
     db_pool_size: int = 10
     db_max_overflow: int = 10
     log_level: str = "INFO"
@@ -91,19 +95,32 @@ class Settings(BaseSettings):
             argon2_time_cost=self.argon2_time_cost,
             argon2_memory_cost=self.argon2_memory_cost,
             argon2_parallelism=self.argon2_parallelism,
+            login_failures_per_name=self.login_failures_per_name,
+            login_failures_per_address=self.login_failures_per_address,
+            login_failure_window=self.login_failure_window,
         )
+
+
+def client_address(request: Request | WebSocket, *, trust_proxy: bool) -> str | None:
+    """The socket peer, or behind a trusted proxy the first `X-Forwarded-For` hop (the client
+    as the first proxy saw it)."""
+    if trust_proxy:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        first = forwarded.split(",", 1)[0].strip()
+        if first:
+            return first
+    return request.client.host if request.client else None
 
 
 class GraphQLView(GraphQL[Context, None]):
     """Strawberry's ASGI view; the process-wide services come from the app's state."""
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        client = request.client.host if request.client else None
         return await build_context(
             request.app.state.services,
             authorization=request.headers.get("authorization"),
             request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
-            client_address=client,
+            client_address=client_address(request, trust_proxy=request.app.state.trust_proxy),
             request=request,
             response=response,
         )
@@ -129,6 +146,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         app.state.engine = engine
         app.state.services = services
+        app.state.trust_proxy = settings.trust_proxy
         try:
             yield
         finally:

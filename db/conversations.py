@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, func, insert, select, update
+from sqlalchemy import Row, Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Conversation, new_conversation_id, utcnow
@@ -81,14 +82,38 @@ async def get_conversation_for_update(
     return (await session.execute(statement.with_for_update())).first()
 
 
-async def touch_conversation(
-    session: AsyncSession, *, conversation_id: str, at: Any = None
+async def update_conversation(
+    session: AsyncSession, *, conversation_id: str, values: dict[str, Any]
 ) -> Row[Any]:
-    """Set `updated_at` to `at` (default now) and return the row."""
+    """Set columns of one conversation (locked by the caller) and return the new row."""
     statement = (
         update(conversations)
         .where(conversations.c.id == conversation_id)
-        .values(updated_at=at or utcnow())
+        .values(**values)
         .returning(*conversations.c)
     )
     return (await session.execute(statement)).one()
+
+
+async def touch_conversation(
+    session: AsyncSession, *, conversation: Row[Any], at: datetime | None = None
+) -> Row[Any]:
+    """Bump `updated_at` of a locked conversation to `at` (default now), never backwards:
+    imported history may be older than the last change."""
+    moment = max(conversation.updated_at, at or utcnow())
+    if moment == conversation.updated_at:
+        return conversation
+    return await update_conversation(
+        session, conversation_id=conversation.id, values={"updated_at": moment}
+    )
+
+
+async def delete_conversation(
+    session: AsyncSession, *, conversation_id: str, owner_id: int | None
+) -> bool:
+    """Delete a visible conversation; its messages go with it (ON DELETE CASCADE)."""
+    statement = delete(conversations).where(conversations.c.id == conversation_id)
+    if owner_id is not None:
+        statement = statement.where(conversations.c.user_id == owner_id)
+    result = await session.execute(statement.returning(conversations.c.id))
+    return result.first() is not None

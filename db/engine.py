@@ -1,12 +1,24 @@
-"""One engine and one sessionmaker per process, tuned for each backend."""
+"""One engine and one sessionmaker per process, tuned for each backend.
+
+SQLite transactions are begun by SQLAlchemy, not by the driver: pysqlite's legacy mode only
+begins a transaction before the first INSERT/UPDATE/DELETE, so the reads a mutation makes
+before it writes (who owns this conversation?) would run outside its transaction. A plain
+BEGIN is deferred, though: a transaction that reads and then writes must upgrade its lock, and
+in WAL mode that upgrade fails at once with "database is locked" when another writer committed
+in between (the busy timeout does not apply). So a transaction that will write starts with
+BEGIN IMMEDIATE (`write_transaction`), taking the write lock up front and queueing on the busy
+timeout, while loaders' reads keep the deferred BEGIN and never wait for writers.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -15,6 +27,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# An execution option naming how a SQLite transaction begins.
+SQLITE_BEGIN = "chatql_sqlite_begin"
 
 
 def is_sqlite(url: str) -> bool:
@@ -33,6 +47,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Asy
             max_overflow=max_overflow,
         )
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
+        event.listen(engine.sync_engine, "begin", _begin_sqlite)
         return engine
     return create_async_engine(
         url,
@@ -44,6 +59,8 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Asy
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # No BEGIN from the driver: `_begin_sqlite` emits it.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -52,5 +69,24 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _begin_sqlite(connection: Connection) -> None:
+    mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def write_transaction(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session in a transaction that commits when the block ends and rolls back on error.
+
+    On SQLite it begins IMMEDIATE, so it holds the one write lock from its first read on;
+    elsewhere the option means nothing.
+    """
+    async with sessionmaker() as session, session.begin():
+        await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
+        yield session

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, func, select
+from sqlalchemy import Row, Table, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,6 +17,13 @@ from db.pagination import Ordering, Page, PageRequest, fetch_pages
 messages = cast(Table, Message.__table__)
 conversations = cast(Table, Conversation.__table__)
 MESSAGE_ORDER = Ordering(keys=(messages.c.created_at, messages.c.id))
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    role: MessageRole
+    content: str
+    created_at: datetime
 
 
 async def messages_by_ids(
@@ -72,9 +81,9 @@ async def add_message(
     and whether it is new.
     """
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (
-        insert(messages)
+        upsert(messages)
         .values(
             conversation_id=conversation_id,
             role=role,
@@ -92,3 +101,29 @@ async def add_message(
         messages.c.conversation_id == conversation_id, messages.c.client_id == client_id
     )
     return (await session.execute(existing)).one(), False
+
+
+async def insert_messages(
+    session: AsyncSession, *, conversation_id: str, items: Sequence[NewMessage]
+) -> list[Row[Any]]:
+    """Store many messages with one multi-row INSERT; returns the rows in the order given."""
+    statement = (
+        insert(messages)
+        .values(
+            [
+                {
+                    "conversation_id": conversation_id,
+                    "role": item.role,
+                    "content": item.content,
+                    "client_id": None,
+                    "created_at": item.created_at,
+                }
+                for item in items
+            ]
+        )
+        .returning(*messages.c)
+    )
+    rows = list((await session.execute(statement)).all())
+    # Ids are drawn in VALUES order; RETURNING promises no order, so sort by them.
+    rows.sort(key=lambda row: row.id)
+    return rows

@@ -26,6 +26,13 @@ async def get_user(session: AsyncSession, *, user_id: int) -> Row[Any] | None:
     return (await session.execute(select(users).where(users.c.id == user_id))).first()
 
 
+async def get_user_for_share(session: AsyncSession, *, user_id: int) -> Row[Any] | None:
+    """The user, kept from being deleted or changed until the transaction ends (PostgreSQL's
+    FOR SHARE; SQLite's single writer does the same)."""
+    statement = select(users).where(users.c.id == user_id).with_for_update(read=True)
+    return (await session.execute(statement)).first()
+
+
 async def find_user_by_login(session: AsyncSession, *, login: str) -> Row[Any] | None:
     """A user by username or email, both case-insensitive."""
     needle = login.lower()

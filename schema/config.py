@@ -15,3 +15,6 @@ class Config:
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65_536
     argon2_parallelism: int = 4
+    login_failures_per_name: int = 10
+    login_failures_per_address: int = 100
+    login_failure_window: int = 900

@@ -114,7 +114,9 @@ def public_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
     if isinstance(original, PublicError):
         error.extensions = original.extensions
         return error
-    if original is None:
+    # A variable that failed to coerce (an unreadable DateTime, say) keeps the scalar's
+    # exception as its original error, but it is the client's input, not our fault.
+    if original is None or (error.path is None and error.message.startswith("Variable '$")):
         if not (error.extensions or {}).get("code"):
             error.extensions = {**(error.extensions or {}), "code": classify(error)}
         return error

@@ -11,9 +11,20 @@ USERNAME = re.compile(r"[A-Za-z0-9_.\-]{3,50}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
 
+def _storable(value: str) -> bool:
+    """Whether a database can keep the text: no lone surrogates (JSON allows "\\ud800")."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _text(value: str, *, low: int, high: int) -> str | None:
     if "\x00" in value:
         return "must not contain NUL characters"
+    if not _storable(value):
+        return "must be valid Unicode text"
     if not low <= len(value) <= high:
         return f"must be {low}-{high} characters" if low else f"must be at most {high} characters"
     return None
@@ -50,6 +61,15 @@ def content_problem(value: str) -> str | None:
 
 def client_id_problem(value: str) -> str | None:
     return _text(value, low=1, high=64)
+
+
+def login_problem(value: str) -> str | None:
+    # A username is at most 50 characters and an email at most 100: longer matches nobody.
+    return _text(value, low=1, high=100)
+
+
+def login_password_problem(value: str) -> str | None:
+    return _text(value, low=1, high=128)
 
 
 def raise_for(problems: Mapping[str, str | None]) -> None:

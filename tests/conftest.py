@@ -6,8 +6,9 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -163,11 +164,38 @@ def sessionmaker(app: Starlette) -> async_sessionmaker[AsyncSession]:
     return make_sessionmaker(app.state.engine)
 
 
-@pytest.fixture
-async def api(app: Starlette) -> AsyncIterator[Api]:
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+CLIENT_ADDRESS = "203.0.113.7"
+ApiFactory = Callable[..., AbstractAsyncContextManager[Api]]
+
+
+@asynccontextmanager
+async def _client(app: Starlette, address: str) -> AsyncIterator[Api]:
+    transport = httpx.ASGITransport(app=app, client=(address, 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield Api(client)
+
+
+@pytest.fixture
+async def api(app: Starlette) -> AsyncIterator[Api]:
+    async with _client(app, CLIENT_ADDRESS) as client:
+        yield client
+
+
+@pytest.fixture
+def other_app(settings: Settings) -> ApiFactory:
+    """Another app (its own engine and pool, as a second server process would have) on the same
+    database, with some settings changed: `async with other_app(address=..., **settings)`."""
+
+    @asynccontextmanager
+    async def start(*, address: str = CLIENT_ADDRESS, **changes: Any) -> AsyncIterator[Api]:
+        application = create_app(settings.model_copy(update=changes))
+        async with (
+            application.router.lifespan_context(application),
+            _client(application, address) as client,
+        ):
+            yield client
+
+    return start
 
 
 @pytest.fixture

@@ -1,0 +1,123 @@
+"""Conversation mutations: create, rename, delete and transfer. Owner or admin, one transaction
+each; someone else's conversation is NOT_FOUND, as if it did not exist."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from sqlalchemy import Row
+
+from db import conversations as conversation_data
+from db import users as user_data
+from db.engine import write_transaction
+from db.models import utcnow
+from loaders import Viewer
+from schema.errors import BadUserInput, NotFound
+from schema.inputs import (
+    CreateConversationInput,
+    TransferConversationInput,
+    UpdateConversationInput,
+)
+from schema.permissions import require_viewer
+from schema.relay import decode_conversation_id, decode_user_id, to_global_id
+from schema.types import Conversation, DeletePayload, Info
+from schema.validation import raise_for, title_problem
+
+INACTIVE_TARGET = "this user is deactivated"
+
+
+def owner_scope(viewer: Viewer) -> int | None:
+    """Whose conversations a viewer may change: their own, or anyone's (None) for an admin."""
+    return None if viewer.is_admin else viewer.id
+
+
+def clean_title(title: str) -> str:
+    cleaned = title.strip()
+    raise_for({"title": title_problem(cleaned)})
+    return cleaned
+
+
+def remember(info: Info, row: Row[Any]) -> Conversation:
+    """Refresh the request's loaders after a write, so the payload shows the new state."""
+    loaders = info.context.loaders
+    loaders.forget_conversation(row.id)
+    loaders.conversation_by_id.put(row.id, row)
+    return Conversation.from_row(row)
+
+
+@strawberry.type
+class ConversationMutations:
+    @strawberry.mutation(description="A new conversation owned by the viewer.")
+    async def create_conversation(self, info: Info, input: CreateConversationInput) -> Conversation:
+        viewer = require_viewer(info.context)
+        title = clean_title(input.title)
+        async with write_transaction(info.context.sessionmaker) as session:
+            row = await conversation_data.create_conversation(
+                session, owner_id=viewer.id, title=title
+            )
+        return remember(info, row)
+
+    @strawberry.mutation(description="Rename a conversation; owner or admin.")
+    async def update_conversation(
+        self, info: Info, id: strawberry.ID, input: UpdateConversationInput
+    ) -> Conversation:
+        viewer = require_viewer(info.context)
+        conversation_id = decode_conversation_id(id)
+        title = clean_title(input.title)
+        async with write_transaction(info.context.sessionmaker) as session:
+            row = await conversation_data.get_conversation_for_update(
+                session, conversation_id=conversation_id, owner_id=owner_scope(viewer)
+            )
+            if row is None:
+                raise NotFound()
+            if row.title != title:
+                row = await conversation_data.update_conversation(
+                    session,
+                    conversation_id=conversation_id,
+                    values={"title": title, "updated_at": max(row.updated_at, utcnow())},
+                )
+        return remember(info, row)
+
+    @strawberry.mutation(description="Delete a conversation and its messages; owner or admin.")
+    async def delete_conversation(self, info: Info, id: strawberry.ID) -> DeletePayload:
+        viewer = require_viewer(info.context)
+        conversation_id = decode_conversation_id(id)
+        async with write_transaction(info.context.sessionmaker) as session:
+            deleted = await conversation_data.delete_conversation(
+                session, conversation_id=conversation_id, owner_id=owner_scope(viewer)
+            )
+        if not deleted:
+            raise NotFound()
+        info.context.loaders.forget_conversation(conversation_id)
+        deleted_id = to_global_id("Conversation", conversation_id)
+        return DeletePayload(deleted_id=strawberry.ID(deleted_id))
+
+    @strawberry.mutation(
+        description="Give a conversation and its messages to another user; owner or admin."
+    )
+    async def transfer_conversation(
+        self, info: Info, input: TransferConversationInput
+    ) -> Conversation:
+        viewer = require_viewer(info.context)
+        conversation_id = decode_conversation_id(input.conversation_id, field="conversationId")
+        target_id = decode_user_id(input.to_user_id, field="toUserId")
+        async with write_transaction(info.context.sessionmaker) as session:
+            # The row lock makes concurrent transfers take turns; each re-reads the owner
+            # once the one before it has committed, so a former owner finds nothing.
+            row = await conversation_data.get_conversation_for_update(
+                session, conversation_id=conversation_id, owner_id=owner_scope(viewer)
+            )
+            if row is None:
+                raise NotFound()
+            target = await user_data.get_user_for_share(session, user_id=target_id)
+            if target is None:
+                raise NotFound()
+            if not target.is_active:
+                raise BadUserInput.one("toUserId", INACTIVE_TARGET)
+            if row.user_id != target_id:
+                row = await conversation_data.update_conversation(
+                    session, conversation_id=conversation_id, values={"user_id": target_id}
+                )
+        info.context.loaders.user_by_id.put(target.id, target)
+        return remember(info, row)

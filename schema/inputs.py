@@ -1,0 +1,79 @@
+"""The input types of the mutations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry import UNSET
+
+from db.models import MessageRole
+
+
+@strawberry.input
+class SignUpInput:
+    username: str = strawberry.field(
+        description='3-50 chars: letters, digits, "_", ".", "-"; unique (case-insensitive).'
+    )
+    email: str = strawberry.field(description="A valid address, at most 100 chars; unique.")
+    password: str = strawberry.field(description="8-128 chars.")
+    full_name: str | None = strawberry.field(default=None, description="At most 100 chars.")
+
+
+@strawberry.input
+class LogInInput:
+    login: str = strawberry.field(description="Username or email.")
+    password: str
+
+
+@strawberry.input(description="Omitted fields stay as they are.")
+class UpdateUserInput:
+    full_name: str | None = UNSET
+    email: str | None = UNSET
+    password: str | None = UNSET
+    is_active: bool | None = strawberry.field(default=UNSET, description="Admin only.")
+
+
+@strawberry.input
+class CreateConversationInput:
+    title: str = strawberry.field(description="1-200 chars after trimming.")
+
+
+@strawberry.input
+class UpdateConversationInput:
+    title: str
+
+
+@strawberry.input
+class TransferConversationInput:
+    conversation_id: strawberry.ID
+    to_user_id: strawberry.ID
+
+
+@strawberry.input
+class SendMessageInput:
+    conversation_id: strawberry.ID
+    content: str = strawberry.field(description="1-32000 chars.")
+    role: MessageRole | None = MessageRole.USER
+    client_id: str | None = strawberry.field(
+        default=None,
+        description="Idempotency key, at most 64 chars: resending the same (conversationId, "
+        "clientId) returns the first message, never a duplicate.",
+    )
+
+
+@strawberry.input
+class MessageInput:
+    role: MessageRole
+    content: str
+    created_at: datetime | None = strawberry.field(
+        default=None, description="Defaults to now; imported history keeps its own times."
+    )
+
+
+@strawberry.input
+class ImportMessagesInput:
+    conversation_id: strawberry.ID
+    messages: list[MessageInput] = strawberry.field(
+        description="1-1000 per call, all stored or none."
+    )

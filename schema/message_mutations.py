@@ -1,0 +1,107 @@
+"""Message mutations: send one (idempotent on its clientId) or import many (all or none).
+
+Both lock the conversation row, bump its `updatedAt`, and publish the new messages through
+the broker inside the transaction; the broker delivers them once it has committed.
+"""
+
+from __future__ import annotations
+
+import strawberry
+
+from db import conversations as conversation_data
+from db import messages as message_data
+from db.engine import write_transaction
+from db.messages import NewMessage
+from db.models import MessageRole, utcnow
+from schema.conversation_mutations import owner_scope, remember
+from schema.errors import BadUserInput, NotFound
+from schema.inputs import ImportMessagesInput, SendMessageInput
+from schema.permissions import require_viewer
+from schema.relay import decode_conversation_id
+from schema.types import ImportMessagesPayload, Info, Message
+from schema.validation import client_id_problem, content_problem, raise_for
+
+
+@strawberry.type
+class MessageMutations:
+    @strawberry.mutation(
+        description="Add a message; resending a clientId returns the first message."
+    )
+    async def send_message(self, info: Info, input: SendMessageInput) -> Message:
+        viewer = require_viewer(info.context)
+        conversation_id = decode_conversation_id(input.conversation_id, field="conversationId")
+        raise_for(
+            {
+                "content": content_problem(input.content),
+                "clientId": (
+                    client_id_problem(input.client_id) if input.client_id is not None else None
+                ),
+            }
+        )
+        services = info.context.services
+        async with write_transaction(services.sessionmaker) as session:
+            conversation = await conversation_data.get_conversation_for_update(
+                session, conversation_id=conversation_id, owner_id=owner_scope(viewer)
+            )
+            if conversation is None:
+                raise NotFound()
+            row, created = await message_data.add_message(
+                session,
+                conversation_id=conversation_id,
+                role=input.role or MessageRole.USER,
+                content=input.content,
+                client_id=input.client_id,
+            )
+            if created:
+                conversation = await conversation_data.touch_conversation(
+                    session, conversation=conversation, at=row.created_at
+                )
+                await services.broker.publish(
+                    session, conversation_id=conversation_id, message_ids=[row.id]
+                )
+        remember(info, conversation)
+        info.context.loaders.message_by_id.put(row.id, row)
+        return Message.from_row(row)
+
+    @strawberry.mutation(description="Add 1-1000 messages at once: all are stored or none.")
+    async def import_messages(
+        self, info: Info, input: ImportMessagesInput
+    ) -> ImportMessagesPayload:
+        viewer = require_viewer(info.context)
+        conversation_id = decode_conversation_id(input.conversation_id, field="conversationId")
+        most = info.context.config.max_import_messages
+        if not 1 <= len(input.messages) <= most:
+            raise BadUserInput.one("messages", f"must hold 1-{most} messages")
+        raise_for(
+            {
+                f"messages.{index}.content": content_problem(item.content)
+                for index, item in enumerate(input.messages)
+            }
+        )
+        now = utcnow()
+        items = [
+            NewMessage(role=item.role, content=item.content, created_at=item.created_at or now)
+            for item in input.messages
+        ]
+        services = info.context.services
+        async with write_transaction(services.sessionmaker) as session:
+            conversation = await conversation_data.get_conversation_for_update(
+                session, conversation_id=conversation_id, owner_id=owner_scope(viewer)
+            )
+            if conversation is None:
+                raise NotFound()
+            rows = await message_data.insert_messages(
+                session, conversation_id=conversation_id, items=items
+            )
+            conversation = await conversation_data.touch_conversation(
+                session, conversation=conversation, at=max(row.created_at for row in rows)
+            )
+            await services.broker.publish(
+                session, conversation_id=conversation_id, message_ids=[row.id for row in rows]
+            )
+        loaders = info.context.loaders
+        for row in rows:
+            loaders.message_by_id.put(row.id, row)
+        return ImportMessagesPayload(
+            conversation=remember(info, conversation), imported_count=len(rows)
+        )
