@@ -29,6 +29,8 @@ from sqlalchemy.ext.asyncio import (
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # An execution option naming how a SQLite transaction begins.
 SQLITE_BEGIN = "chatql_sqlite_begin"
+# A read of one statement needs no BEGIN: the statement is its own consistent snapshot.
+AUTOCOMMIT = "AUTOCOMMIT"
 
 
 def is_sqlite(url: str) -> bool:
@@ -71,7 +73,8 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 def _begin_sqlite(connection: Connection) -> None:
     mode = connection.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
-    connection.exec_driver_sql(f"BEGIN {mode}")
+    if mode != AUTOCOMMIT:
+        connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -89,4 +92,18 @@ async def write_transaction(
     """
     async with sessionmaker() as session, session.begin():
         await session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
+        yield session
+
+
+@asynccontextmanager
+async def read_session(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A short session for reads of one statement each (a loader batch, say).
+
+    On SQLite it emits no BEGIN, which would double the statements a request costs; on
+    PostgreSQL the driver's implicit transaction is as cheap as none.
+    """
+    async with sessionmaker() as session:
+        await session.connection(execution_options={SQLITE_BEGIN: AUTOCOMMIT})
         yield session

@@ -12,6 +12,8 @@ from typing import Any, Generic, TypeVar
 from aiodataloader import DataLoader
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db.engine import read_session
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 P = TypeVar("P", bound=Hashable)
@@ -34,7 +36,7 @@ class BatchLoader(DataLoader[K, V]):
         self._default = default
 
     async def batch_load_fn(self, keys: Sequence[K]) -> list[V]:
-        async with self._sessionmaker() as session:
+        async with read_session(self._sessionmaker) as session:
             found = await self._fetch(session, keys)
         return [found.get(key, self._default) for key in keys]
 

@@ -9,7 +9,7 @@ from strawberry import UNSET
 
 from db import errors as db_errors
 from db import users as user_data
-from db.engine import write_transaction
+from db.engine import read_session, write_transaction
 from schema.auth import issue_token
 from schema.errors import WRONG_CREDENTIALS, Conflict, Forbidden, NotFound, Unauthenticated
 from schema.inputs import LogInInput, SignUpInput, UpdateUserInput
@@ -74,7 +74,7 @@ class AccountMutations:
         attempt = await begin_login_attempt(
             services, login=login, client_address=info.context.client_address
         )
-        async with services.sessionmaker() as session:
+        async with read_session(services.sessionmaker) as session:
             row = await user_data.find_user_by_login(session, login=login)
         hashed = row.hashed_password if row is not None else None
         verified = await services.passwords.verify(hashed, input.password)

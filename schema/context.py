@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db.engine import read_session
 from db.users import get_user
 from loaders import Loaders, Viewer, make_loaders
 from realtime.broker import Broker
@@ -77,7 +78,7 @@ async def build_context(
     if token is not None:
         user_id = read_token(services.config, token) if token else None
         if user_id is not None:
-            async with services.sessionmaker() as session:
+            async with read_session(services.sessionmaker) as session:
                 viewer_row = await get_user(session, user_id=user_id)
         if viewer_row is None or not viewer_row.is_active:
             viewer_row, auth_error = None, Unauthenticated(BAD_TOKEN)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from db import login_failures
-from db.engine import write_transaction
+from db.engine import read_session, write_transaction
 from db.models import utcnow
 from schema.context import Services
 from schema.errors import RateLimited
@@ -45,7 +45,7 @@ async def begin_login_attempt(
         failure_id = await login_failures.record_login_failure(
             session, login=name, client_address=address, at=now
         )
-    async with services.sessionmaker() as session:
+    async with read_session(services.sessionmaker) as session:
         by_name, by_address = await login_failures.count_login_failures(
             session, login=name, client_address=address, since=now - window
         )
