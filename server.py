@@ -191,6 +191,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         app.state.engine = engine
         app.state.services = services
+        app.state.watch = watch
         try:
             await broker.start()
             watch.start()
