@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -173,8 +174,17 @@ async def asgi_socket(app: Any, protocol: str) -> AsyncIterator[GraphQLSocket]:
 
 @contextlib.asynccontextmanager
 async def process_socket(
-    base_url: str, protocol: str, **options: Any
+    base_url: str, protocol: str, *, receive_buffer: int | None = None, **options: Any
 ) -> AsyncIterator[GraphQLSocket]:
+    """A socket to a server process; `receive_buffer` fixes the kernel's receive buffer
+    (which otherwise grows to megabytes), for tests of a client that stops reading."""
     url = base_url.replace("http://", "ws://") + "/graphql"
+    if receive_buffer is not None:
+        host, _, port = base_url.removeprefix("http://").partition(":")
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        options["sock"] = sock
     async with websockets_connect(url, subprotocols=[protocol], **options) as connection:  # type: ignore[list-item]
         yield GraphQLSocket(WebsocketsSocket(connection), protocol)
