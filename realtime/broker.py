@@ -57,7 +57,7 @@ class LocalBroker:
                 for conversation, ids in batches:
                     self.hub.deliver(conversation, ids)
 
-            def forget(_: object, __: object = None) -> None:
+            def forget(_: object) -> None:
                 pending.clear()
 
             event.listen(sync_session, "after_commit", deliver)
