@@ -27,16 +27,23 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage
+from strawberry.types.unset import UnsetType
 
 from db.engine import is_sqlite, make_engine, make_sessionmaker
 from db.migrate import upgrade_to_head
-from realtime.broker import LocalBroker
+from realtime.broker import make_broker
+from realtime.watch import ViewerWatch
 from schema import make_schema
 from schema.auth import Passwords
 from schema.config import Config
 from schema.context import Context, Services, build_context
+from schema.errors import BAD_TOKEN
 
 logger = logging.getLogger("chatql")
+WS_AUTHENTICATED = "ws_authenticated"
 DATA_DIR = Path("data")
 
 
@@ -64,6 +71,12 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     db_max_overflow: int = 10
     log_level: str = "INFO"
+    # Events a subscriber may fall behind by before its subscription is ended.
+    subscription_queue_size: int = 1000
+    # How often the subscriptions of deactivated users are looked for and ended.
+    subscription_recheck_seconds: float = 30.0
+    # On SIGTERM, how long in-flight requests may take to finish.
+    shutdown_timeout: int = 30
 
     def resolved_secret_key(self) -> str:
         """The configured key, else one generated once and kept in the data folder."""
@@ -112,8 +125,31 @@ def client_address(request: Request | WebSocket, *, trust_proxy: bool) -> str | 
     return request.client.host if request.client else None
 
 
+class LegacyProtocol(BaseGraphQLWSHandler[Context, None]):
+    """The legacy `graphql-ws` protocol, refusing a bad token with 4403 like the new one.
+
+    Strawberry closes a refused legacy connection with 1011; the contract says 4403 for both.
+    """
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        payload = message.get("payload")
+        if payload is None or isinstance(payload, dict):
+            self.context.connection_params = payload
+            try:
+                await self.view.on_ws_connect(self.context)
+            except ConnectionRejectionError:
+                await self.send_message(
+                    {"type": "connection_error", "payload": {"message": BAD_TOKEN}}
+                )
+                await self.websocket.close(code=4403, reason="Forbidden")
+                return
+        await super().handle_connection_init(message)
+
+
 class GraphQLView(GraphQL[Context, None]):
     """Strawberry's ASGI view; the process-wide services come from the app's state."""
+
+    graphql_ws_handler_class = LegacyProtocol
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         return await build_context(
@@ -124,6 +160,38 @@ class GraphQLView(GraphQL[Context, None]):
             request=request,
             response=response,
         )
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        await self.sign_in(context)
+        return UnsetType()
+
+    async def sign_in(self, context: Context) -> None:
+        """Log the connection in with the token of its `connection_init` payload, if any.
+
+        A bad token closes the socket with 4403; without one the connection opens, and each
+        subscription then needs a login.
+        """
+        if context.extras.get(WS_AUTHENTICATED):
+            return
+        context.extras[WS_AUTHENTICATED] = True
+        params = context.connection_params or {}
+        authorization = params.get("authorization", params.get("Authorization"))
+        if authorization is None:
+            return
+        if not isinstance(authorization, str):
+            raise ConnectionRejectionError()
+        signed_in = await build_context(
+            context.services,
+            authorization=authorization,
+            request_id=context.request_id,
+            client_address=context.client_address,
+        )
+        if signed_in.auth_error is not None or signed_in.viewer is None:
+            raise ConnectionRejectionError()
+        context.viewer = signed_in.viewer
+        context.viewer_row = signed_in.viewer_row
+        context.loaders = signed_in.loaders
+        context.auth_error = None
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -138,18 +206,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
         )
+        sessionmaker = make_sessionmaker(engine)
+        broker = make_broker(settings.database_url, queue_size=settings.subscription_queue_size)
+        watch = ViewerWatch(
+            broker.hub, sessionmaker, interval=settings.subscription_recheck_seconds
+        )
         services = Services(
-            sessionmaker=make_sessionmaker(engine),
-            config=config,
-            passwords=passwords,
-            broker=LocalBroker(),
+            sessionmaker=sessionmaker, config=config, passwords=passwords, broker=broker
         )
         app.state.engine = engine
         app.state.services = services
         app.state.trust_proxy = settings.trust_proxy
+        app.state.watch = watch
         try:
+            await broker.start()
+            watch.start()
             yield
         finally:
+            await watch.close()
+            await broker.close()
             await engine.dispose()
 
     graphql = GraphQLView(make_schema())
@@ -202,6 +277,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         workers=args.workers,
         reload=args.reload,
         log_level=settings.log_level.lower(),
+        # SIGTERM: stop accepting, close WebSockets (1012, service restart), let in-flight
+        # requests finish for up to this long, then run the lifespan's shutdown.
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
     return 0
 

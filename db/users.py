@@ -150,3 +150,10 @@ async def update_user(
 async def delete_user(session: AsyncSession, *, user_id: int) -> bool:
     result = await session.execute(delete(users).where(users.c.id == user_id).returning(users.c.id))
     return result.first() is not None
+
+
+async def inactive_user_ids(session: AsyncSession, *, ids: Sequence[int]) -> set[int]:
+    """Those of `ids` that are deactivated or no longer exist."""
+    statement = select(users.c.id).where(users.c.id.in_(ids), users.c.is_active.is_(True))
+    active = set((await session.execute(statement)).scalars().all())
+    return set(ids) - active

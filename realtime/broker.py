@@ -1,4 +1,12 @@
-"""The broker interface and its in-process backend (SQLite: one process)."""
+"""The broker interface, its in-process backend, and the choice between the two backends.
+
+    make_broker(url)
+     ├── LocalBroker      SQLite (one process): delivers from the session's after_commit event
+     └── PostgresBroker   PostgreSQL (any number of processes): NOTIFY in the transaction,
+                          one LISTEN connection per process (realtime/postgres.py)
+
+Both hand committed ids to the process's `Hub`, which fans them out by conversation.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +16,63 @@ from typing import Protocol
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.engine import is_sqlite
+from realtime.hub import Hub
+from realtime.postgres import PostgresBroker
+
 
 class Broker(Protocol):
+    hub: Hub
+
     async def publish(
         self, session: AsyncSession, *, conversation_id: str, message_ids: Sequence[int]
     ) -> None:
         """Announce new messages; called inside the writing transaction, delivered after commit."""
 
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+PENDING = "chatql.realtime.pending"
+
 
 class LocalBroker:
-    """Delivers within this process once the writing transaction commits."""
+    """Delivers within this process once the writing transaction commits; never on rollback."""
 
-    def __init__(self) -> None:
-        self.delivered: list[tuple[str, tuple[int, ...]]] = []
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
 
     async def publish(
         self, session: AsyncSession, *, conversation_id: str, message_ids: Sequence[int]
     ) -> None:
-        ids = tuple(message_ids)
+        pending: list[tuple[str, tuple[int, ...]]] | None = session.info.get(PENDING)
+        if pending is None:
+            pending = session.info[PENDING] = []
+            sync_session = session.sync_session
 
-        def deliver(_: object) -> None:
-            self.delivered.append((conversation_id, ids))
+            def deliver(_: object) -> None:
+                batches = list(pending)
+                pending.clear()
+                for conversation, ids in batches:
+                    self.hub.deliver(conversation, ids)
 
-        event.listen(session.sync_session, "after_commit", deliver, once=True)
+            def forget(_: object) -> None:
+                pending.clear()
+
+            event.listen(sync_session, "after_commit", deliver)
+            event.listen(sync_session, "after_rollback", forget)
+        pending.append((conversation_id, tuple(message_ids)))
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def make_broker(database_url: str, *, queue_size: int) -> Broker:
+    hub = Hub(queue_size)
+    if is_sqlite(database_url):
+        return LocalBroker(hub)
+    return PostgresBroker(database_url, hub)

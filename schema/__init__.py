@@ -16,6 +16,7 @@ from schema.mutations import Mutation
 from schema.permissions import RejectBadTokens
 from schema.queries import Query
 from schema.scalars import SCALARS
+from schema.subscriptions import Subscription
 from schema.types import Conversation, Message, User
 
 
@@ -31,6 +32,7 @@ def make_schema(*, extensions: Sequence[type[SchemaExtension]] = (), **config: A
     return Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         types=[User, Conversation, Message],
         extensions=[ErrorCodes, RejectBadTokens, *extensions],
         config=StrawberryConfig(scalar_map=SCALARS, **config),

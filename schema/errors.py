@@ -7,7 +7,8 @@
      ├── BadUserInput           BAD_USER_INPUT, with `extensions.fields`
      ├── Conflict               CONFLICT, with `extensions.fields`
      ├── RateLimited            RATE_LIMITED
-     └── QueryTooComplex        QUERY_TOO_COMPLEX
+     ├── QueryTooComplex        QUERY_TOO_COMPLEX
+     └── TooSlow                SUBSCRIBER_TOO_SLOW (a subscription whose consumer fell behind)
 
 Anything else is unexpected: `ErrorCodes` masks it to INTERNAL_SERVER_ERROR and logs it.
 """
@@ -30,6 +31,7 @@ NOT_FOUND = "Not found."
 WRONG_CREDENTIALS = "Wrong login or password."
 INTERNAL = "Internal server error."
 INVALID_INPUT = "Invalid input."
+TOO_SLOW = "You fell too far behind on this subscription; subscribe again."
 
 
 class PublicError(Exception):
@@ -97,6 +99,13 @@ class QueryTooComplex(PublicError):
 
     def __init__(self, message: str, *, limit: int, actual: int) -> None:
         super().__init__(message, limit=limit, actual=actual)
+
+
+class TooSlow(PublicError):
+    code = "SUBSCRIBER_TOO_SLOW"
+
+    def __init__(self, queue_size: int) -> None:
+        super().__init__(TOO_SLOW, queueSize=queue_size)
 
 
 def classify(error: GraphQLError) -> str:

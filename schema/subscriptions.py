@@ -1,0 +1,58 @@
+"""The Subscription root: new messages of one conversation, as they are committed.
+
+The broker hands over message ids only; each batch is loaded through a fresh set of loaders
+(the connection lives for hours, so nothing is cached from one batch to the next), under the
+subscriber's own permissions, so nested fields resolve exactly as they would in a query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+import strawberry
+
+from loaders import make_loaders
+from realtime.hub import SubscriberTooSlow, ViewerGone
+from schema.errors import BAD_TOKEN, NotFound, TooSlow, Unauthenticated
+from schema.permissions import require_viewer
+from schema.relay import decode_conversation_id
+from schema.types import Info, Message
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="Every message sent to or imported into a conversation, once committed, "
+        "in commit order. Owner or admin."
+    )
+    async def message_added(
+        self, info: Info, conversation_id: strawberry.ID
+    ) -> AsyncGenerator[Message, None]:
+        context = info.context
+        viewer = require_viewer(context)
+        pk = decode_conversation_id(conversation_id, field="conversationId")
+        sessionmaker = context.sessionmaker
+        # Subscribe before checking access, so no message committed after the check is missed.
+        async with context.services.broker.hub.subscribe(pk, viewer_id=viewer.id) as subscription:
+            if await make_loaders(sessionmaker, viewer).conversation_by_id.get(pk) is None:
+                raise NotFound()
+            while True:
+                try:
+                    batch = await subscription.next_batch()
+                except SubscriberTooSlow as exc:
+                    raise TooSlow(exc.queue_size) from exc
+                except ViewerGone as exc:
+                    raise Unauthenticated(BAD_TOKEN) from exc
+                loaders = make_loaders(sessionmaker, viewer)
+                viewer_row, rows = await asyncio.gather(
+                    loaders.user_by_id.get(viewer.id),
+                    loaders.message_by_id.load_many(batch.message_ids),
+                )
+                if viewer_row is None or not viewer_row.is_active:
+                    raise Unauthenticated(BAD_TOKEN)
+                context.loaders = loaders
+                for row in rows:
+                    # None: the conversation changed hands since; it is no longer the viewer's.
+                    if row is not None:
+                        yield Message.from_row(row)
