@@ -111,7 +111,7 @@
       fetcher: fetcher,
       defaultQuery: DEFAULT_QUERY,
       defaultHeaders: DEFAULT_HEADERS,
-      defaultVariables: DEFAULT_VARIABLES,
+      variables: DEFAULT_VARIABLES,
       defaultEditorToolsVisibility: "headers",
       isHeadersEditorEnabled: true,
       shouldPersistHeaders: false,
