@@ -51,6 +51,12 @@ class PageEvents:
     urls: dict[str, str] = field(default_factory=dict)
 
 
+def read_log(driver: webdriver.Chrome, kind: str) -> list[dict[str, Any]]:
+    """What Chromium logged of `kind` since the last read (selenium leaves it untyped)."""
+    entries: list[dict[str, Any]] = driver.get_log(kind)  # type: ignore[no-untyped-call]
+    return entries
+
+
 @contextlib.contextmanager
 def chromium(profile: Path) -> Iterator[webdriver.Chrome]:
     require_chromium()
@@ -64,8 +70,8 @@ def chromium(profile: Path) -> Iterator[webdriver.Chrome]:
     try:
         # What Chromium does on its own at start (its new-tab page) is not the page's doing.
         driver.get("about:blank")
-        driver.get_log("performance")
-        driver.get_log("browser")
+        read_log(driver, "performance")
+        read_log(driver, "browser")
         yield driver
     finally:
         driver.quit()
@@ -74,7 +80,7 @@ def chromium(profile: Path) -> Iterator[webdriver.Chrome]:
 
 def drain(driver: webdriver.Chrome, events: PageEvents) -> PageEvents:
     """Move what Chromium logged since the last call into `events`."""
-    for entry in driver.get_log("performance"):
+    for entry in read_log(driver, "performance"):
         message = json.loads(entry["message"])["message"]
         method, params = message["method"], message.get("params", {})
         if method == "Network.requestWillBeSent":
@@ -90,7 +96,7 @@ def drain(driver: webdriver.Chrome, events: PageEvents) -> PageEvents:
             events.websockets.append(params["url"])
         elif method == "Network.webSocketFrameSent":
             events.websocket_frames_sent.append(json.loads(params["response"]["payloadData"]))
-    for entry in driver.get_log("browser"):
+    for entry in read_log(driver, "browser"):
         if entry["level"] == "SEVERE":
             events.console_errors.append(entry["message"])
     return events

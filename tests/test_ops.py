@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 from collections.abc import AsyncIterator
 
@@ -264,6 +265,7 @@ def test_the_json_format_is_one_object_a_line_with_the_fields_on_top() -> None:
         "time": "2026-09-21T14:13:20.500+00:00",
         "level": "info",
         "logger": "chatql.request",
+        "pid": os.getpid(),
         "message": "GET /x",
         "request_id": "r1",
         "statements": 3,

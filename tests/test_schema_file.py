@@ -1,0 +1,44 @@
+"""The committed `schema.graphql`: what `export-schema` prints, and within the contract.
+
+Regenerate it with `python server.py export-schema > schema.graphql`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import server
+from tests.process import ROOT
+
+SCHEMA_FILE = ROOT / "schema.graphql"
+# CI lays a copy of shared/ beside the clone; so are the worktrees.
+CHECK_CONTRACT = ROOT.parent / "shared" / "tools" / "check_contract.py"
+REGENERATE = "python server.py export-schema > schema.graphql"
+
+
+def test_the_committed_schema_is_what_export_schema_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert server.main(["export-schema"]) == 0
+    printed = capsys.readouterr().out
+    assert SCHEMA_FILE.read_text() == printed, f"schema.graphql is stale: run {REGENERATE}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Subscription and the conversation/import mutations come from other branches; "
+    "once merged, regenerate schema.graphql and remove this marker",
+)
+def test_the_committed_schema_matches_the_contract() -> None:
+    if not CHECK_CONTRACT.exists():
+        pytest.fail(f"{CHECK_CONTRACT} is missing: shared/ belongs beside the clone")
+    checked = subprocess.run(
+        [sys.executable, str(CHECK_CONTRACT), str(SCHEMA_FILE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (checked.returncode, checked.stdout) == (0, "matches the contract\n")
