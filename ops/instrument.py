@@ -9,8 +9,10 @@ from graphql import GraphQLError
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
-from ops.metrics import POOL_IN_USE
+from ops.metrics import OPEN_SUBSCRIPTIONS, POOL_IN_USE
 from ops.record import CURRENT, RequestRecord
 
 
@@ -44,13 +46,36 @@ def outcome(errors: Sequence[GraphQLError] | None) -> str:
 
 
 class OperationRecorder(SchemaExtension):
-    """Hands the operation to the current request's record, for `settle` to read later."""
+    """Hands the operation to the current request's record, for `settle` to read later, and
+    keeps `chatql_subscriptions_open` right: a subscription is open from the moment it
+    starts executing until its stream ends, whatever the transport (no other code counts)."""
+
+    counted = False
 
     def on_operation(self) -> Iterator[None]:
         record = CURRENT.get()
         if record is not None:
             record.execution = self.execution_context
+        try:
+            yield
+        finally:
+            if self.counted:
+                OPEN_SUBSCRIPTIONS.dec()
+
+    def on_execute(self) -> Iterator[None]:
+        # The operation hook spans a subscription's whole stream, but only here is the
+        # document parsed, so its type known.
+        if is_subscription(self.execution_context) and not self.counted:
+            self.counted = True
+            OPEN_SUBSCRIPTIONS.inc()
         yield
+
+
+def is_subscription(context: ExecutionContext) -> bool:
+    try:
+        return context.operation_type is OperationType.SUBSCRIPTION
+    except RuntimeError:  # no document, or no such operation
+        return False
 
 
 def settle(record: RequestRecord) -> None:

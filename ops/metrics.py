@@ -8,9 +8,7 @@ labels per process; the rest count as `other`.
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -48,6 +46,7 @@ STATEMENTS = Histogram(
     "SQL statements run to answer one GraphQL HTTP request.",
     buckets=(0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 100),
 )
+# Counted by `ops.instrument.OperationRecorder` for every transport: nothing else need touch it.
 OPEN_SUBSCRIPTIONS = Gauge(
     "chatql_subscriptions_open",
     "GraphQL subscriptions currently open.",
@@ -79,16 +78,6 @@ def observe(record: RequestRecord, *, status: int, duration: float) -> None:
     REQUESTS.labels(operation, record.outcome or f"http_{status}").inc()
     LATENCY.labels(operation).observe(duration)
     STATEMENTS.observe(record.statements)
-
-
-@contextlib.contextmanager
-def open_subscription() -> Iterator[None]:
-    """Count a subscription as open for as long as the block runs."""
-    OPEN_SUBSCRIPTIONS.inc()
-    try:
-        yield
-    finally:
-        OPEN_SUBSCRIPTIONS.dec()
 
 
 def exposition(multiprocess_dir: str | None) -> tuple[bytes, str]:

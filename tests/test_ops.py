@@ -8,14 +8,17 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import httpx
 import pytest
+import strawberry
 from prometheus_client import REGISTRY
+from strawberry.types import ExecutionResult
 
 from ops import metrics
 from ops.health import ALIVE, NOT_READY, READY
+from ops.instrument import OperationRecorder
 from ops.logs import JsonFormatter, TextFormatter
 from ops.record import RequestRecord
 from server import Settings, create_app
@@ -174,11 +177,57 @@ async def test_the_pool_gauge_returns_to_where_it_was_after_requests(
     assert sample("chatql_db_pool_connections_in_use") == before
 
 
-def test_open_subscriptions_are_counted_while_open() -> None:
+@strawberry.type
+class TinyQuery:
+    ok: bool = True
+
+
+@strawberry.type
+class TinySubscription:
+    @strawberry.subscription
+    async def ticks(self) -> AsyncGenerator[int, None]:
+        for tick in range(3):
+            yield tick
+
+
+TINY = strawberry.Schema(
+    query=TinyQuery, subscription=TinySubscription, extensions=[OperationRecorder]
+)
+
+
+async def test_a_subscription_is_counted_open_until_its_stream_ends() -> None:
     before = sample("chatql_subscriptions_open")
-    with metrics.open_subscription(), metrics.open_subscription():
-        during = sample("chatql_subscriptions_open")
-    assert (during - before, sample("chatql_subscriptions_open") - before) == (2, 0)
+    stream = await TINY.subscribe("subscription { ticks }")
+    assert not isinstance(stream, ExecutionResult)
+    seen = []
+    async for result in stream:
+        seen.append((result.data, sample("chatql_subscriptions_open") - before))
+    assert seen == [({"ticks": 0}, 1), ({"ticks": 1}, 1), ({"ticks": 2}, 1)]
+    assert sample("chatql_subscriptions_open") == before
+
+
+async def test_a_subscriber_who_leaves_early_is_no_longer_counted() -> None:
+    before = sample("chatql_subscriptions_open")
+    stream = await TINY.subscribe("subscription { ticks }")
+    assert not isinstance(stream, ExecutionResult)
+    first = await anext(stream)
+    during = sample("chatql_subscriptions_open") - before
+    await stream.aclose()
+    assert (first.data, during, sample("chatql_subscriptions_open") - before) == (
+        {"ticks": 0},
+        1,
+        0,
+    )
+
+
+async def test_queries_and_invalid_subscriptions_are_not_counted() -> None:
+    before = sample("chatql_subscriptions_open")
+    query = await TINY.execute("{ ok }", root_value=TinyQuery())
+    invalid = await TINY.subscribe("subscription { nope }")
+    results = [invalid] if isinstance(invalid, ExecutionResult) else [r async for r in invalid]
+    assert query.data == {"ok": True}
+    assert [bool(result.errors) for result in results] == [True]
+    assert sample("chatql_subscriptions_open") == before
 
 
 async def test_metrics_endpoint_exposes_every_metric_in_the_text_format(api: Api) -> None:
