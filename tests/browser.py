@@ -27,6 +27,8 @@ FLAGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
     "--window-size=1400,900",
+    # As if offline: any host name but the loopback address fails to resolve.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
 
 

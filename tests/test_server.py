@@ -152,7 +152,7 @@ def test_reload_restarts_the_server_when_code_changes(tmp_path: Path) -> None:
     watched.write_text("VERSION = 1\n")
     database_url = f"sqlite+aiosqlite:///{tmp_path}/db.sqlite"
     with serve(database_url, tmp_path, "--reload") as served:
-        time.sleep(1.5)  # the reloader notes modification times on its first pass
+        time.sleep(1.5)  # the file watcher needs a moment to start
         watched.write_text("VERSION = 2\n")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
