@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     # auto: JSON lines unless stdout is a terminal.
     log_format: Literal["auto", "json", "text"] = "auto"
     ready_timeout: float = 2.0
+    # Read by `create-admin` alone; it prompts when unset.
+    admin_password: str | None = None
 
     def log_config(self) -> dict[str, Any]:
         as_json = self.log_format == "json" or (
@@ -268,7 +270,7 @@ def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
     from db.errors import Conflict
     from schema.errors import BadUserInput
 
-    password = os.environ.get("CHATQL_ADMIN_PASSWORD") or getpass.getpass("Password: ")
+    password = settings.admin_password or getpass.getpass("Password: ")
     try:
         asyncio.run(_create_admin(settings, args.username, args.email, password))
     except BadUserInput as exc:

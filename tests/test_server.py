@@ -163,3 +163,37 @@ def test_reload_restarts_the_server_when_code_changes(tmp_path: Path) -> None:
             time.sleep(0.2)
     assert len(started) == 2
     assert any("Reloading" in message for message in messages)
+
+
+def test_create_admin_makes_an_admin_once_and_refuses_bad_input(
+    database_url: str, tmp_path: Path
+) -> None:
+    def create(username: str, email: str) -> tuple[int, str]:
+        finished = run_command(
+            ["create-admin", username, email],
+            database_url=database_url,
+            cwd=tmp_path,
+            CHATQL_ADMIN_PASSWORD="s3cret-pw",
+        )
+        return finished.returncode, (finished.stdout + finished.stderr).strip().splitlines()[-1]
+
+    assert create("root", "root@example.com") == (0, "admin root created")
+    assert create("root", "other@example.com")[0] == 1
+    assert create("x", "not-an-email")[0] == 2
+    with serve(database_url, tmp_path) as served:
+        logged = post(served.url, LOG_IN, {"input": {"login": "root", "password": "s3cret-pw"}})
+        token = logged.json()["data"]["logIn"]["token"]
+        me = post(served.url, ME, None, Authorization=f"Bearer {token}")
+    assert me.json() == {
+        "data": {"me": {"username": "root", "email": "root@example.com", "isAdmin": True}}
+    }
+
+
+def test_migrate_brings_a_new_database_to_the_newest_revision(tmp_path: Path) -> None:
+    finished = run_command(
+        ["migrate"], database_url=f"sqlite+aiosqlite:///{tmp_path}/new.db", cwd=tmp_path
+    )
+    *logged, said = finished.stdout.splitlines()
+    upgrades = [json.loads(line)["message"] for line in logged]
+    assert (finished.returncode, said) == (0, "database is at the newest revision")
+    assert [message for message in upgrades if message.startswith("Running upgrade  -> 0001")]
