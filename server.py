@@ -77,11 +77,11 @@ class Settings(BaseSettings):
     # Read by `create-admin` alone; it prompts when unset.
     admin_password: str | None = None
 
-    def log_config(self) -> dict[str, Any]:
-        as_json = self.log_format == "json" or (
-            self.log_format == "auto" and not sys.stdout.isatty()
-        )
-        return log_config(level=self.log_level, json=as_json)
+    def log_config(self, *, stderr: bool = False) -> dict[str, Any]:
+        """Logs on stdout when serving; other commands keep stdout for their output."""
+        stream = sys.stderr if stderr else sys.stdout
+        as_json = self.log_format == "json" or (self.log_format == "auto" and not stream.isatty())
+        return log_config(level=self.log_level, json=as_json, stderr=stderr)
 
     def resolved_secret_key(self) -> str:
         """The configured key, else one generated once and kept in the data folder."""
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(0, "serve")
     args = parser().parse_args(argv)
     settings = Settings()
-    logging.config.dictConfig(settings.log_config())
+    logging.config.dictConfig(settings.log_config(stderr=args.command != "serve"))
     handler: Any = args.handler
     return int(handler(settings, args))
 

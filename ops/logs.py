@@ -46,7 +46,7 @@ class TextFormatter(logging.Formatter):
         return f"{head}  {pairs}{newline}{rest}"
 
 
-def log_config(*, level: str, json: bool) -> dict[str, Any]:
+def log_config(*, level: str, json: bool, stderr: bool = False) -> dict[str, Any]:
     """A `logging.config.dictConfig` for the whole process: ours, uvicorn's, everyone's.
 
     uvicorn applies it in every worker process too (`uvicorn.run(log_config=...)`). Its access
@@ -60,7 +60,7 @@ def log_config(*, level: str, json: bool) -> dict[str, Any]:
         "handlers": {
             "stdout": {
                 "class": "logging.StreamHandler",
-                "stream": "ext://sys.stdout",
+                "stream": "ext://sys.stderr" if stderr else "ext://sys.stdout",
                 "formatter": "chatql",
             }
         },
