@@ -11,19 +11,23 @@ import asyncio
 import contextlib
 import getpass
 import logging
+import logging.config
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -32,8 +36,15 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage
 from strawberry.types.unset import UnsetType
 
+import explorer
 from db.engine import is_sqlite, make_engine, make_sessionmaker
 from db.migrate import upgrade_to_head
+from ops import health
+from ops.instrument import OperationRecorder, instrument_engine
+from ops.logs import log_config
+from ops.metrics import exposition
+from ops.middleware import RequestLog
+from ops.record import current_request_id
 from realtime.broker import make_broker
 from realtime.watch import ViewerWatch
 from schema import make_schema
@@ -77,6 +88,17 @@ class Settings(BaseSettings):
     subscription_recheck_seconds: float = 30.0
     # On SIGTERM, how long in-flight requests may take to finish.
     shutdown_timeout: int = 30
+    # auto: JSON lines unless stdout is a terminal.
+    log_format: Literal["auto", "json", "text"] = "auto"
+    ready_timeout: float = 2.0
+    # Read by `create-admin` alone; it prompts when unset.
+    admin_password: str | None = None
+
+    def log_config(self, *, stderr: bool = False) -> dict[str, Any]:
+        """Logs on stdout when serving; other commands keep stdout for their output."""
+        stream = sys.stderr if stderr else sys.stdout
+        as_json = self.log_format == "json" or (self.log_format == "auto" and not stream.isatty())
+        return log_config(level=self.log_level, json=as_json, stderr=stderr)
 
     def resolved_secret_key(self) -> str:
         """The configured key, else one generated once and kept in the data folder."""
@@ -155,7 +177,7 @@ class GraphQLView(GraphQL[Context, None]):
         return await build_context(
             request.app.state.services,
             authorization=request.headers.get("authorization"),
-            request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
+            request_id=current_request_id() or uuid.uuid4().hex,
             client_address=client_address(request, trust_proxy=request.app.state.trust_proxy),
             request=request,
             response=response,
@@ -193,6 +215,9 @@ class GraphQLView(GraphQL[Context, None]):
         context.loaders = signed_in.loaders
         context.auth_error = None
 
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return explorer.page()
+
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
@@ -214,6 +239,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services = Services(
             sessionmaker=sessionmaker, config=config, passwords=passwords, broker=broker
         )
+        instrument_engine(engine)
         app.state.engine = engine
         app.state.services = services
         app.state.trust_proxy = settings.trust_proxy
@@ -227,17 +253,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await broker.close()
             await engine.dispose()
 
-    graphql = GraphQLView(make_schema())
+    graphql = GraphQLView(make_schema(extensions=[OperationRecorder]))
+    multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
-    async def healthz(_: Request) -> Response:
-        return PlainTextResponse("ok")
+    async def metrics(_: Request) -> Response:
+        body, media_type = exposition(multiprocess_dir)
+        return Response(body, media_type=media_type)
 
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
-        Route("/healthz", healthz),
+        Route("/healthz", health.healthz),
+        Route("/readyz", health.readyz(settings.ready_timeout)),
+        Route("/metrics", metrics),
+        *explorer.routes(),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = [Middleware(RequestLog)]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
 
 # ---- command line -----------------------------------------------------------------------
@@ -257,30 +289,57 @@ def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+SQLITE_ONE_PROCESS = (
+    "SQLite serves one process: use --workers 1, or set DATABASE_URL to PostgreSQL."
+)
+RELOAD_ONE_PROCESS = "--reload runs one process: leave out --workers."
+
+
+@contextlib.contextmanager
+def metrics_directory(workers: int) -> Iterator[None]:
+    """With several workers, Prometheus metrics go through files in a folder they share."""
+    if workers == 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="chatql-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    try:
+        yield
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    if args.workers < 1:
+        print("--workers must be at least 1.", file=sys.stderr)
+        return 2
     if args.workers > 1 and is_sqlite(settings.database_url):
-        print(
-            "SQLite serves one process: use --workers 1, or set DATABASE_URL to PostgreSQL.",
-            file=sys.stderr,
-        )
+        print(SQLITE_ONE_PROCESS, file=sys.stderr)
+        return 2
+    if args.workers > 1 and args.reload:
+        print(RELOAD_ONE_PROCESS, file=sys.stderr)
         return 2
     asyncio.run(_migrate(settings))
     settings.resolved_secret_key()  # once, before any worker starts
     print(f"chatql: GraphiQL at http://{args.host}:{args.port}/graphql", file=sys.stderr)
-    uvicorn.run(
-        "server:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        reload=args.reload,
-        log_level=settings.log_level.lower(),
-        # SIGTERM: stop accepting, close WebSockets (1012, service restart), let in-flight
-        # requests finish for up to this long, then run the lifespan's shutdown.
-        timeout_graceful_shutdown=settings.shutdown_timeout,
-    )
+    with metrics_directory(args.workers):
+        uvicorn.run(
+            "server:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            reload=args.reload,
+            log_config=settings.log_config(),
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            # SIGTERM: stop accepting, close WebSockets (1012, service restart), let in-flight
+            # requests finish for up to this long, then run the lifespan's shutdown.
+            timeout_graceful_shutdown=settings.shutdown_timeout,
+        )
     return 0
 
 
@@ -316,7 +375,7 @@ def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
     from db.errors import Conflict
     from schema.errors import BadUserInput
 
-    password = os.environ.get("CHATQL_ADMIN_PASSWORD") or getpass.getpass("Password: ")
+    password = settings.admin_password or getpass.getpass("Password: ")
     try:
         asyncio.run(_create_admin(settings, args.username, args.email, password))
     except BadUserInput as exc:
@@ -334,34 +393,86 @@ def cmd_export_schema(_: Settings, __: argparse.Namespace) -> int:
     return 0
 
 
+HELP_EPILOG = """\
+settings come from environment variables: DATABASE_URL (default: SQLite in ./data/chatql.db)
+and CHATQL_* (see README.md, "Settings").
+
+examples:
+  python server.py                                   serve on 127.0.0.1:8000
+  python server.py serve --port 9000 --reload        develop: restart when code changes
+  DATABASE_URL=postgresql+asyncpg://u:p@db/chatql python server.py serve --workers 4
+  python server.py export-schema > schema.graphql    regenerate the committed schema
+"""
+
+
+def _command(commands: Any, name: str, summary: str, details: str) -> argparse.ArgumentParser:
+    command: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=summary,
+        description=f"{summary[0].upper()}{summary[1:]}. {details}",
+    )
+    return command
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="python server.py",
         description="chatql, a GraphQL API server for chat apps. With no command: serve.",
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = main.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="migrate, then serve the API (the default)")
+    serve = _command(
+        commands,
+        "serve",
+        "migrate, then serve the API (the default)",
+        "The API and the GraphiQL explorer are at /graphql (HTTP and WebSocket); "
+        "/healthz, /readyz and /metrics are for operators. Logs go to stdout, one JSON "
+        "object a line unless stdout is a terminal (CHATQL_LOG_FORMAT).",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     serve.add_argument(
-        "--workers", type=int, default=1, help="worker processes (PostgreSQL only above 1)"
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (default 1; above 1 needs PostgreSQL, and metrics are then "
+        "merged through PROMETHEUS_MULTIPROC_DIR, a temporary folder unless set)",
     )
-    serve.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: restart when a .py file changes (one worker)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
-    migrate = commands.add_parser("migrate", help="bring the database to the newest revision")
+    migrate = _command(
+        commands,
+        "migrate",
+        "bring the database to the newest revision",
+        "Runs the Alembic migrations in db/migrations; serve does this on start too.",
+    )
     migrate.set_defaults(handler=cmd_migrate)
 
-    admin = commands.add_parser(
+    admin = _command(
+        commands,
         "create-admin",
-        help="create an admin account (password from CHATQL_ADMIN_PASSWORD or a prompt)",
+        "create an admin account",
+        "The password comes from CHATQL_ADMIN_PASSWORD, else a prompt. "
+        "Exits 2 on invalid input and 1 when the username or email is taken.",
     )
-    admin.add_argument("username")
-    admin.add_argument("email")
+    admin.add_argument("username", help="3-50 letters, digits, '_', '.', '-'")
+    admin.add_argument("email", help="the account's email address")
     admin.set_defaults(handler=cmd_create_admin)
 
-    export = commands.add_parser("export-schema", help="print the GraphQL SDL")
+    export = _command(
+        commands,
+        "export-schema",
+        "print the GraphQL SDL",
+        "The committed schema.graphql is this output: "
+        "python server.py export-schema > schema.graphql",
+    )
     export.set_defaults(handler=cmd_export_schema)
     return main
 
@@ -375,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(0, "serve")
     args = parser().parse_args(argv)
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper())
+    logging.config.dictConfig(settings.log_config(stderr=args.command != "serve"))
     handler: Any = args.handler
     return int(handler(settings, args))
 

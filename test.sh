@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on SQLite and on PostgreSQL, from any fresh Debian machine:
-# makes the virtualenv, installs PostgreSQL when it is missing, starts a throwaway cluster on
+# makes the virtualenv, installs PostgreSQL and Chromium when they are missing, starts a throwaway cluster on
 # loopback, runs ruff, mypy and pytest, and stops the cluster. Extra arguments go to pytest.
 # With CHATQL_TEST_DATABASE_URL already set, that PostgreSQL is used and none is started.
 set -euo pipefail
@@ -21,6 +21,18 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check --upgrade pip
   .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
   echo "$want" > "$stamp"
+fi
+
+# ---- Chromium (the explorer's browser test) -------------------------------------------
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  step "installing Chromium and ChromeDriver (apt-get)"
+  if [ "$(id -u)" != 0 ]; then
+    echo "Chromium is not installed and this is not root: apt-get install chromium chromium-driver" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 # ---- PostgreSQL ----------------------------------------------------------------------

@@ -1,0 +1,120 @@
+/* chatql's explorer: GraphiQL with its HTTP and WebSocket transports, all served locally.
+ *
+ * Queries and mutations go over HTTP POST to /graphql with the header editor's headers.
+ * Subscriptions go over graphql-ws (protocol graphql-transport-ws) to the same path; the
+ * Authorization header from the header editor travels in the connection_init payload, and a
+ * new connection is opened whenever that header changes.
+ */
+(function () {
+  "use strict";
+
+  var DEFAULT_QUERY = [
+    "# Welcome to chatql. Everything on this page is served by chatql itself.",
+    "#",
+    "# 1. Run SignUp (or LogIn) with the play button and copy the token from the result.",
+    "# 2. Open Headers below and paste it: {\"Authorization\": \"Bearer <token>\"}",
+    "# 3. Run Me, StartConversation and Send; subscribe with MessageAdded in a second tab",
+    "#    to watch new messages arrive over the WebSocket.",
+    "",
+    "mutation SignUp {",
+    "  signUp(input: {username: \"ada\", email: \"ada@example.com\", password: \"correct horse\"}) {",
+    "    token",
+    "    user { id username isAdmin }",
+    "  }",
+    "}",
+    "",
+    "mutation LogIn {",
+    "  logIn(input: {login: \"ada\", password: \"correct horse\"}) { token }",
+    "}",
+    "",
+    "query Me {",
+    "  me {",
+    "    username",
+    "    conversations(first: 5) {",
+    "      totalCount",
+    "      edges { node { id title messageCount lastMessage { role content createdAt } } }",
+    "      pageInfo { hasNextPage endCursor }",
+    "    }",
+    "  }",
+    "}",
+    "",
+    "mutation StartConversation {",
+    "  createConversation(input: {title: \"Trying chatql\"}) { id title }",
+    "}",
+    "",
+    "mutation Send($conversationId: ID!) {",
+    "  sendMessage(input: {conversationId: $conversationId, content: \"Hello!\"}) {",
+    "    id role content createdAt",
+    "  }",
+    "}",
+    "",
+    "subscription MessageAdded($conversationId: ID!) {",
+    "  messageAdded(conversationId: $conversationId) { id role content createdAt }",
+    "}",
+    "",
+  ].join("\n");
+
+  var DEFAULT_HEADERS = '{"Authorization": "Bearer <token>"}';
+  var DEFAULT_VARIABLES = '{"conversationId": "<a conversation id from Me>"}';
+
+  var endpoint = new URL("/graphql", window.location.href);
+  var socketUrl = new URL(endpoint.href);
+  socketUrl.protocol = endpoint.protocol === "https:" ? "wss:" : "ws:";
+
+  function authorization(headers) {
+    var value = null;
+    Object.keys(headers || {}).forEach(function (name) {
+      if (name.toLowerCase() === "authorization") {
+        value = String(headers[name]);
+      }
+    });
+    // The example placeholder is no token at all.
+    return value && value.indexOf("<token>") === -1 ? value : null;
+  }
+
+  var fetchers = {};
+  var sockets = {};
+
+  function fetcherFor(auth) {
+    var key = auth || "";
+    if (!fetchers[key]) {
+      Object.keys(sockets).forEach(function (other) {
+        sockets[other].dispose();
+        delete sockets[other];
+        delete fetchers[other];
+      });
+      sockets[key] = graphqlWs.createClient({
+        url: socketUrl.href,
+        lazy: true,
+        connectionParams: auth ? { authorization: auth } : {},
+      });
+      fetchers[key] = GraphiQL.createFetcher({ url: endpoint.href, wsClient: sockets[key] });
+    }
+    return fetchers[key];
+  }
+
+  function fetcher(params, options) {
+    var headers = (options && options.headers) || {};
+    var sent = {};
+    Object.keys(headers).forEach(function (name) {
+      // Leave the placeholder out rather than send an invalid token.
+      if (!(name.toLowerCase() === "authorization" && authorization(headers) === null)) {
+        sent[name] = headers[name];
+      }
+    });
+    return fetcherFor(authorization(headers))(params, Object.assign({}, options, { headers: sent }));
+  }
+
+  var root = ReactDOM.createRoot(document.getElementById("graphiql"));
+  root.render(
+    React.createElement(GraphiQL, {
+      fetcher: fetcher,
+      defaultQuery: DEFAULT_QUERY,
+      defaultHeaders: DEFAULT_HEADERS,
+      variables: DEFAULT_VARIABLES,
+      defaultEditorToolsVisibility: "headers",
+      isHeadersEditorEnabled: true,
+      shouldPersistHeaders: false,
+    })
+  );
+})();

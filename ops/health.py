@@ -1,0 +1,38 @@
+"""`/healthz`: the process answers. `/readyz`: the database answers `SELECT 1` in time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from db.engine import ping
+
+logger = logging.getLogger("chatql.health")
+
+READY = "ready"
+ALIVE = "ok"
+NOT_READY = "database unavailable"
+
+
+async def healthz(_: Request) -> Response:
+    return PlainTextResponse(ALIVE)
+
+
+def readyz(timeout: float) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            async with asyncio.timeout(timeout):
+                await ping(request.app.state.engine)
+        except TimeoutError:
+            logger.warning("readyz: the database did not answer within %ss", timeout)
+            return PlainTextResponse(NOT_READY, status_code=503)
+        except Exception as exc:  # any driver or network failure means "not ready"
+            logger.warning("readyz: the database failed: %s", exc.__class__.__name__)
+            return PlainTextResponse(NOT_READY, status_code=503)
+        return PlainTextResponse(READY)
+
+    return endpoint

@@ -1,0 +1,89 @@
+"""Prometheus metrics. With several worker processes, `PROMETHEUS_MULTIPROC_DIR` is set (by
+`python server.py serve --workers N`) before any worker imports this module, and `/metrics`
+merges every process's files.
+
+Operation names come from clients, so at most `MAX_OPERATION_NAMES` distinct ones become
+labels per process; the rest count as `other`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+
+from ops.record import RequestRecord
+
+# `_created` series double the output and no dashboard of ours reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+MAX_OPERATION_NAMES = 100
+NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,63}")
+
+REQUESTS = Counter(
+    "chatql_graphql_requests",
+    "GraphQL HTTP requests by operation name and outcome (ok, an error code, or http_STATUS).",
+    ["operation", "outcome"],
+)
+LATENCY = Histogram(
+    "chatql_graphql_request_duration_seconds",
+    "Time to answer a GraphQL HTTP request.",
+    ["operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+STATEMENTS = Histogram(
+    "chatql_graphql_sql_statements",
+    "SQL statements run to answer one GraphQL HTTP request.",
+    buckets=(0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 100),
+)
+# Counted by `ops.instrument.OperationRecorder` for every transport: nothing else need touch it.
+OPEN_SUBSCRIPTIONS = Gauge(
+    "chatql_subscriptions_open",
+    "GraphQL subscriptions currently open.",
+    multiprocess_mode="livesum",
+)
+POOL_IN_USE = Gauge(
+    "chatql_db_pool_connections_in_use",
+    "Database connections checked out of the pool.",
+    multiprocess_mode="livesum",
+)
+
+_names: set[str] = set()
+
+
+def operation_label(record: RequestRecord) -> str:
+    name = record.operation
+    if name is None:
+        return "anonymous" if record.outcome is not None else "none"
+    if name in _names:
+        return name
+    if not NAME.fullmatch(name) or len(_names) >= MAX_OPERATION_NAMES:
+        return "other"
+    _names.add(name)
+    return name
+
+
+def observe(record: RequestRecord, *, status: int, duration: float) -> None:
+    operation = operation_label(record)
+    REQUESTS.labels(operation, record.outcome or f"http_{status}").inc()
+    LATENCY.labels(operation).observe(duration)
+    STATEMENTS.observe(record.statements)
+
+
+def exposition(multiprocess_dir: str | None) -> tuple[bytes, str]:
+    """The text format of every metric, merged over all worker processes when there are some."""
+    if multiprocess_dir:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

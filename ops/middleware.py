@@ -1,0 +1,89 @@
+"""One record, one log line and the metrics for every HTTP request; `X-Request-ID` on every
+response (the caller's own id when it sent a sane one, else a new one)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ops.instrument import settle
+from ops.metrics import observe
+from ops.record import CURRENT, RequestRecord
+
+logger = logging.getLogger("chatql.request")
+
+HEADER = b"x-request-id"
+SANE_ID = re.compile(rb"[A-Za-z0-9._:@+=/-]{1,128}")
+# Probes and scrapes come every few seconds: their lines are DEBUG.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == HEADER:
+            return value.decode("ascii") if SANE_ID.fullmatch(value) else None
+    return None
+
+
+class RequestLog:
+    def __init__(self, app: ASGIApp, *, graphql_path: str = "/graphql") -> None:
+        self.app = app
+        self.graphql_path = graphql_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = incoming_request_id(scope) or uuid.uuid4().hex
+        record = RequestRecord(request_id=request_id, started=time.perf_counter())
+        header = (HEADER, request_id.encode("ascii"))
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        token = CURRENT.set(record)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            CURRENT.reset(token)
+            self.finish(scope, record, status)
+
+    def finish(self, scope: Scope, record: RequestRecord, status: int) -> None:
+        duration = time.perf_counter() - record.started
+        settle(record)
+        path: str = scope["path"]
+        # GET /graphql from a browser is the explorer's page, not an operation.
+        if path == self.graphql_path and (record.outcome is not None or status >= 400):
+            observe(record, status=status, duration=duration)
+        level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+        if not logger.isEnabledFor(level):
+            return
+        logger.log(
+            level,
+            "%s %s %d",
+            scope["method"],
+            path,
+            status,
+            extra={
+                "fields": {
+                    "request_id": record.request_id,
+                    "method": scope["method"],
+                    "path": path,
+                    "status": status,
+                    "operation": record.operation,
+                    "operation_type": record.operation_type,
+                    "outcome": record.outcome or ("ok" if status < 400 else f"http_{status}"),
+                    "duration_ms": round(duration * 1000, 2),
+                    "statements": record.statements,
+                }
+            },
+        )
