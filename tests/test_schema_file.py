@@ -5,6 +5,7 @@ Regenerate it with `python server.py export-schema > schema.graphql`.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -31,7 +32,10 @@ def test_the_committed_schema_is_what_export_schema_prints() -> None:
 
 def test_the_committed_schema_matches_the_contract() -> None:
     if not CHECK_CONTRACT.exists():
-        pytest.fail(f"{CHECK_CONTRACT} is missing: shared/ belongs beside the clone")
+        # CI always has shared/ beside the clone; a bare clone elsewhere may not.
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHECK_CONTRACT} is missing: shared/ belongs beside the clone")
+        pytest.skip(f"{CHECK_CONTRACT} is not beside this clone")
     checked = subprocess.run(
         [sys.executable, str(CHECK_CONTRACT), str(SCHEMA_FILE)],
         capture_output=True,
