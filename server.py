@@ -10,23 +10,24 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import json
 import logging
 import os
 import secrets
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 
 from db.engine import is_sqlite, make_engine, make_sessionmaker
 from db.migrate import upgrade_to_head
@@ -35,6 +36,9 @@ from schema import make_schema
 from schema.auth import Passwords
 from schema.config import Config
 from schema.context import Context, Services, build_context
+from transport.body import BodyLimit
+from transport.persisted import PersistedQueries
+from transport.view import PREFLIGHT_HEADERS, BaseGraphQLView, request_id_of
 
 logger = logging.getLogger("chatql")
 DATA_DIR = Path("data")
@@ -60,6 +64,25 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     db_max_overflow: int = 10
     log_level: str = "INFO"
+    # Hardening (issue 5): limits, introspection, suggestions, CORS, persisted queries.
+    max_query_depth: int = 12
+    max_aliases: int = 30
+    max_tokens: int = 5000
+    max_query_cost: int = 50_000
+    max_body_bytes: int = 1_048_576
+    introspection: bool = True
+    debug: bool = False
+    cors_origins: Annotated[list[str], NoDecode] = []
+    persisted_query_cache_size: int = 1000
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        # A comma-separated list, or JSON.
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else text.replace(",", " ").split()
+        return value
 
     def resolved_secret_key(self) -> str:
         """The configured key, else one generated once and kept in the data folder."""
@@ -83,18 +106,28 @@ class Settings(BaseSettings):
             argon2_time_cost=self.argon2_time_cost,
             argon2_memory_cost=self.argon2_memory_cost,
             argon2_parallelism=self.argon2_parallelism,
+            max_query_depth=self.max_query_depth,
+            max_aliases=self.max_aliases,
+            max_tokens=self.max_tokens,
+            max_query_cost=self.max_query_cost,
+            introspection=self.introspection,
+            suggestions=self.debug,
         )
 
 
-class GraphQLView(GraphQL[Context, None]):
+class GraphQLView(BaseGraphQLView):
     """Strawberry's ASGI view; the process-wide services come from the app's state."""
+
+    def persisted_queries(self, request: Request) -> PersistedQueries:
+        store: PersistedQueries = request.app.state.persisted_queries
+        return store
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         client = request.client.host if request.client else None
         return await build_context(
             request.app.state.services,
             authorization=request.headers.get("authorization"),
-            request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
+            request_id=request_id_of(request),
             client_address=client,
             request=request,
             response=response,
@@ -121,6 +154,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         app.state.engine = engine
         app.state.services = services
+        app.state.persisted_queries = PersistedQueries(
+            services.sessionmaker, capacity=settings.persisted_query_cache_size
+        )
         try:
             yield
         finally:
@@ -132,11 +168,29 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return PlainTextResponse("ok")
 
     routes = [
-        Route("/graphql", graphql, methods=["GET", "POST"]),
+        # Every method reaches the view, which answers 405 in GraphQL's error format.
+        Route("/graphql", graphql),
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", healthz),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, middleware=edge_middleware(settings), lifespan=lifespan)
+
+
+def edge_middleware(settings: Settings) -> list[Middleware]:
+    """CORS (only for the configured origins), then the body limit."""
+    middleware = []
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", "x-request-id", *PREFLIGHT_HEADERS],
+                max_age=600,
+            )
+        )
+    middleware.append(Middleware(BodyLimit, max_bytes=settings.max_body_bytes))
+    return middleware
 
 
 # ---- command line -----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from schema.errors import ErrorCodes
+from schema.limits import Limits
 from schema.mutations import Mutation
 from schema.permissions import RejectBadTokens
 from schema.queries import Query
@@ -32,6 +33,6 @@ def make_schema(*, extensions: Sequence[type[SchemaExtension]] = (), **config: A
         query=Query,
         mutation=Mutation,
         types=[User, Conversation, Message],
-        extensions=[ErrorCodes, RejectBadTokens, *extensions],
+        extensions=[ErrorCodes, RejectBadTokens, Limits, *extensions],
         config=StrawberryConfig(scalar_map=SCALARS, **config),
     )

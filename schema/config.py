@@ -15,3 +15,20 @@ class Config:
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65_536
     argon2_parallelism: int = 4
+    max_query_depth: int = 12
+    max_aliases: int = 30
+    max_tokens: int = 5000
+    max_query_cost: int = 50_000
+    introspection: bool = True
+    # "Did you mean ...?" in error messages: helpful in development, a map of the schema otherwise.
+    suggestions: bool = False
+
+
+# For code that may run without our context (a test executing the schema directly): the
+# defaults of every setting but the secret, which nothing reached this way ever needs.
+DEFAULTS = Config(secret_key="")
+
+
+def config_of(context: object) -> Config:
+    config = getattr(context, "config", None)
+    return config if isinstance(config, Config) else DEFAULTS

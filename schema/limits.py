@@ -1,0 +1,121 @@
+"""Limits on the size of an operation, checked before any resolver runs.
+
+Over a limit, the operation is refused with QUERY_TOO_COMPLEX, `extensions.limit` and
+`extensions.actual`:
+
+- tokens: the parser stops past the limit, so a huge document costs little to refuse;
+- depth, aliases and cost (see `schema.complexity`): measured on the validated document with
+  its fragments and variables, after validation and before execution.
+
+Page sizes are checked where the arguments are read (`schema.pagination`), the request body at
+the HTTP edge. Introspection can be switched off (`Config.introspection`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from graphql import GraphQLError, GraphQLSyntaxError, get_operation_ast
+from graphql.validation import NoSchemaIntrospectionCustomRule
+from strawberry.extensions import SchemaExtension
+from strawberry.types.execution import PreExecutionError
+
+from schema.complexity import measure
+from schema.config import Config, config_of
+from schema.errors import QueryTooComplex
+
+TOO_MANY_TOKENS = "The query has {actual} tokens; the limit is {limit}."
+TOO_DEEP = "The query is {actual} levels deep; the limit is {limit}."
+TOO_MANY_ALIASES = "The query has {actual} aliases; the limit is {limit}."
+TOO_COSTLY = "The query may return {actual} objects; the limit is {limit}."
+
+
+def too_complex(template: str, *, limit: int, actual: int) -> QueryTooComplex:
+    return QueryTooComplex(template.format(limit=limit, actual=actual), limit=limit, actual=actual)
+
+
+# The tokens of GraphQL's lexical grammar, comments included (graphql-core counts them towards
+# `max_tokens`); anything else counts as one token. A regular expression, because graphql-core's
+# own lexer takes seconds over a 1 MiB document and this runs only on documents already refused.
+TOKEN = re.compile(
+    r'"""(?:[^"\\]++|\\"""|\\|"(?!""))*+"""'
+    r'|"(?:[^"\\\n\r]++|\\.)*+"'
+    r"|#[^\n\r]*+"
+    r"|\.\.\."
+    r"|-?\d++(?:\.\d++)?(?:[eE][+-]?\d++)?"
+    r"|[_A-Za-z][_0-9A-Za-z]*+"
+    r"|[^\s,\ufeff]"
+)
+
+
+def count_tokens(query: str) -> int:
+    return len(TOKEN.findall(query))
+
+
+def token_refusal(query: str | None, error: GraphQLError, config: Config) -> QueryTooComplex | None:
+    """The token refusal behind a parse error, if the parser stopped at the token limit."""
+    stopped = f"Syntax Error: Document contains more than {config.max_tokens} tokens."
+    if not isinstance(error, GraphQLSyntaxError) or not error.message.startswith(stopped):
+        return None
+    # The parser knows the document has more than the limit, whatever the count says.
+    actual = max(count_tokens(query or ""), config.max_tokens + 1)
+    return too_complex(TOO_MANY_TOKENS, limit=config.max_tokens, actual=actual)
+
+
+class Limits(SchemaExtension):
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context
+        config = config_of(context.context)
+        context.parse_options["max_tokens"] = config.max_tokens
+        if not config.introspection:
+            context.validation_rules = (*context.validation_rules, NoSchemaIntrospectionCustomRule)
+        yield
+
+    def on_parse(self) -> Iterator[None]:
+        yield
+        context = self.execution_context
+        config = config_of(context.context)
+        for error in context.pre_execution_errors or ():
+            refusal = token_refusal(context.query, error, config)
+            if refusal is not None:
+                # The error is shared with the result Strawberry has already built: edit it.
+                error.message = refusal.message
+                error.extensions = refusal.extensions
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        # Another extension may have answered already (a bad token): nothing will run.
+        if context.result is None and context.graphql_document is not None:
+            errors = [
+                GraphQLError(refusal.message, original_error=refusal) for refusal in self.refusals()
+            ]
+            if errors:
+                context.result = PreExecutionError(data=None, errors=errors)
+        yield
+
+    def refusals(self) -> list[QueryTooComplex]:
+        context = self.execution_context
+        document = context.graphql_document
+        assert document is not None
+        operation = get_operation_ast(document, context.operation_name)
+        if operation is None:  # pragma: no cover - Strawberry refuses such a request earlier
+            return []
+        config = config_of(context.context)
+        measures = measure(
+            context.schema._schema,
+            document,
+            operation,
+            context.variables,
+            default_page_size=config.default_page_size,
+        )
+        checks = [
+            (TOO_DEEP, config.max_query_depth, measures.depth),
+            (TOO_MANY_ALIASES, config.max_aliases, measures.aliases),
+            (TOO_COSTLY, config.max_query_cost, measures.cost),
+        ]
+        return [
+            too_complex(template, limit=limit, actual=actual)
+            for template, limit, actual in checks
+            if actual > limit
+        ]
