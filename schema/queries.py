@@ -8,6 +8,7 @@ from typing import Any
 import strawberry
 from sqlalchemy import Row
 
+from loaders import EVERYONE
 from schema.errors import BadUserInput, NotFound
 from schema.pagination import Connection, page_request
 from schema.permissions import require_viewer
@@ -93,12 +94,12 @@ class Query:
         if needle is not None and len(needle) > 100:
             raise BadUserInput.one("search", "at most 100 characters")
         loaders = info.context.loaders
-        page = await loaders.users_page((request, needle)).get(None)
+        page = await loaders.users_page((request, needle)).get(EVERYONE)
         return Connection[User].from_page(
             page,
             kind="user",
             node=User.from_row,
-            count=lambda: loaders.user_count_by_search.get(needle),
+            count=lambda: loaders.user_count_by_search.get(needle or ""),
         )
 
     @strawberry.field(description="NOT_FOUND for conversations of others.")
