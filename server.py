@@ -162,7 +162,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await engine.dispose()
 
-    graphql = GraphQLView(make_schema())
+    # Browsers on the CORS origins may open subscriptions too (same-origin ones always may).
+    graphql = GraphQLView(make_schema(), allowed_origins=settings.cors_origins)
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")

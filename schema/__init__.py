@@ -17,6 +17,7 @@ from schema.mutations import Mutation
 from schema.permissions import RejectBadTokens
 from schema.queries import Query
 from schema.scalars import SCALARS
+from schema.text import RejectNul
 from schema.types import Conversation, Message, User
 
 
@@ -33,6 +34,6 @@ def make_schema(*, extensions: Sequence[type[SchemaExtension]] = (), **config: A
         query=Query,
         mutation=Mutation,
         types=[User, Conversation, Message],
-        extensions=[ErrorCodes, RejectBadTokens, Limits, *extensions],
+        extensions=[ErrorCodes, RejectBadTokens, Limits, RejectNul, *extensions],
         config=StrawberryConfig(scalar_map=SCALARS, **config),
     )
