@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
+from httpx_ws import AsyncWebSocketSession, aconnect_ws
+from httpx_ws.transport import ASGIWebSocketTransport
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
+from starlette.applications import Starlette
 
 from db.models import User
 from schema.errors import INTERNAL
@@ -500,3 +505,33 @@ async def test_every_error_of_a_bad_request_has_a_code(api: Api) -> None:
         for response in responses
         for error in response.json()["errors"]
     ] == [True] * 5
+
+
+# ---- WebSocket ----------------------------------------------------------------------------
+
+
+async def test_limits_hold_over_websocket(app: Starlette) -> None:
+    aliases = " ".join(f"a{i}: __typename" for i in range(31))
+    async with contextlib.AsyncExitStack() as stack:
+        transport = await stack.enter_async_context(ASGIWebSocketTransport(app=app))
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(transport=transport, base_url="http://testserver")
+        )
+        ws: AsyncWebSocketSession = await stack.enter_async_context(
+            aconnect_ws("/graphql", client, subprotocols=["graphql-transport-ws"])
+        )
+        await ws.send_json({"type": "connection_init", "payload": {}})
+        assert await ws.receive_json() == {"type": "connection_ack"}
+        await ws.send_json(
+            {"type": "subscribe", "id": "1", "payload": {"query": f"{{ {aliases} }}"}}
+        )
+        assert await ws.receive_json() == {
+            "id": "1",
+            "type": "error",
+            "payload": [
+                {
+                    "message": "The query has 31 aliases; the limit is 30.",
+                    "extensions": {"code": "QUERY_TOO_COMPLEX", "limit": 30, "actual": 31},
+                }
+            ],
+        }
