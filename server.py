@@ -37,7 +37,6 @@ from schema.auth import Passwords
 from schema.config import Config
 from schema.context import Context, Services, build_context
 from transport.body import BodyLimit
-from transport.persisted import PersistedQueries
 from transport.view import PREFLIGHT_HEADERS, BaseGraphQLView, request_id_of
 
 logger = logging.getLogger("chatql")
@@ -58,12 +57,6 @@ class Settings(BaseSettings):
     default_page_size: int = 20
     max_page_size: int = 100
     max_import_messages: int = 1000
-    argon2_time_cost: int = 3
-    argon2_memory_cost: int = 65_536
-    argon2_parallelism: int = 4
-    db_pool_size: int = 10
-    db_max_overflow: int = 10
-    log_level: str = "INFO"
     # Hardening (issue 5): limits, introspection, suggestions, CORS, persisted queries.
     max_query_depth: int = 12
     max_aliases: int = 30
@@ -84,6 +77,13 @@ class Settings(BaseSettings):
             return json.loads(text) if text.startswith("[") else text.replace(",", " ").split()
         return value
 
+    argon2_time_cost: int = 3
+    argon2_memory_cost: int = 65_536
+    argon2_parallelism: int = 4
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    log_level: str = "INFO"
+
     def resolved_secret_key(self) -> str:
         """The configured key, else one generated once and kept in the data folder."""
         if self.secret_key:
@@ -103,24 +103,20 @@ class Settings(BaseSettings):
             default_page_size=self.default_page_size,
             max_page_size=self.max_page_size,
             max_import_messages=self.max_import_messages,
-            argon2_time_cost=self.argon2_time_cost,
-            argon2_memory_cost=self.argon2_memory_cost,
-            argon2_parallelism=self.argon2_parallelism,
             max_query_depth=self.max_query_depth,
             max_aliases=self.max_aliases,
             max_tokens=self.max_tokens,
             max_query_cost=self.max_query_cost,
             introspection=self.introspection,
             suggestions=self.debug,
+            argon2_time_cost=self.argon2_time_cost,
+            argon2_memory_cost=self.argon2_memory_cost,
+            argon2_parallelism=self.argon2_parallelism,
         )
 
 
 class GraphQLView(BaseGraphQLView):
     """Strawberry's ASGI view; the process-wide services come from the app's state."""
-
-    def persisted_queries(self, request: Request) -> PersistedQueries:
-        store: PersistedQueries = request.app.state.persisted_queries
-        return store
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         client = request.client.host if request.client else None
@@ -154,16 +150,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         app.state.engine = engine
         app.state.services = services
-        app.state.persisted_queries = PersistedQueries(
-            services.sessionmaker, capacity=settings.persisted_query_cache_size
-        )
         try:
             yield
         finally:
             await engine.dispose()
 
     # Browsers on the CORS origins may open subscriptions too (same-origin ones always may).
-    graphql = GraphQLView(make_schema(), allowed_origins=settings.cors_origins)
+    graphql = GraphQLView(
+        make_schema(),
+        allowed_origins=settings.cors_origins,
+        persisted_query_cache_size=settings.persisted_query_cache_size,
+    )
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")

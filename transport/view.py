@@ -29,12 +29,13 @@ from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
+from strawberry.schema.base import BaseSchema
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 
-from schema.context import Context
+from schema.context import Context, Services
 from schema.errors import INTERNAL
 from transport.body import BodyTooLarge
 from transport.persisted import PersistedQueries, requested_hash
@@ -76,8 +77,21 @@ class RequestAdapter(StarletteRequestAdapter):
 class BaseGraphQLView(GraphQL[Context, None]):
     request_adapter_class = RequestAdapter
 
+    def __init__(
+        self, schema: BaseSchema, *, persisted_query_cache_size: int = 1000, **options: Any
+    ) -> None:
+        super().__init__(schema, **options)
+        self.persisted_query_cache_size = persisted_query_cache_size
+        self.store: PersistedQueries | None = None
+
     def persisted_queries(self, request: Request) -> PersistedQueries:
-        raise NotImplementedError
+        """The app's store, made on first use: the sessionmaker exists once the app has started."""
+        if self.store is None:
+            services: Services = request.app.state.services
+            self.store = PersistedQueries(
+                services.sessionmaker, capacity=self.persisted_query_cache_size
+            )
+        return self.store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
