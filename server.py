@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,7 +38,7 @@ from schema.auth import Passwords
 from schema.config import Config
 from schema.context import Context, Services, build_context
 from transport.body import BodyLimit
-from transport.view import PREFLIGHT_HEADERS, BaseGraphQLView, request_id_of
+from transport.view import PREFLIGHT_HEADERS, BaseGraphQLView
 
 logger = logging.getLogger("chatql")
 DATA_DIR = Path("data")
@@ -123,7 +124,7 @@ class GraphQLView(BaseGraphQLView):
         return await build_context(
             request.app.state.services,
             authorization=request.headers.get("authorization"),
-            request_id=request_id_of(request),
+            request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
             client_address=client,
             request=request,
             response=response,

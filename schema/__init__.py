@@ -12,12 +12,11 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from schema.errors import ErrorCodes
-from schema.limits import Limits
+from schema.limits import Limits, RejectNul
 from schema.mutations import Mutation
 from schema.permissions import RejectBadTokens
 from schema.queries import Query
 from schema.scalars import SCALARS
-from schema.text import RejectNul
 from schema.types import Conversation, Message, User
 
 

@@ -12,9 +12,6 @@ class Config:
     default_page_size: int = 20
     max_page_size: int = 100
     max_import_messages: int = 1000
-    argon2_time_cost: int = 3
-    argon2_memory_cost: int = 65_536
-    argon2_parallelism: int = 4
     max_query_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 5000
@@ -22,6 +19,9 @@ class Config:
     introspection: bool = True
     # "Did you mean ...?" in error messages: helpful in development, a map of the schema otherwise.
     suggestions: bool = False
+    argon2_time_cost: int = 3
+    argon2_memory_cost: int = 65_536
+    argon2_parallelism: int = 4
 
 
 # For code that may run without our context (a test executing the schema directly): the

@@ -1,4 +1,4 @@
-"""Limits on the size of an operation, checked before any resolver runs.
+"""Limits on an operation, checked before any resolver runs.
 
 Over a limit, the operation is refused with QUERY_TOO_COMPLEX, `extensions.limit` and
 `extensions.actual`:
@@ -9,21 +9,39 @@ Over a limit, the operation is refused with QUERY_TOO_COMPLEX, `extensions.limit
 
 Page sizes are checked where the arguments are read (`schema.pagination`), the request body at
 the HTTP edge. Introspection can be switched off (`Config.introspection`).
+
+And text no database can store: a NUL character (U+0000) in any string input is
+BAD_USER_INPUT. PostgreSQL refuses NUL in text, so such a string would otherwise fail deep in
+the driver as an unexpected error. It is refused in argument literals and in variables alike,
+with the path of each bad value (`input.login`, or `$input.login` in a variable).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
-from graphql import GraphQLError, GraphQLSyntaxError, get_operation_ast
+from graphql import (
+    ArgumentNode,
+    DocumentNode,
+    GraphQLError,
+    GraphQLSyntaxError,
+    ListValueNode,
+    ObjectValueNode,
+    StringValueNode,
+    ValueNode,
+    get_operation_ast,
+    visit,
+)
+from graphql.language import Visitor
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import SchemaExtension
 from strawberry.types.execution import PreExecutionError
 
 from schema.complexity import measure
 from schema.config import Config, config_of
-from schema.errors import QueryTooComplex
+from schema.errors import BadUserInput, QueryTooComplex
 
 TOO_MANY_TOKENS = "The query has {actual} tokens; the limit is {limit}."
 TOO_DEEP = "The query is {actual} levels deep; the limit is {limit}."
@@ -119,3 +137,58 @@ class Limits(SchemaExtension):
             for template, limit, actual in checks
             if actual > limit
         ]
+
+
+# ---- text ---------------------------------------------------------------------------------
+
+NUL = "\x00"
+HAS_NUL = "must not contain NUL characters (U+0000)"
+NUL_REFUSED = "Text must not contain NUL characters (U+0000)."
+
+
+def literal_paths(document: DocumentNode) -> list[str]:
+    found: list[str] = []
+
+    class Arguments(Visitor):
+        def enter_argument(self, node: ArgumentNode, *_: Any) -> None:
+            found.extend(_value_paths(node.value, node.name.value))
+
+    visit(document, Arguments())
+    return found
+
+
+def _value_paths(node: ValueNode, path: str) -> Iterator[str]:
+    if isinstance(node, StringValueNode) and NUL in node.value:
+        yield path
+    elif isinstance(node, ListValueNode):
+        for index, item in enumerate(node.values):
+            yield from _value_paths(item, f"{path}.{index}")
+    elif isinstance(node, ObjectValueNode):
+        for field in node.fields:
+            yield from _value_paths(field.value, f"{path}.{field.name.value}")
+
+
+def variable_paths(value: Any, path: str) -> Iterator[str]:
+    if isinstance(value, str) and NUL in value:
+        yield path
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from variable_paths(item, f"{path}.{index}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from variable_paths(item, f"{path}.{key}")
+
+
+class RejectNul(SchemaExtension):
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.result is None and context.graphql_document is not None:
+            paths = literal_paths(context.graphql_document)
+            for name, value in (context.variables or {}).items():
+                paths.extend(variable_paths(value, f"${name}"))
+            if paths:
+                error = BadUserInput(dict.fromkeys(paths, HAS_NUL), NUL_REFUSED)
+                context.result = PreExecutionError(
+                    data=None, errors=[GraphQLError(error.message, original_error=error)]
+                )
+        yield

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schema.text import HAS_NUL, NUL_REFUSED
+from schema.limits import HAS_NUL, NUL_REFUSED
 from tests.factories import Sessionmaker, make_user, token_for
 from tests.helpers import Api, StatementCounter
 
