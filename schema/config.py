@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def config_of(context: object) -> Config:
+    """The context's config; for code run without our context (a test executing the schema
+    directly), the defaults of every setting but the secret, which nothing there needs."""
+    config = getattr(context, "config", None)
+    return config if isinstance(config, Config) else Config(secret_key="")
+
+
 @dataclass(frozen=True)
 class Config:
     secret_key: str
@@ -22,13 +29,3 @@ class Config:
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65_536
     argon2_parallelism: int = 4
-
-
-# For code that may run without our context (a test executing the schema directly): the
-# defaults of every setting but the secret, which nothing reached this way ever needs.
-DEFAULTS = Config(secret_key="")
-
-
-def config_of(context: object) -> Config:
-    config = getattr(context, "config", None)
-    return config if isinstance(config, Config) else DEFAULTS
