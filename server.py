@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import json
 import logging
 import logging.config
 import os
@@ -20,17 +21,17 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage
@@ -52,6 +53,8 @@ from schema.auth import Passwords
 from schema.config import Config
 from schema.context import Context, Services, build_context
 from schema.errors import BAD_TOKEN
+from transport.body import BodyLimit
+from transport.view import PREFLIGHT_HEADERS, BaseGraphQLView
 
 logger = logging.getLogger("chatql")
 WS_AUTHENTICATED = "ws_authenticated"
@@ -72,6 +75,26 @@ class Settings(BaseSettings):
     default_page_size: int = 20
     max_page_size: int = 100
     max_import_messages: int = 1000
+    # Hardening (issue 5): limits, introspection, suggestions, CORS, persisted queries.
+    max_query_depth: int = 12
+    max_aliases: int = 30
+    max_tokens: int = 5000
+    max_query_cost: int = 50_000
+    max_body_bytes: int = 1_048_576
+    introspection: bool = True
+    debug: bool = False
+    cors_origins: Annotated[list[str], NoDecode] = []
+    persisted_query_cache_size: int = 1000
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        # A comma-separated list, or JSON.
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else text.replace(",", " ").split()
+        return value
+
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65_536
     argon2_parallelism: int = 4
@@ -127,6 +150,12 @@ class Settings(BaseSettings):
             default_page_size=self.default_page_size,
             max_page_size=self.max_page_size,
             max_import_messages=self.max_import_messages,
+            max_query_depth=self.max_query_depth,
+            max_aliases=self.max_aliases,
+            max_tokens=self.max_tokens,
+            max_query_cost=self.max_query_cost,
+            introspection=self.introspection,
+            suggestions=self.debug,
             argon2_time_cost=self.argon2_time_cost,
             argon2_memory_cost=self.argon2_memory_cost,
             argon2_parallelism=self.argon2_parallelism,
@@ -168,7 +197,7 @@ class LegacyProtocol(BaseGraphQLWSHandler[Context, None]):
         await super().handle_connection_init(message)
 
 
-class GraphQLView(GraphQL[Context, None]):
+class GraphQLView(BaseGraphQLView):
     """Strawberry's ASGI view; the process-wide services come from the app's state."""
 
     graphql_ws_handler_class = LegacyProtocol
@@ -253,7 +282,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await broker.close()
             await engine.dispose()
 
-    graphql = GraphQLView(make_schema(extensions=[OperationRecorder]))
+    # Browsers on the CORS origins may open subscriptions too (same-origin ones always may).
+    graphql = GraphQLView(
+        make_schema(extensions=[OperationRecorder]),
+        allowed_origins=settings.cors_origins,
+        persisted_query_cache_size=settings.persisted_query_cache_size,
+    )
     multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
     async def metrics(_: Request) -> Response:
@@ -261,15 +295,34 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return Response(body, media_type=media_type)
 
     routes = [
-        Route("/graphql", graphql, methods=["GET", "POST"]),
+        # Every method reaches the view, which answers 405 in GraphQL's error format.
+        Route("/graphql", graphql),
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz(settings.ready_timeout)),
         Route("/metrics", metrics),
         *explorer.routes(),
     ]
-    middleware = [Middleware(RequestLog)]
+    # The request log stays outermost, so refusals at the edge are logged too.
+    middleware = [Middleware(RequestLog), *edge_middleware(settings)]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def edge_middleware(settings: Settings) -> list[Middleware]:
+    """CORS (only for the configured origins), then the body limit."""
+    middleware = []
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", "x-request-id", *PREFLIGHT_HEADERS],
+                max_age=600,
+            )
+        )
+    middleware.append(Middleware(BodyLimit, max_bytes=settings.max_body_bytes))
+    return middleware
 
 
 # ---- command line -----------------------------------------------------------------------

@@ -39,6 +39,8 @@ class RequestLog:
             await self.app(scope, receive, send)
             return
         request_id = incoming_request_id(scope) or uuid.uuid4().hex
+        # Shared through the request's state, so the transport's answers name the same id.
+        scope.setdefault("state", {})["request_id"] = request_id
         record = RequestRecord(request_id=request_id, started=time.perf_counter())
         header = (HEADER, request_id.encode("ascii"))
         status = 500

@@ -12,6 +12,7 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db.engine import read_session
 from db.users import inactive_user_ids
 from realtime.hub import Hub
 
@@ -31,7 +32,7 @@ class ViewerWatch:
         viewer_ids = sorted(self.hub.viewer_ids())
         if not viewer_ids:
             return
-        async with self.sessionmaker() as session:
+        async with read_session(self.sessionmaker) as session:
             gone = await inactive_user_ids(session, ids=viewer_ids)
         if gone:
             self.hub.end_for_viewers(gone)

@@ -12,6 +12,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from schema.errors import ErrorCodes
+from schema.limits import Limits, RejectNul
 from schema.mutations import Mutation
 from schema.permissions import RejectBadTokens
 from schema.queries import Query
@@ -34,6 +35,6 @@ def make_schema(*, extensions: Sequence[type[SchemaExtension]] = (), **config: A
         mutation=Mutation,
         subscription=Subscription,
         types=[User, Conversation, Message],
-        extensions=[ErrorCodes, RejectBadTokens, *extensions],
+        extensions=[ErrorCodes, RejectBadTokens, Limits, RejectNul, *extensions],
         config=StrawberryConfig(scalar_map=SCALARS, **config),
     )

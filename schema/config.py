@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def config_of(context: object) -> Config:
+    """The context's config; for code run without our context (a test executing the schema
+    directly), the defaults of every setting but the secret, which nothing there needs."""
+    config = getattr(context, "config", None)
+    return config if isinstance(config, Config) else Config(secret_key="")
+
+
 @dataclass(frozen=True)
 class Config:
     secret_key: str
@@ -12,6 +19,13 @@ class Config:
     default_page_size: int = 20
     max_page_size: int = 100
     max_import_messages: int = 1000
+    max_query_depth: int = 12
+    max_aliases: int = 30
+    max_tokens: int = 5000
+    max_query_cost: int = 50_000
+    introspection: bool = True
+    # "Did you mean ...?" in error messages: helpful in development, a map of the schema otherwise.
+    suggestions: bool = False
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65_536
     argon2_parallelism: int = 4

@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
 
+from schema.config import config_of
+
 logger = logging.getLogger("chatql.errors")
 
 LOGIN_REQUIRED = "You must be logged in."
@@ -153,5 +155,15 @@ class ErrorCodes(SchemaExtension):
         result = self.execution_context.result
         if result is None or not result.errors:
             return
-        request_id = getattr(self.execution_context.context, "request_id", None)
+        context = self.execution_context.context
+        request_id = getattr(context, "request_id", None)
         result.errors = [public_error(error, request_id) for error in result.errors]
+        if not config_of(context).suggestions:
+            for error in result.errors:
+                error.message = without_suggestions(error.message)
+
+
+def without_suggestions(message: str) -> str:
+    """graphql-core ends a message with its suggestions: drop them (they map the schema)."""
+    head, found, _ = message.partition(" Did you mean ")
+    return head if found else message

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from schema.errors import BadUserInput
 
+HAS_NUL = "must not contain NUL characters (U+0000)"
 USERNAME = re.compile(r"[A-Za-z0-9_.\-]{3,50}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
@@ -22,7 +23,7 @@ def _storable(value: str) -> bool:
 
 def _text(value: str, *, low: int, high: int) -> str | None:
     if "\x00" in value:
-        return "must not contain NUL characters"
+        return HAS_NUL
     if not _storable(value):
         return "must be valid Unicode text"
     if not low <= len(value) <= high:

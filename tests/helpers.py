@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from server import Settings, create_app
 
 
 @dataclass
@@ -29,19 +33,41 @@ class Api:
 
     async def post(
         self,
-        query: str,
+        query: str | None,
         variables: dict[str, Any] | None = None,
         *,
         token: str | None = None,
         headers: dict[str, str] | None = None,
+        extensions: dict[str, Any] | None = None,
     ) -> httpx.Response:
         all_headers = dict(headers or {})
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
-        body: dict[str, Any] = {"query": query}
+        body: dict[str, Any] = {}
+        if query is not None:
+            body["query"] = query
         if variables is not None:
             body["variables"] = variables
+        if extensions is not None:
+            body["extensions"] = extensions
         return await self.client.post("/graphql", json=body, headers=all_headers)
+
+    async def raw(
+        self,
+        method: str = "POST",
+        *,
+        params: dict[str, str] | None = None,
+        content: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> httpx.Response:
+        """Any request to /graphql, for the transport rules: no body or headers are added."""
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        return await self.client.request(
+            method, "/graphql", params=params, content=content, headers=all_headers
+        )
 
     async def run(
         self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None
@@ -74,3 +100,13 @@ class Api:
 
 def codes(result: dict[str, Any]) -> list[str]:
     return [error["extensions"]["code"] for error in result.get("errors", [])]
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[Api]:
+    """Another app (another process, as far as it can tell) with its own settings."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.8", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Api(client)

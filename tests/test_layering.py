@@ -1,4 +1,4 @@
-"""Imports point one way: server → schema → (loaders, realtime) → db."""
+"""Imports point one way: server → transport → schema → (loaders, realtime) → db."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ ALLOWED = {
     "loaders": {"loaders", "db"},
     "realtime": {"realtime", "db"},
     "schema": {"schema", "loaders", "realtime", "db"},
+    "transport": {"transport", "schema", "loaders", "realtime", "db"},
+    "ops": {"ops", "db"},
+    "explorer": {"explorer"},
 }
-OURS = {"db", "loaders", "realtime", "schema", "server"}
+OURS = {"db", "loaders", "realtime", "schema", "transport", "ops", "explorer", "server"}
 
 
 def _imports(path: Path) -> set[str]:

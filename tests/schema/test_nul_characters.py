@@ -1,0 +1,44 @@
+"""A NUL in any string input is BAD_USER_INPUT before anything runs: PostgreSQL cannot store one."""
+
+from __future__ import annotations
+
+from schema.limits import NUL_REFUSED
+from schema.validation import HAS_NUL
+from tests.factories import Sessionmaker, make_user, token_for
+from tests.helpers import Api, StatementCounter
+
+
+def refused(*paths: str) -> dict[str, object]:
+    return {
+        "data": None,
+        "errors": [
+            {
+                "message": NUL_REFUSED,
+                "extensions": {
+                    "code": "BAD_USER_INPUT",
+                    "fields": dict.fromkeys(paths, HAS_NUL),
+                },
+            }
+        ],
+    }
+
+
+async def test_a_nul_in_a_literal_is_refused(api: Api) -> None:
+    query = 'mutation { logIn(input: {login: "a\\u0000", password: "x"}) { token } }'
+    assert await api.run(query) == refused("login")
+
+
+async def test_a_nul_in_a_variable_is_refused_before_any_sql(
+    api: Api, sessionmaker: Sessionmaker, statements: StatementCounter
+) -> None:
+    token = token_for(await make_user(sessionmaker))
+    statements.reset()
+    result = await api.run(
+        """query ($s: String, $ids: [ID!]!) {
+          users(search: $s) { totalCount } nodes(ids: $ids) { id }
+        }""",
+        {"s": "\x00", "ids": ["ok", "b\x00d"]},
+        token=token,
+    )
+    assert result == refused("search", "ids.1")
+    assert statements.count == 1  # the viewer

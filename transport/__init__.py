@@ -1,0 +1,6 @@
+"""The HTTP edge of the server: what `server.py` does to a request before and after the schema.
+
+`view` (the GraphQL view: CSRF, persisted queries, status codes, media types, masking),
+`body` (the request body limit), `persisted` (the persisted query store), `responses` (error
+bodies and media types). Like `server.py`, it reads request headers; the schema never does.
+"""

@@ -1,0 +1,187 @@
+"""The GraphQL view with the transport rules of RULES.md around Strawberry's.
+
+Before anything runs (and before the viewer is looked up): the method (GET and POST; any other
+is 405) and CSRF (a GET, or a POST that is not `application/json`, needs a non-empty
+`X-Requested-With` or `Apollo-Require-Preflight` header; GraphiQL's page is exempt). Then
+Strawberry parses the request, persisted queries are resolved, the operation runs, and:
+
+- the answer is in `application/graphql-response+json` when the client prefers it, else JSON;
+- an operation that could not run (parse or validation error, a limit, an unknown persisted
+  query) is 400 in `application/graphql-response+json` and 200 in `application/json`; one that
+  ran is 200, even with field errors;
+- a malformed request (not JSON, no query, ...) is 400 and a mutation over GET 405, each with a
+  GraphQL error body and `extensions.code` BAD_REQUEST;
+- anything unexpected (in the context, the database, this layer) is logged with the request id
+  and answered 500 with INTERNAL_SERVER_ERROR and no detail.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+from cross_web import HTTPException, StarletteRequestAdapter
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
+from strawberry.schema.base import BaseSchema
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
+from strawberry.types.graphql import OperationType
+
+from schema.context import Context, Services
+from schema.errors import INTERNAL
+from transport.body import BodyTooLarge
+from transport.persisted import PersistedQueries, requested_hash
+from transport.responses import GRAPHQL_RESPONSE, JSON, Refusal, media_type_of
+
+logger = logging.getLogger("chatql.http")
+
+METHOD_NOT_ALLOWED = "GraphQL is served over GET and POST."
+MUTATION_OVER_GET = "Mutations are sent with POST; GET runs queries only."
+CSRF_REFUSED = (
+    "A GET request, or a POST that is not application/json, needs a non-empty "
+    "X-Requested-With or Apollo-Require-Preflight header (CSRF protection)."
+)
+NOT_AN_OBJECT = "Expected a JSON object."
+BAD_OPERATION_NAME = "The operationName must be a string or null."
+NOT_JSON = "Unable to parse request body as JSON"
+PREFLIGHT_HEADERS = ("x-requested-with", "apollo-require-preflight")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id_of(connection: HTTPConnection) -> str:
+    """The request's id: the client's `X-Request-ID` when it is sane, else a fresh one."""
+    found: str | None = getattr(connection.state, "request_id", None)
+    if found is None:
+        given = connection.headers.get("x-request-id", "")
+        found = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        connection.state.request_id = found
+    return found
+
+
+class RequestAdapter(StarletteRequestAdapter):
+    """Strawberry's adapter, keeping the request for the hooks that are only given this."""
+
+    def __init__(self, request: Request) -> None:
+        super().__init__(request)
+        self.request = request
+
+
+class BaseGraphQLView(GraphQL[Context, None]):
+    request_adapter_class = RequestAdapter
+
+    def __init__(
+        self, schema: BaseSchema, *, persisted_query_cache_size: int = 1000, **options: Any
+    ) -> None:
+        super().__init__(schema, **options)
+        self.persisted_query_cache_size = persisted_query_cache_size
+        self.store: PersistedQueries | None = None
+
+    def persisted_queries(self, request: Request) -> PersistedQueries:
+        """The app's store, made on first use: the sessionmaker exists once the app has started."""
+        if self.store is None:
+            services: Services = request.app.state.services
+            self.store = PersistedQueries(
+                services.sessionmaker, capacity=self.persisted_query_cache_size
+            )
+        return self.store
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        response = await self.respond(request)
+        await response(scope, receive, send)
+
+    async def respond(self, request: Request) -> Response:
+        media_type = media_type_of(request.headers)
+        try:
+            self.refuse_early(request)
+            response = await self.run(request)
+        except Refusal as refusal:
+            return refusal.response(media_type)
+        except HTTPException as exc:
+            return self.translate(request, exc).response(media_type)
+        except BodyTooLarge:
+            raise  # answered by the body limit
+        except Exception:
+            request_id = request_id_of(request)
+            logger.exception("unexpected error answering a request (request %s)", request_id)
+            internal = Refusal(500, INTERNAL, code="INTERNAL_SERVER_ERROR", requestId=request_id)
+            return internal.response(media_type)
+        ran: bool | None = getattr(request.state, "graphql_ran", None)
+        if ran is not None and response.media_type == JSON:
+            response.headers["content-type"] = media_type
+            response.headers["vary"] = "Accept"
+            if not ran and media_type == GRAPHQL_RESPONSE:
+                response.status_code = 400
+        return response
+
+    def refuse_early(self, request: Request) -> None:
+        if request.method not in ("GET", "POST"):
+            raise Refusal(405, METHOD_NOT_ALLOWED, headers={"Allow": "GET, POST"})
+        if self.should_render_graphql_ide(self.request_adapter_class(request)):
+            return
+        content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if request.method == "POST" and content_type == JSON:
+            return
+        if not any(request.headers.get(name, "").strip() for name in PREFLIGHT_HEADERS):
+            raise Refusal(400, CSRF_REFUSED)
+
+    def translate(self, request: Request, exc: HTTPException) -> Refusal:
+        cause = exc.__cause__
+        if (
+            isinstance(cause, InvalidOperationTypeError)
+            and cause.operation_type is OperationType.MUTATION
+            and request.method == "GET"
+        ):
+            return Refusal(405, MUTATION_OVER_GET, headers={"Allow": "POST"})
+        return Refusal(exc.status_code, exc.reason)
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        # An Apollo client sends a persisted query over GET with no `query` parameter.
+        return (
+            super().should_render_graphql_ide(request)
+            and request.query_params.get("extensions") is None
+        )
+
+    def parse_json(self, data: str | bytes) -> Any:
+        try:
+            value = self.decode_json(data)
+        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
+            raise HTTPException(400, NOT_JSON) from exc
+        if not isinstance(value, dict | list):  # a list is a batch, refused by Strawberry
+            raise HTTPException(400, NOT_AN_OBJECT)
+        return value
+
+    async def parse_http_body(self, request_adapter: Any) -> Any:
+        data = await super().parse_http_body(request_adapter)
+        if not isinstance(data, GraphQLRequestData):
+            return data
+        if not isinstance(data.operation_name, str | None):
+            raise HTTPException(400, BAD_OPERATION_NAME)
+        sha256 = requested_hash(data.extensions)
+        if sha256 is not None:
+            request: Request = request_adapter.request
+            data.query, store = await self.persisted_queries(request).resolve(sha256, data.query)
+            if store:
+                request.state.persist = (sha256, data.query)
+        return data
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        ran = not isinstance(result, PreExecutionError)
+        request.state.graphql_ran = ran
+        persist: tuple[str, str] | None = getattr(request.state, "persist", None)
+        if ran and persist is not None:
+            await self.persisted_queries(request).add(*persist)
+        return await super().process_result(request, result)
