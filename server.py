@@ -14,10 +14,11 @@ import logging
 import os
 import secrets
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,8 +37,12 @@ from schema.auth import Passwords
 from schema.config import Config
 from schema.context import Context, Services, build_context
 
+if TYPE_CHECKING:
+    from db.seed import SeedCounts
+
 logger = logging.getLogger("chatql")
 DATA_DIR = Path("data")
+DEMO_PASSWORD = "chatql-demo"
 
 
 class Settings(BaseSettings):
@@ -224,6 +229,85 @@ def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _seed(settings: Settings, args: argparse.Namespace) -> SeedCounts:
+    from db.seed import SeedPlan, seed
+
+    await _migrate(settings)
+    plan = SeedPlan(
+        users=args.users,
+        conversations_per_user=args.conversations_per_user,
+        messages_per_conversation=args.messages_per_conversation,
+        mean_length=args.mean_length,
+        seed=args.seed,
+    )
+    passwords = Passwords.from_config(settings.schema_config())
+    engine = make_engine(settings.database_url)
+    bar = ProgressBar(sys.stderr)
+    try:
+        return await seed(
+            engine,
+            plan=plan,
+            hashed_password=await passwords.hash(args.password),
+            reset=args.reset,
+            progress=bar.update,
+        )
+    finally:
+        bar.close()
+        await engine.dispose()
+
+
+class ProgressBar:
+    """One line that redraws itself: the table being written, a bar, and rows per second."""
+
+    def __init__(self, stream: Any, width: int = 30) -> None:
+        self._stream = stream
+        self._width = width
+        self._started = time.perf_counter()
+        self._table = ""
+        self._drawn = False
+
+    def update(self, table: str, done: int, total: int) -> None:
+        if table != self._table:
+            if self._drawn:
+                self._stream.write("\n")
+            self._table, self._started = table, time.perf_counter()
+        share = done / total if total else 1.0
+        filled = int(share * self._width)
+        rate = done / max(time.perf_counter() - self._started, 1e-9)
+        line = f"{table:<13} [{'#' * filled}{'.' * (self._width - filled)}] {done:>10,}/{total:,}"
+        self._stream.write(f"\r{line}  {rate:,.0f} rows/s ")
+        self._stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self._drawn:
+            self._stream.write("\n")
+
+
+def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
+    from db.seed import NotEmpty
+    from schema.validation import password_problem
+
+    problem = password_problem(args.password)
+    if problem:
+        print(f"error: --password {problem}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    try:
+        counts = asyncio.run(_seed(settings, args))
+    except NotEmpty as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    elapsed = time.perf_counter() - started
+    rows = counts.users + counts.conversations + counts.messages
+    print(
+        f"seeded {counts.users:,} users, {counts.conversations:,} conversations and "
+        f"{counts.messages:,} messages in {elapsed:.1f} s ({rows / elapsed:,.0f} rows/s); "
+        f"log in as user1..user{counts.users} with password {args.password!r} (user1 is an admin)"
+    )
+    return 0
+
+
 def cmd_export_schema(_: Settings, __: argparse.Namespace) -> int:
     print(make_schema().as_str())
     return 0
@@ -255,6 +339,34 @@ def parser() -> argparse.ArgumentParser:
     admin.add_argument("username")
     admin.add_argument("email")
     admin.set_defaults(handler=cmd_create_admin)
+
+    seed = commands.add_parser(
+        "seed",
+        help="write a demo data set in bulk (users user1..userN; user1 is an admin)",
+        description="Write a demo data set in bulk: users user1..userN (user1 an admin), each "
+        "with conversations of user and assistant messages of varied length. Needs a database "
+        "with no users, unless --reset.",
+    )
+    seed.add_argument("--users", type=int, default=100, help="number of users (default 100)")
+    seed.add_argument(
+        "--conversations-per-user", type=int, default=20, help="conversations each (default 20)"
+    )
+    seed.add_argument(
+        "--messages-per-conversation", type=int, default=50, help="messages each (default 50)"
+    )
+    seed.add_argument(
+        "--mean-length", type=int, default=200, help="average message length (default 200)"
+    )
+    seed.add_argument(
+        "--password",
+        default=DEMO_PASSWORD,
+        help=f"password of every seeded user (default {DEMO_PASSWORD!r})",
+    )
+    seed.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    seed.add_argument(
+        "--reset", action="store_true", help="delete every user, conversation and message first"
+    )
+    seed.set_defaults(handler=cmd_seed)
 
     export = commands.add_parser("export-schema", help="print the GraphQL SDL")
     export.set_defaults(handler=cmd_export_schema)
