@@ -19,6 +19,8 @@ from db.pagination import Page, PageRequest
 from loaders.batch import BatchLoader, LoaderFamily
 
 UsersPageKey = tuple[PageRequest, str | None]
+# The users connection has no parent; aiodataloader refuses None as a key, so it uses this one.
+EVERYONE = "everyone"
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class Loaders:
     conversation_count_by_user: BatchLoader[int, int]
     message_count_by_conversation: BatchLoader[str, int]
     user_count_by_search: BatchLoader[str | None, int]
-    users_page: LoaderFamily[UsersPageKey, None, Page]
+    users_page: LoaderFamily[UsersPageKey, str, Page]
     conversations_page_by_user: LoaderFamily[PageRequest, int, Page]
     messages_page_by_conversation: LoaderFamily[PageRequest, str, Page]
 
@@ -83,10 +85,10 @@ def make_loaders(sessionmaker: async_sessionmaker[AsyncSession], viewer: Viewer 
         return {search: await users.count_users(session, search=search) for search in searches}
 
     async def users_pages(
-        key: UsersPageKey, session: AsyncSession, parents: Sequence[None]
+        key: UsersPageKey, session: AsyncSession, parents: Sequence[str]
     ) -> dict[Hashable, Page]:
         request, search = key
-        return {None: await users.users_page(session, request=request, search=search)}
+        return {EVERYONE: await users.users_page(session, request=request, search=search)}
 
     async def conversation_pages(
         request: PageRequest, session: AsyncSession, user_ids: Sequence[int]

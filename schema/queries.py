@@ -8,6 +8,7 @@ from typing import Any
 import strawberry
 from sqlalchemy import Row
 
+from loaders import EVERYONE
 from schema.errors import BadUserInput, NotFound
 from schema.pagination import Connection, page_request
 from schema.permissions import require_viewer
@@ -93,7 +94,7 @@ class Query:
         if needle is not None and len(needle) > 100:
             raise BadUserInput.one("search", "at most 100 characters")
         loaders = info.context.loaders
-        page = await loaders.users_page((request, needle)).get(None)
+        page = await loaders.users_page((request, needle)).get(EVERYONE)
         return Connection[User].from_page(
             page,
             kind="user",
