@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import getpass
 import logging
 import os
@@ -16,10 +17,11 @@ import secrets
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
@@ -28,8 +30,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 
-from db.engine import is_sqlite, make_engine, make_sessionmaker
+from db.engine import is_sqlite, make_engine, make_reader, make_sessionmaker
 from db.migrate import upgrade_to_head
 from realtime.broker import LocalBroker
 from schema import make_schema
@@ -64,7 +67,14 @@ class Settings(BaseSettings):
     argon2_parallelism: int = 4
     db_pool_size: int = 10
     db_max_overflow: int = 10
+    # A ping before every checkout costs a round trip per session; without it a connection
+    # the database dropped fails one request, and the pool then replaces its connections.
+    db_pre_ping: bool = False
     log_level: str = "INFO"
+    # Performance (see bench/README.md). Each can be turned off to compare.
+    query_plan: bool = True
+    document_cache: int = 256
+    gc_threshold: int = 10_000
 
     def resolved_secret_key(self) -> str:
         """The configured key, else one generated once and kept in the data folder."""
@@ -94,6 +104,9 @@ class Settings(BaseSettings):
 class GraphQLView(GraphQL[Context, None]):
     """Strawberry's ASGI view; the process-wide services come from the app's state."""
 
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         client = request.client.host if request.client else None
         return await build_context(
@@ -106,7 +119,9 @@ class GraphQLView(GraphQL[Context, None]):
         )
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, *, serving: bool = False) -> Starlette:
+    """The app; `serving` (the `serve` command) also tunes the garbage collector for a
+    long-lived process."""
     settings = settings or Settings()
     config = settings.schema_config()
     passwords = Passwords.from_config(config)
@@ -117,21 +132,33 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings.database_url,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
+            pre_ping=settings.db_pre_ping,
         )
         services = Services(
             sessionmaker=make_sessionmaker(engine),
+            reader=make_reader(engine),
             config=config,
             passwords=passwords,
             broker=LocalBroker(),
         )
         app.state.engine = engine
         app.state.services = services
+        if serving:
+            # What start-up made lives as long as the process: move it out of the collector's
+            # sight, and collect young objects less often (a Q1 answer makes ~40k dicts).
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(settings.gc_threshold, 10, 10)
         try:
             yield
         finally:
             await engine.dispose()
 
-    graphql = GraphQLView(make_schema())
+    caches: list[Callable[[], SchemaExtension]] = []
+    if settings.document_cache > 0:
+        size = settings.document_cache
+        caches = [lambda: ParserCache(maxsize=size), lambda: ValidationCache(maxsize=size)]
+    graphql = GraphQLView(make_schema(extensions=caches, planned=settings.query_plan))
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")
@@ -142,6 +169,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/healthz", healthz),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def serving_app() -> Starlette:
+    return create_app(serving=True)
 
 
 # ---- command line -----------------------------------------------------------------------
@@ -173,7 +204,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     asyncio.run(_migrate(settings))
     print(f"chatql: GraphiQL at http://{args.host}:{args.port}/graphql", file=sys.stderr)
     uvicorn.run(
-        "server:create_app",
+        "server:serving_app",
         factory=True,
         host=args.host,
         port=args.port,

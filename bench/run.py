@@ -98,8 +98,11 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, database_url: str, workers: int, extra_env: dict[str, str]) -> None:
+    def __init__(
+        self, database_url: str, workers: int, extra_env: dict[str, str], variant: str = ""
+    ) -> None:
         self.workers = workers
+        self.variant = variant
         self.port = free_port()
         env = {
             **os.environ,
@@ -184,7 +187,8 @@ class Server:
 
 
 def server_label(server: Server) -> str:
-    return f"chatql, {server.workers} worker{'s' if server.workers > 1 else ''}"
+    label = f"chatql, {server.workers} worker{'s' if server.workers > 1 else ''}"
+    return f"{label}, {server.variant}" if server.variant else label
 
 
 def graphql(url: str, query: str, variables: dict[str, Any], token: str | None) -> Any:
@@ -422,6 +426,14 @@ def main() -> int:
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "latest.md"))
     parser.add_argument("--only", default="", help="comma-separated workloads to run (Q1,Q2,W1)")
     parser.add_argument("--note", default="", help="a line to put above the table")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:VAR=VALUE,...",
+        help="also run a 1-worker server with these settings, e.g. "
+        "'no plan:CHATQL_QUERY_PLAN=0' (repeatable)",
+    )
     args = parser.parse_args()
 
     match = re.fullmatch(r"postgresql://(\w+)@([\w.]+):(\d+)/(\w+)", args.dsn)
@@ -433,6 +445,10 @@ def main() -> int:
     wanted = set(filter(None, args.only.upper().split(","))) or {"Q1", "Q2", "W1"}
 
     servers = [Server(database_url, int(n), {}) for n in args.workers.split(",") if n.strip()]
+    for variant in args.variant:
+        name, _, assignments = variant.partition(":")
+        env = dict(item.split("=", 1) for item in assignments.split(",") if item)
+        servers.append(Server(database_url, 1, env, name))
     try:
         fixture = prepare(servers[0], database)
         sizes = check_answers(servers[0], fixture, database)
@@ -597,7 +613,9 @@ def render(
         "",
         f"Machine: {os.cpu_count()} cores ({cpu}), shared by PostgreSQL, chatql and the load "
         f"generator; Python {platform.python_version()}. Command: `bench/run "
-        f"--rounds {args.rounds} --seconds {args.seconds:g} --workers {args.workers}`. "
+        f"--rounds {args.rounds} --seconds {args.seconds:g} --workers {args.workers}"
+        + "".join(f" --variant '{v}'" for v in args.variant)
+        + "`. "
         f"Medians of {args.rounds} interleaved rounds; {args.connections} connections "
         f"(W1: {W1_CLIENTS} clients), one-client latency from separate 1-connection runs. "
         f"Answers: Q1 {sizes.get('Q1', 0):,} bytes, Q2 {sizes.get('Q2', 0):,} bytes.",

@@ -40,6 +40,8 @@ class Loaders:
     user_count_by_search: BatchLoader[str | None, int]
     users_page: LoaderFamily[UsersPageKey, str, Page]
     conversations_page_by_user: LoaderFamily[PageRequest, int, Page]
+    # The same pages, each row with its `message_count`.
+    conversations_with_counts_page_by_user: LoaderFamily[PageRequest, int, Page]
     messages_page_by_conversation: LoaderFamily[PageRequest, str, Page]
 
     def forget_conversation(self, conversation_id: str) -> None:
@@ -48,6 +50,7 @@ class Loaders:
         self.message_count_by_conversation.clear(conversation_id)
         self.messages_page_by_conversation.clear_all()
         self.conversations_page_by_user.clear_all()
+        self.conversations_with_counts_page_by_user.clear_all()
         self.conversation_count_by_user.clear_all()
 
 
@@ -97,6 +100,13 @@ def make_loaders(sessionmaker: async_sessionmaker[AsyncSession], viewer: Viewer 
             session, user_ids=user_ids, request=request
         )
 
+    async def counted_conversation_pages(
+        request: PageRequest, session: AsyncSession, user_ids: Sequence[int]
+    ) -> dict[Hashable, Page]:
+        return await conversations.conversation_pages_by_user(
+            session, user_ids=user_ids, request=request, with_message_counts=True
+        )
+
     async def message_pages(
         request: PageRequest, session: AsyncSession, conversation_ids: Sequence[str]
     ) -> dict[Hashable, Page]:
@@ -119,5 +129,6 @@ def make_loaders(sessionmaker: async_sessionmaker[AsyncSession], viewer: Viewer 
         user_count_by_search=BatchLoader(sessionmaker, user_counts, 0),
         users_page=family(users_pages),
         conversations_page_by_user=family(conversation_pages),
+        conversations_with_counts_page_by_user=family(counted_conversation_pages),
         messages_page_by_conversation=family(message_pages),
     )

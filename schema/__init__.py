@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import strawberry
@@ -14,6 +14,7 @@ from strawberry.types import ExecutionContext
 from schema.errors import ErrorCodes
 from schema.mutations import Mutation
 from schema.permissions import RejectBadTokens
+from schema.plan import PlanExecutor
 from schema.queries import Query
 from schema.scalars import SCALARS
 from schema.types import Conversation, Message, User
@@ -27,11 +28,19 @@ class Schema(strawberry.Schema):
         return None
 
 
-def make_schema(*, extensions: Sequence[type[SchemaExtension]] = (), **config: Any) -> Schema:
+def make_schema(
+    *,
+    extensions: Sequence[type[SchemaExtension] | Callable[[], SchemaExtension]] = (),
+    planned: bool = False,
+    **config: Any,
+) -> Schema:
+    """`planned` runs the query shapes `schema.plan` covers on the plan (Strawberry runs the
+    rest); without it, Strawberry runs everything."""
     return Schema(
         query=Query,
         mutation=Mutation,
         types=[User, Conversation, Message],
         extensions=[ErrorCodes, RejectBadTokens, *extensions],
         config=StrawberryConfig(scalar_map=SCALARS, **config),
+        execution_context_class=PlanExecutor if planned else None,
     )
