@@ -17,7 +17,7 @@ import secrets
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +30,13 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 
 from db.engine import is_sqlite, make_engine, make_reader, make_sessionmaker
 from db.migrate import upgrade_to_head
 from realtime.broker import LocalBroker
 from schema import make_schema
 from schema.auth import Passwords
+from schema.caches import DocumentCache
 from schema.config import Config
 from schema.context import Context, Services, build_context
 
@@ -154,11 +154,12 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         finally:
             await engine.dispose()
 
-    caches: list[Callable[[], SchemaExtension]] = []
-    if settings.document_cache > 0:
-        size = settings.document_cache
-        caches = [lambda: ParserCache(maxsize=size), lambda: ValidationCache(maxsize=size)]
-    graphql = GraphQLView(make_schema(extensions=caches, planned=settings.query_plan))
+    caches = [DocumentCache(settings.document_cache).extension()]
+    graphql = GraphQLView(
+        make_schema(
+            extensions=caches if settings.document_cache > 0 else [], planned=settings.query_plan
+        )
+    )
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")

@@ -37,7 +37,7 @@ class Loaders:
     message_by_id: BatchLoader[int, Row[Any] | None]
     conversation_count_by_user: BatchLoader[int, int]
     message_count_by_conversation: BatchLoader[str, int]
-    user_count_by_search: BatchLoader[str | None, int]
+    user_count_by_search: BatchLoader[str, int]
     users_page: LoaderFamily[UsersPageKey, str, Page]
     conversations_page_by_user: LoaderFamily[PageRequest, int, Page]
     # The same pages, each row with its `message_count`.
@@ -84,8 +84,11 @@ def make_loaders(sessionmaker: async_sessionmaker[AsyncSession], viewer: Viewer 
     async def message_counts(session: AsyncSession, ids: Sequence[str]) -> dict[Any, int]:
         return dict(await messages.message_counts_by_conversation(session, conversation_ids=ids))
 
-    async def user_counts(session: AsyncSession, searches: Sequence[str | None]) -> dict[Any, int]:
-        return {search: await users.count_users(session, search=search) for search in searches}
+    async def user_counts(session: AsyncSession, searches: Sequence[str]) -> dict[Any, int]:
+        # Keyed by the search text; "" (no search) counts everyone: None is not a valid key.
+        return {
+            search: await users.count_users(session, search=search or None) for search in searches
+        }
 
     async def users_pages(
         key: UsersPageKey, session: AsyncSession, parents: Sequence[str]

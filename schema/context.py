@@ -53,6 +53,10 @@ class Context:
     def config(self) -> Config:
         return self.services.config
 
+    def reset_loaders(self) -> None:
+        """Empty loaders, as at the start of the request."""
+        self.loaders = _loaders(self.services, self.viewer, self.viewer_row)
+
     @property
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
         return self.services.sessionmaker
@@ -63,6 +67,13 @@ def bearer_token(authorization: str | None) -> str | None:
         return None
     scheme, _, token = authorization.strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
+
+
+def _loaders(services: Services, viewer: Viewer | None, viewer_row: Row[Any] | None) -> Loaders:
+    loaders = make_loaders(services.read_sessionmaker, viewer)
+    if viewer_row is not None:
+        loaders.user_by_id.prime(viewer_row.id, viewer_row)
+    return loaders
 
 
 async def build_context(
@@ -90,9 +101,7 @@ async def build_context(
         if viewer_row is None or not viewer_row.is_active:
             viewer_row, auth_error = None, Unauthenticated(BAD_TOKEN)
     viewer = Viewer(id=viewer_row.id, is_admin=viewer_row.is_admin) if viewer_row else None
-    loaders = make_loaders(services.read_sessionmaker, viewer)
-    if viewer_row is not None:
-        loaders.user_by_id.prime(viewer_row.id, viewer_row)
+    loaders = _loaders(services, viewer, viewer_row)
     return Context(
         services=services,
         loaders=loaders,

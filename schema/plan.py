@@ -51,6 +51,7 @@ from schema.relay import decode_conversation_id, to_global_id
 from schema.scalars import serialize_datetime
 
 logger = logging.getLogger("chatql.plan")
+PLAN_MISSED = "the plan does not cover this operation; Strawberry runs it"
 LAST_ONE = PageRequest(last=1)
 ROLE_NAMES: dict[Any, str] = {role: role.name for role in MessageRole}
 Rows = Sequence[Row[Any]]
@@ -60,6 +61,16 @@ Count = Callable[[], Awaitable[list[int]]]
 
 class Miss(Exception):
     """The plan does not cover this operation: Strawberry runs it instead."""
+
+
+async def gather(*steps: Awaitable[Any]) -> list[Any]:
+    """Like `asyncio.gather`, but every step has finished when it raises: nothing of a plan
+    that missed may still be running (and holding a session) when Strawberry takes over."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 class PlanExecutor(StrawberryGraphQLCoreExecutionContext):
@@ -80,7 +91,10 @@ class PlanExecutor(StrawberryGraphQLCoreExecutionContext):
             data = await Walk(self).root()
         except Exception:
             # A Miss, or anything else: Strawberry runs the operation and reports it.
-            logger.debug("the plan does not cover this operation", exc_info=True)
+            logger.debug(PLAN_MISSED, exc_info=True)
+            # From a clean slate, so that Strawberry's run is the one it would have made:
+            # which errors it reports can depend on what is already cached.
+            self.context_value.reset_loaders()
             result = super().execute_operation(serially)
             return await result if isawaitable(result) else result
         return ExecutionResult(data=data)
@@ -169,7 +183,7 @@ class Walk:
                 return (await self.objects(self.child_type(query, name), details, [row]))[0]
             raise Miss
 
-        values = await asyncio.gather(*(one(details) for details in grouped.values()))
+        values = await gather(*(one(details) for details in grouped.values()))
         return dict(zip(grouped, values, strict=True))
 
     async def users(self, query: GraphQLObjectType, details: FieldDetailsList) -> Any:
@@ -181,7 +195,7 @@ class Walk:
         page = await self.loaders.users_page((request, needle)).get(EVERYONE)
 
         async def count() -> list[int]:
-            return [await self.loaders.user_count_by_search.get(needle)]
+            return [await self.loaders.user_count_by_search.get(needle or "")]
 
         connection = self.child_type(query, "users")
         return (await self.connection(connection, details, [page], "user", count))[0]
@@ -197,6 +211,13 @@ class Walk:
         )
 
     # ---- levels --------------------------------------------------------------------------
+
+    @staticmethod
+    def assemble(keys: list[str], columns: list[Column], size: int) -> list[dict[str, Any]]:
+        """`size` result objects from one column per key."""
+        if not keys:  # every field skipped
+            return [{} for _ in range(size)]
+        return [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
 
     async def objects(
         self, parent: GraphQLObjectType, details: FieldDetailsList, rows: Rows
@@ -219,9 +240,8 @@ class Walk:
             value = handler(self, parent, sub, rows)
             return await value if isawaitable(value) else value
 
-        columns = await asyncio.gather(*(column(sub) for sub in grouped.values()))
-        keys = list(grouped)
-        return [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
+        columns = await gather(*(column(sub) for sub in grouped.values()))
+        return self.assemble(list(grouped), columns, len(rows))
 
     async def connection(
         self,
@@ -246,9 +266,8 @@ class Walk:
                 return await self.edges(self.child_type(parent, name), sub, pages, kind)
             raise Miss
 
-        columns = await asyncio.gather(*(column(sub) for sub in grouped.values()))
-        keys = list(grouped)
-        return [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
+        columns = await gather(*(column(sub) for sub in grouped.values()))
+        return self.assemble(list(grouped), columns, size)
 
     async def edges(
         self,
@@ -270,9 +289,8 @@ class Walk:
                 return await self.objects(self.child_type(parent, name), sub, rows)
             raise Miss
 
-        columns = await asyncio.gather(*(column(sub) for sub in grouped.values()))
-        keys = list(grouped)
-        flat = [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
+        columns = await gather(*(column(sub) for sub in grouped.values()))
+        flat = self.assemble(list(grouped), columns, len(rows))
         result, start = [], 0
         for page in pages:
             result.append(flat[start : start + len(page.rows)])

@@ -99,7 +99,7 @@ class Query:
             page,
             kind="user",
             node=User.from_row,
-            count=lambda: loaders.user_count_by_search.get(needle),
+            count=lambda: loaders.user_count_by_search.get(needle or ""),
         )
 
     @strawberry.field(description="NOT_FOUND for conversations of others.")
