@@ -201,14 +201,19 @@ async def fetch_pages(
         request=request,
         lateral=dialect == "postgresql",
     )
-    rows = (await session.execute(statement)).all()
+    result = await session.execute(statement)
+    # Rows by position: attribute access on a Row costs more than the rest of this loop.
+    keys = list(result.keys())
+    rank_at, part_at = keys.index("page_rank"), keys.index("page_part")
+    parent_at = keys.index(partition.key) if partition is not None else None
     pages: dict[Hashable, Page] = {parent: Page() for parent in parents}
     ranked: dict[Hashable, list[tuple[int, Row[Any]]]] = {parent: [] for parent in parents}
-    for row in rows:
-        parent = getattr(row, partition.key) if partition is not None else None
-        if row.page_part == PAGE:
-            ranked[parent].append((row.page_rank, row))
-        elif row.page_part == PRECEDING:
+    for row in result.all():
+        parent = row[parent_at] if parent_at is not None else None
+        part = row[part_at]
+        if part == PAGE:
+            ranked[parent].append((row[rank_at], row))
+        elif part == PRECEDING:
             pages[parent].has_previous = True
         else:
             pages[parent].has_next = True

@@ -22,6 +22,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from inspect import isawaitable
+from operator import attrgetter
 from typing import Any
 
 from graphql import (
@@ -332,15 +333,19 @@ Handler = Callable[[Walk, GraphQLObjectType, FieldDetailsList, Rows], Column | A
 
 
 def plain(attribute: str) -> Handler:
+    get = attrgetter(attribute)
+
     def column(walk: Walk, parent: GraphQLObjectType, d: FieldDetailsList, rows: Rows) -> Column:
-        return [getattr(row, attribute) for row in rows]
+        return list(map(get, rows))
 
     return column
 
 
 def stamp(attribute: str) -> Handler:
+    get = attrgetter(attribute)
+
     def column(walk: Walk, parent: GraphQLObjectType, d: FieldDetailsList, rows: Rows) -> Column:
-        return [serialize_datetime(getattr(row, attribute)) for row in rows]
+        return list(map(serialize_datetime, map(get, rows)))
 
     return column
 
