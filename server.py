@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     # Performance (see bench/README.md). Each can be turned off to compare.
     query_plan: bool = True
     document_cache: int = 256
-    gc_threshold: int = 10_000
+    gc_threshold: int = 700
 
     def resolved_secret_key(self) -> str:
         """The configured key, else one generated once and kept in the data folder."""
@@ -145,7 +145,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.services = services
         if serving:
             # What start-up made lives as long as the process: move it out of the collector's
-            # sight, and collect young objects less often (a Q1 answer makes ~40k dicts).
+            # sight. A higher threshold saved little CPU and cost much memory (bench/README.md).
             gc.collect()
             gc.freeze()
             gc.set_threshold(settings.gc_threshold, 10, 10)
