@@ -614,7 +614,8 @@ def render(
         "",
         f"Machine: {os.cpu_count()} cores ({cpu}), shared by PostgreSQL, chatql and the load "
         f"generator; Python {platform.python_version()}. Command: `bench/run "
-        f"--rounds {args.rounds} --seconds {args.seconds:g} --workers {args.workers}"
+        f"--rounds {args.rounds} --seconds {args.seconds:g} "
+        f"--single-seconds {args.single_seconds:g} --workers {args.workers}"
         + "".join(f" --variant '{v}'" for v in args.variant)
         + "`. "
         f"Medians of {args.rounds} interleaved rounds; {args.connections} connections "

@@ -15,9 +15,12 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies
+from hypothesis_graphql import queries
 from starlette.applications import Starlette
 
 from bench.workloads import Q1, Q2
+from schema import make_schema
 from schema.plan import PLAN_MISSED
 from server import Settings, create_app
 from tests.documents import random_document
@@ -191,3 +194,24 @@ async def test_one_screen_takes_three_statements_with_auth(
     assert len(result["conversation"]["messages"]["edges"]) == 7
     # The viewer, the conversation, and its message page.
     assert statements.count == 3, statements.seen
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=strategies.data())
+async def test_queries_from_hypothesis_graphql_answer_the_same_with_and_without_the_plan(
+    api: Api, plain_api: Api, world: World, data: strategies.DataObject
+) -> None:
+    # Read-only queries over the real schema, as hypothesis-graphql draws them: odd argument
+    # values, nulls, aliases; most need Strawberry, some run on the plan.
+    query = data.draw(
+        queries(make_schema().as_str(), fields=["users", "conversation", "me"], allow_x00=False)
+    )
+    assert isinstance(query, str)
+    await same_answer(
+        api, plain_api, query, {}, world.tokens[data.draw(strategies.sampled_from(VIEWERS))]
+    )
