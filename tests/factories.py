@@ -16,7 +16,7 @@ from schema.relay import to_global_id
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256"
 PASSWORD = "correct horse battery"
-HASH = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
+_HASH = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
 _counter = itertools.count(1)
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -49,7 +49,7 @@ async def make_user(
                 username=username,
                 email=email or f"{username}@example.com",
                 full_name=full_name,
-                hashed_password=HASH,
+                hashed_password=_HASH,
                 is_admin=is_admin,
                 is_active=is_active,
             )

@@ -10,7 +10,8 @@ from db.models import Conversation, Message, User
 from db.seed import SeedPlan, seed
 from server import main
 from tests.conftest import run
-from tests.factories import HASH, PASSWORD
+from tests.factories import _HASH as HASH
+from tests.factories import PASSWORD
 from tests.helpers import Api
 
 ME = """
