@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import getpass
 import json
 import logging
@@ -18,10 +19,11 @@ import secrets
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -38,7 +40,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMe
 from strawberry.types.unset import UnsetType
 
 import explorer
-from db.engine import is_sqlite, make_engine, make_sessionmaker
+from db.engine import is_sqlite, make_engine, make_reader, make_sessionmaker
 from db.migrate import upgrade_to_head
 from ops import health
 from ops.instrument import OperationRecorder, instrument_engine
@@ -50,15 +52,20 @@ from realtime.broker import make_broker
 from realtime.watch import ViewerWatch
 from schema import make_schema
 from schema.auth import Passwords
+from schema.caches import DocumentCache
 from schema.config import Config
 from schema.context import Context, Services, build_context
 from schema.errors import BAD_TOKEN
 from transport.body import BodyLimit
 from transport.view import PREFLIGHT_HEADERS, BaseGraphQLView
 
+if TYPE_CHECKING:
+    from db.seed import SeedCounts
+
 logger = logging.getLogger("chatql")
 WS_AUTHENTICATED = "ws_authenticated"
 DATA_DIR = Path("data")
+DEMO_PASSWORD = "chatql-demo"
 
 
 class Settings(BaseSettings):
@@ -104,6 +111,9 @@ class Settings(BaseSettings):
     trust_proxy: bool = False
     db_pool_size: int = 10
     db_max_overflow: int = 10
+    # A ping before every checkout costs a round trip per session; without it a connection
+    # the database dropped fails one request, and the pool then replaces its connections.
+    db_pre_ping: bool = False
     log_level: str = "INFO"
     # Events a subscriber may fall behind by before its subscription is ended.
     subscription_queue_size: int = 1000
@@ -122,6 +132,11 @@ class Settings(BaseSettings):
         stream = sys.stderr if stderr else sys.stdout
         as_json = self.log_format == "json" or (self.log_format == "auto" and not stream.isatty())
         return log_config(level=self.log_level, json=as_json, stderr=stderr)
+
+    # Performance (see bench/README.md). Each can be turned off to compare.
+    query_plan: bool = True
+    document_cache: int = 256
+    gc_threshold: int = 700
 
     def resolved_secret_key(self) -> str:
         """The configured key, else one generated once and kept in the data folder."""
@@ -248,7 +263,9 @@ class GraphQLView(BaseGraphQLView):
         return explorer.page()
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, *, serving: bool = False) -> Starlette:
+    """The app; `serving` (the `serve` command) also tunes the garbage collector for a
+    long-lived process."""
     settings = settings or Settings()
     config = settings.schema_config()
     passwords = Passwords.from_config(config)
@@ -259,6 +276,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings.database_url,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
+            pre_ping=settings.db_pre_ping,
         )
         sessionmaker = make_sessionmaker(engine)
         broker = make_broker(settings.database_url, queue_size=settings.subscription_queue_size)
@@ -266,13 +284,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
             broker.hub, sessionmaker, interval=settings.subscription_recheck_seconds
         )
         services = Services(
-            sessionmaker=sessionmaker, config=config, passwords=passwords, broker=broker
+            sessionmaker=sessionmaker,
+            reader=make_reader(engine),
+            config=config,
+            passwords=passwords,
+            broker=broker,
         )
         instrument_engine(engine)
         app.state.engine = engine
         app.state.services = services
         app.state.trust_proxy = settings.trust_proxy
         app.state.watch = watch
+        if serving:
+            # What start-up made lives as long as the process: move it out of the collector's
+            # sight. A higher threshold saved little CPU and cost much memory (bench/README.md).
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(settings.gc_threshold, 10, 10)
         try:
             await broker.start()
             watch.start()
@@ -282,9 +310,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await broker.close()
             await engine.dispose()
 
+    caches = [DocumentCache(settings.document_cache).extension()]
     # Browsers on the CORS origins may open subscriptions too (same-origin ones always may).
     graphql = GraphQLView(
-        make_schema(extensions=[OperationRecorder]),
+        make_schema(
+            extensions=[*(caches if settings.document_cache > 0 else []), OperationRecorder],
+            planned=settings.query_plan,
+        ),
         allowed_origins=settings.cors_origins,
         persisted_query_cache_size=settings.persisted_query_cache_size,
     )
@@ -323,6 +355,10 @@ def edge_middleware(settings: Settings) -> list[Middleware]:
         )
     middleware.append(Middleware(BodyLimit, max_bytes=settings.max_body_bytes))
     return middleware
+
+
+def serving_app() -> Starlette:
+    return create_app(serving=True)
 
 
 # ---- command line -----------------------------------------------------------------------
@@ -380,7 +416,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     print(f"chatql: GraphiQL at http://{args.host}:{args.port}/graphql", file=sys.stderr)
     with metrics_directory(args.workers):
         uvicorn.run(
-            "server:create_app",
+            "server:serving_app",
             factory=True,
             host=args.host,
             port=args.port,
@@ -438,6 +474,85 @@ def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"admin {args.username} created")
+    return 0
+
+
+async def _seed(settings: Settings, args: argparse.Namespace) -> SeedCounts:
+    from db.seed import SeedPlan, seed
+
+    await _migrate(settings)
+    plan = SeedPlan(
+        users=args.users,
+        conversations_per_user=args.conversations_per_user,
+        messages_per_conversation=args.messages_per_conversation,
+        mean_length=args.mean_length,
+        seed=args.seed,
+    )
+    passwords = Passwords.from_config(settings.schema_config())
+    engine = make_engine(settings.database_url)
+    bar = ProgressBar(sys.stderr)
+    try:
+        return await seed(
+            engine,
+            plan=plan,
+            hashed_password=await passwords.hash(args.password),
+            reset=args.reset,
+            progress=bar.update,
+        )
+    finally:
+        bar.close()
+        await engine.dispose()
+
+
+class ProgressBar:
+    """One line that redraws itself: the table being written, a bar, and rows per second."""
+
+    def __init__(self, stream: Any, width: int = 30) -> None:
+        self._stream = stream
+        self._width = width
+        self._started = time.perf_counter()
+        self._table = ""
+        self._drawn = False
+
+    def update(self, table: str, done: int, total: int) -> None:
+        if table != self._table:
+            if self._drawn:
+                self._stream.write("\n")
+            self._table, self._started = table, time.perf_counter()
+        share = done / total if total else 1.0
+        filled = int(share * self._width)
+        rate = done / max(time.perf_counter() - self._started, 1e-9)
+        line = f"{table:<13} [{'#' * filled}{'.' * (self._width - filled)}] {done:>10,}/{total:,}"
+        self._stream.write(f"\r{line}  {rate:,.0f} rows/s ")
+        self._stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self._drawn:
+            self._stream.write("\n")
+
+
+def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
+    from db.seed import NotEmpty
+    from schema.validation import password_problem
+
+    problem = password_problem(args.password)
+    if problem:
+        print(f"error: --password {problem}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    try:
+        counts = asyncio.run(_seed(settings, args))
+    except NotEmpty as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    elapsed = time.perf_counter() - started
+    rows = counts.users + counts.conversations + counts.messages
+    print(
+        f"seeded {counts.users:,} users, {counts.conversations:,} conversations and "
+        f"{counts.messages:,} messages in {elapsed:.1f} s ({rows / elapsed:,.0f} rows/s); "
+        f"log in as user1..user{counts.users} with password {args.password!r} (user1 is an admin)"
+    )
     return 0
 
 
@@ -518,6 +633,34 @@ def parser() -> argparse.ArgumentParser:
     admin.add_argument("username", help="3-50 letters, digits, '_', '.', '-'")
     admin.add_argument("email", help="the account's email address")
     admin.set_defaults(handler=cmd_create_admin)
+
+    seed = commands.add_parser(
+        "seed",
+        help="write a demo data set in bulk (users user1..userN; user1 is an admin)",
+        description="Write a demo data set in bulk: users user1..userN (user1 an admin), each "
+        "with conversations of user and assistant messages of varied length. Needs a database "
+        "with no users, unless --reset.",
+    )
+    seed.add_argument("--users", type=int, default=100, help="number of users (default 100)")
+    seed.add_argument(
+        "--conversations-per-user", type=int, default=20, help="conversations each (default 20)"
+    )
+    seed.add_argument(
+        "--messages-per-conversation", type=int, default=50, help="messages each (default 50)"
+    )
+    seed.add_argument(
+        "--mean-length", type=int, default=200, help="average message length (default 200)"
+    )
+    seed.add_argument(
+        "--password",
+        default=DEMO_PASSWORD,
+        help=f"password of every seeded user (default {DEMO_PASSWORD!r})",
+    )
+    seed.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    seed.add_argument(
+        "--reset", action="store_true", help="delete every user, conversation and message first"
+    )
+    seed.set_defaults(handler=cmd_seed)
 
     export = _command(
         commands,

@@ -9,10 +9,11 @@ from typing import Any, cast
 from sqlalchemy import Row, Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Conversation, new_conversation_id, utcnow
+from db.models import Conversation, Message, new_conversation_id, utcnow
 from db.pagination import Ordering, Page, PageRequest, fetch_pages
 
 conversations = cast(Table, Conversation.__table__)
+messages = cast(Table, Message.__table__)
 CONVERSATION_ORDER = Ordering(
     keys=(conversations.c.updated_at, conversations.c.id), descending=True
 )
@@ -36,9 +37,21 @@ async def conversations_by_ids(
 
 
 async def conversation_pages_by_user(
-    session: AsyncSession, *, user_ids: Sequence[int], request: PageRequest
+    session: AsyncSession,
+    *,
+    user_ids: Sequence[int],
+    request: PageRequest,
+    with_message_counts: bool = False,
 ) -> dict[Hashable, Page]:
-    base = select(conversations).where(conversations.c.user_id.in_(user_ids))
+    """With `with_message_counts`, each row also has `message_count`."""
+    base = select(conversations)
+    if with_message_counts:
+        count = (
+            select(func.count())
+            .where(messages.c.conversation_id == conversations.c.id)
+            .scalar_subquery()
+        )
+        base = base.add_columns(count.label("message_count"))
     return await fetch_pages(
         session,
         base=base,

@@ -37,7 +37,9 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+def make_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 10, pre_ping: bool = True
+) -> AsyncEngine:
     if is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:":
@@ -55,7 +57,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Asy
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
     )
 
@@ -105,7 +107,7 @@ async def read_session(
     PostgreSQL the driver's implicit transaction is as cheap as none.
     """
     async with sessionmaker() as session:
-        await session.connection(execution_options={SQLITE_BEGIN: AUTOCOMMIT})
+        await session.connection(execution_options=_read_options(session.bind))
         yield session
 
 
@@ -113,3 +115,19 @@ async def ping(engine: AsyncEngine) -> None:
     """Raise unless the database answers a trivial query."""
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+def make_reader(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for single-statement reads (loaders, the viewer) on the same pool as
+    `make_sessionmaker`'s: autocommit, so no BEGIN and no ROLLBACK round trips."""
+    return async_sessionmaker(
+        engine.execution_options(**_read_options(engine)), expire_on_commit=False
+    )
+
+
+def _read_options(bind: Any) -> dict[str, Any]:
+    # SQLite: no BEGIN of ours (the driver's own is off, see `_configure_sqlite`); changing the
+    # isolation level there would turn the driver's implicit BEGIN back on when pooled.
+    if bind is not None and bind.dialect.name == "sqlite":
+        return {SQLITE_BEGIN: AUTOCOMMIT}
+    return {"isolation_level": "AUTOCOMMIT"}

@@ -42,10 +42,9 @@ async def messages_by_ids(
 async def message_pages_by_conversation(
     session: AsyncSession, *, conversation_ids: Sequence[str], request: PageRequest
 ) -> dict[Hashable, Page]:
-    base = select(messages).where(messages.c.conversation_id.in_(conversation_ids))
     return await fetch_pages(
         session,
-        base=base,
+        base=select(messages),
         partition=messages.c.conversation_id,
         parents=conversation_ids,
         ordering=MESSAGE_ORDER,

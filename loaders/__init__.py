@@ -40,6 +40,8 @@ class Loaders:
     user_count_by_search: BatchLoader[str, int]  # "" counts everyone
     users_page: LoaderFamily[UsersPageKey, str, Page]
     conversations_page_by_user: LoaderFamily[PageRequest, int, Page]
+    # The same pages, each row with its `message_count`.
+    conversations_with_counts_page_by_user: LoaderFamily[PageRequest, int, Page]
     messages_page_by_conversation: LoaderFamily[PageRequest, str, Page]
 
     def forget_conversation(self, conversation_id: str) -> None:
@@ -48,6 +50,7 @@ class Loaders:
         self.message_count_by_conversation.clear(conversation_id)
         self.messages_page_by_conversation.clear_all()
         self.conversations_page_by_user.clear_all()
+        self.conversations_with_counts_page_by_user.clear_all()
         self.conversation_count_by_user.clear_all()
 
 
@@ -81,8 +84,11 @@ def make_loaders(sessionmaker: async_sessionmaker[AsyncSession], viewer: Viewer 
     async def message_counts(session: AsyncSession, ids: Sequence[str]) -> dict[Any, int]:
         return dict(await messages.message_counts_by_conversation(session, conversation_ids=ids))
 
-    async def user_counts(session: AsyncSession, searches: Sequence[str | None]) -> dict[Any, int]:
-        return {search: await users.count_users(session, search=search) for search in searches}
+    async def user_counts(session: AsyncSession, searches: Sequence[str]) -> dict[Any, int]:
+        # Keyed by the search text; "" (no search) counts everyone: None is not a valid key.
+        return {
+            search: await users.count_users(session, search=search or None) for search in searches
+        }
 
     async def users_pages(
         key: UsersPageKey, session: AsyncSession, parents: Sequence[str]
@@ -95,6 +101,13 @@ def make_loaders(sessionmaker: async_sessionmaker[AsyncSession], viewer: Viewer 
     ) -> dict[Hashable, Page]:
         return await conversations.conversation_pages_by_user(
             session, user_ids=user_ids, request=request
+        )
+
+    async def counted_conversation_pages(
+        request: PageRequest, session: AsyncSession, user_ids: Sequence[int]
+    ) -> dict[Hashable, Page]:
+        return await conversations.conversation_pages_by_user(
+            session, user_ids=user_ids, request=request, with_message_counts=True
         )
 
     async def message_pages(
@@ -119,5 +132,6 @@ def make_loaders(sessionmaker: async_sessionmaker[AsyncSession], viewer: Viewer 
         user_count_by_search=BatchLoader(sessionmaker, user_counts, 0),
         users_page=family(users_pages),
         conversations_page_by_user=family(conversation_pages),
+        conversations_with_counts_page_by_user=family(counted_conversation_pages),
         messages_page_by_conversation=family(message_pages),
     )

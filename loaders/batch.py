@@ -6,6 +6,7 @@ aiodataloader dispatches each batch as its own task, so sibling fields load conc
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -41,7 +42,10 @@ class BatchLoader(DataLoader[K, V]):
         return [found.get(key, self._default) for key in keys]
 
     async def get(self, key: K) -> V:
-        result: V = await self.load(key)
+        # The future is shared by every field that asked for this key. graphql-core cancels
+        # a field's siblings when it fails; unshielded, that would cancel the shared future
+        # and crash the other fields that wait on it.
+        result: V = await asyncio.shield(self.load(key))
         return result
 
     def put(self, key: K, value: V) -> None:

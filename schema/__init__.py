@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import strawberry
@@ -15,6 +15,7 @@ from schema.errors import ErrorCodes
 from schema.limits import Limits, RejectNul
 from schema.mutations import Mutation
 from schema.permissions import RejectBadTokens
+from schema.plan import PlanExecutor
 from schema.queries import Query
 from schema.scalars import SCALARS
 from schema.subscriptions import Subscription
@@ -29,7 +30,14 @@ class Schema(strawberry.Schema):
         return None
 
 
-def make_schema(*, extensions: Sequence[type[SchemaExtension]] = (), **config: Any) -> Schema:
+def make_schema(
+    *,
+    extensions: Sequence[type[SchemaExtension] | Callable[[], SchemaExtension]] = (),
+    planned: bool = False,
+    **config: Any,
+) -> Schema:
+    """`planned` runs the query shapes `schema.plan` covers on the plan (Strawberry runs the
+    rest); without it, Strawberry runs everything."""
     return Schema(
         query=Query,
         mutation=Mutation,
@@ -37,4 +45,5 @@ def make_schema(*, extensions: Sequence[type[SchemaExtension]] = (), **config: A
         types=[User, Conversation, Message],
         extensions=[ErrorCodes, RejectBadTokens, Limits, RejectNul, *extensions],
         config=StrawberryConfig(scalar_map=SCALARS, **config),
+        execution_context_class=PlanExecutor if planned else None,
     )

@@ -25,6 +25,14 @@ class Services:
     config: Config
     passwords: Passwords
     broker: Broker
+    # Sessions for reads that need no transaction (loaders, the viewer): autocommit, so each
+    # costs its statements alone, without BEGIN and ROLLBACK round trips. Defaults to
+    # `sessionmaker`.
+    reader: async_sessionmaker[AsyncSession] | None = None
+
+    @property
+    def read_sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        return self.reader or self.sessionmaker
 
 
 @dataclass
@@ -46,6 +54,10 @@ class Context:
     def config(self) -> Config:
         return self.services.config
 
+    def reset_loaders(self) -> None:
+        """Empty loaders, as at the start of the request."""
+        self.loaders = _loaders(self.services, self.viewer, self.viewer_row)
+
     @property
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
         return self.services.sessionmaker
@@ -56,6 +68,13 @@ def bearer_token(authorization: str | None) -> str | None:
         return None
     scheme, _, token = authorization.strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
+
+
+def _loaders(services: Services, viewer: Viewer | None, viewer_row: Row[Any] | None) -> Loaders:
+    loaders = make_loaders(services.read_sessionmaker, viewer)
+    if viewer_row is not None:
+        loaders.user_by_id.prime(viewer_row.id, viewer_row)
+    return loaders
 
 
 async def build_context(
@@ -78,14 +97,12 @@ async def build_context(
     if token is not None:
         user_id = read_token(services.config, token) if token else None
         if user_id is not None:
-            async with read_session(services.sessionmaker) as session:
+            async with read_session(services.read_sessionmaker) as session:
                 viewer_row = await get_user(session, user_id=user_id)
         if viewer_row is None or not viewer_row.is_active:
             viewer_row, auth_error = None, Unauthenticated(BAD_TOKEN)
     viewer = Viewer(id=viewer_row.id, is_admin=viewer_row.is_admin) if viewer_row else None
-    loaders = make_loaders(services.sessionmaker, viewer)
-    if viewer_row is not None:
-        loaders.user_by_id.prime(viewer_row.id, viewer_row)
+    loaders = _loaders(services, viewer, viewer_row)
     return Context(
         services=services,
         loaders=loaders,

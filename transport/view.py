@@ -20,15 +20,19 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from cross_web import HTTPException, StarletteRequestAdapter
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema.base import BaseSchema
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
@@ -74,8 +78,22 @@ class RequestAdapter(StarletteRequestAdapter):
         self.request = request
 
 
+class TextWebSocketAdapter(ASGIWebSocketAdapter):
+    """Both WebSocket protocols speak in text frames, whatever `encode_json` returns."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        try:
+            await self.ws.send_text(orjson.dumps(message).decode())
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+
 class BaseGraphQLView(GraphQL[Context, None]):
     request_adapter_class = RequestAdapter
+    websocket_adapter_class = TextWebSocketAdapter
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
 
     def __init__(
         self, schema: BaseSchema, *, persisted_query_cache_size: int = 1000, **options: Any

@@ -1,0 +1,669 @@
+"""The benchmark driver; `bench/run` prepares PostgreSQL and the data, then calls this.
+
+Starts chatql on loopback (one server per `--workers` value, all alive at once), then runs
+rounds: in each round every workload once under load (wrk, or pgbench for the limit) and once
+with one client, so drift on a shared machine hits all of them alike. Per run it reads the
+server's CPU time from /proc, and counts SQL statements with pg_stat_statements. Prints a
+markdown table and writes it to `bench/results/latest.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.workloads import LIMIT_Q1, Q1, Q2, W1, limit_q2
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-secret-key-that-is-long-enough-for-hs256"
+PASSWORD = "chatql-demo"
+W1_CLIENTS = 8
+W1_CONTENT = ("The quick brown fox jumps over the lazy dog while the bench keeps count. " * 3)[:200]
+UTILITY = re.compile(
+    r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|SET|RESET|SHOW|DISCARD)\b", re.I
+)
+
+WRK_SCRIPT = (Path(__file__).resolve().parent / "wrk.lua").read_text()
+
+
+def lua_string(text: str) -> str:
+    return json.dumps(text)  # a JSON string is a valid Lua string literal for our bodies
+
+
+def lua_list(items: list[str]) -> str:
+    return "{" + ", ".join(lua_string(item) for item in items) + "}"
+
+
+@dataclass
+class Sample:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    cpu_ms: float = 0.0
+    statements: int = 0
+    round_trips: int = 0
+    errors: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Row:
+    name: str
+    server: str
+    loaded: list[Sample] = field(default_factory=list)
+    single: list[Sample] = field(default_factory=list)
+
+    def median(self, attribute: str, samples: list[Sample] | None = None) -> float:
+        values = [float(getattr(sample, attribute)) for sample in (samples or self.loaded)]
+        return statistics.median(values) if values else float("nan")
+
+    def per_request(self, attribute: str) -> float:
+        requests = sum(sample.requests for sample in self.loaded)
+        return sum(float(getattr(s, attribute)) for s in self.loaded) / max(requests, 1)
+
+
+# ---- the server --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    def __init__(
+        self, database_url: str, workers: int, extra_env: dict[str, str], variant: str = ""
+    ) -> None:
+        self.workers = workers
+        self.variant = variant
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "CHATQL_SECRET_KEY": SECRET,
+            "CHATQL_LOG_LEVEL": "WARNING",
+            **extra_env,
+        }
+        command = [sys.executable, "server.py", "serve", "--port", str(self.port)]
+        command += ["--workers", str(workers)]
+        # Its log (clients that hang up when wrk stops, say) goes to a file, not the table.
+        self.log = tempfile.NamedTemporaryFile(
+            "w", prefix=f"chatql-bench-{workers}w-", suffix=".log", delete=False
+        )
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{self.port}/graphql"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
+                    return
+            except OSError:
+                if self.process.poll() is not None:
+                    raise SystemExit("chatql did not start") from None
+                time.sleep(0.2)
+        raise SystemExit("chatql did not answer within 60 s")
+
+    def pids(self) -> list[int]:
+        """The server process and all its descendants (uvicorn's workers)."""
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(parent, []).append(int(entry.name))
+        found, queue = [], [self.process.pid]
+        while queue:
+            pid = queue.pop()
+            found.append(pid)
+            queue.extend(children.get(pid, []))
+        return found
+
+    def cpu_seconds(self) -> float:
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / ticks
+
+    def peak_rss_mb(self) -> float:
+        """VmHWM of the process that serves (the largest one when there are several)."""
+        peaks = [0]
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]))
+            except OSError:
+                continue
+        return max(peaks) / 1024
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.log.close()
+
+
+def server_label(server: Server) -> str:
+    label = f"chatql, {server.workers} worker{'s' if server.workers > 1 else ''}"
+    return f"{label}, {server.variant}" if server.variant else label
+
+
+def graphql(url: str, query: str, variables: dict[str, Any], token: str | None) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    request = urllib.request.Request(url, data=body, headers=headers)
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+# ---- the database ------------------------------------------------------------------------
+
+
+class Database:
+    def __init__(self, dsn: str, name: str) -> None:
+        self.dsn, self.name = dsn, name
+
+    async def _run(self, sql: str, *args: Any) -> list[Any]:
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            return list(await connection.fetch(sql, *args))
+        finally:
+            await connection.close()
+
+    def fetch(self, sql: str, *args: Any) -> list[Any]:
+        return asyncio.run(self._run(sql, *args))
+
+    def reset_statements(self) -> None:
+        self.fetch("SELECT pg_stat_statements_reset()")
+
+    def statements(self) -> tuple[int, int]:
+        """(data statements, all round trips) run in the bench database since the last reset."""
+        rows = self.fetch(
+            "SELECT query, calls FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+            "WHERE d.datname = $1",
+            self.name,
+        )
+        rows = [row for row in rows if "pg_stat_statements" not in row["query"]]
+        data = sum(row["calls"] for row in rows if not UTILITY.match(row["query"]))
+        return data, sum(row["calls"] for row in rows)
+
+
+# ---- the load generators -----------------------------------------------------------------
+
+
+def wrk(
+    url: str,
+    *,
+    bodies: list[str],
+    tokens: list[str],
+    connections: int,
+    threads: int,
+    seconds: float,
+    check: str | None = None,
+) -> Sample:
+    script = (
+        WRK_SCRIPT.replace("{BODIES}", lua_list(bodies))
+        .replace("{TOKENS}", lua_list(tokens))
+        .replace("{CHECK}", lua_string(check) if check else "false")
+        .replace("{NONCE}", lua_string(uuid.uuid4().hex[:12]))
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    try:
+        output = subprocess.run(
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "30s",
+                "-s",
+                handle.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(handle.name)
+    line = next(line for line in output.splitlines() if line.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    return Sample(
+        requests=result["requests"],
+        seconds=result["duration_us"] / 1e6,
+        p50_ms=result["p50_us"] / 1000,
+        p99_ms=result["p99_us"] / 1000,
+        errors=result["errors"] + result["bad"],
+    )
+
+
+def pgbench(
+    pg_bin: str, dsn_parts: dict[str, str], sql: str, *, clients: int, threads: int, seconds: float
+) -> Sample:
+    with tempfile.TemporaryDirectory() as folder:
+        script = Path(folder) / "limit.sql"
+        script.write_text(" ".join(sql.split()) + "\n")
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                str(Path(pg_bin) / "pgbench"),
+                "-n",
+                f"-c{clients}",
+                f"-j{threads}",
+                f"-T{max(1, round(seconds))}",
+                "-f",
+                str(script),
+                "-l",
+                f"--log-prefix={folder}/log",
+                "-h",
+                dsn_parts["host"],
+                "-p",
+                dsn_parts["port"],
+                "-U",
+                dsn_parts["user"],
+                dsn_parts["database"],
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=folder,
+        )
+        elapsed = time.perf_counter() - started
+        latencies = sorted(
+            int(line.split()[2])
+            for log in Path(folder).glob("log*")
+            for line in log.read_text().splitlines()
+        )
+    if not latencies:
+        return Sample(requests=0, seconds=elapsed, p50_ms=0.0, p99_ms=0.0)
+    return Sample(
+        requests=len(latencies),
+        seconds=min(elapsed, float(max(1, round(seconds)))),
+        p50_ms=latencies[len(latencies) // 2] / 1000,
+        p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] / 1000,
+        statements=len(latencies),
+        round_trips=len(latencies),
+    )
+
+
+# ---- the run -----------------------------------------------------------------------------
+
+
+@dataclass
+class Fixture:
+    admin_token: str
+    owner_token: str
+    owner_id: int
+    conversation_id: str
+    conversation_gid: str
+    sender_tokens: list[str]
+    sender_conversations: list[str]
+
+
+def prepare(server: Server, database: Database) -> Fixture:
+    def log_in(name: str) -> str:
+        payload = graphql(
+            server.url,
+            "mutation($l: String!, $p: String!) { logIn(input: {login: $l, password: $p}) "
+            "{ token } }",
+            {"l": name, "p": PASSWORD},
+            None,
+        )
+        token: str = payload["data"]["logIn"]["token"]
+        return token
+
+    def first_conversation(username: str) -> tuple[int, str]:
+        row = database.fetch(
+            "SELECT u.id, c.id AS conversation FROM users u JOIN conversations c "
+            "ON c.user_id = u.id WHERE u.username = $1 ORDER BY c.updated_at DESC, c.id DESC "
+            "LIMIT 1",
+            username,
+        )[0]
+        return int(row["id"]), str(row["conversation"])
+
+    import base64
+
+    def gid(kind: str, key: str) -> str:
+        return base64.b64encode(f"{kind}:{key}".encode()).decode()
+
+    owner_id, conversation = first_conversation("user2")
+    # Senders beyond the first 50 users, so W1 never changes what Q1 reads.
+    senders = [f"user{n}" for n in range(991, 991 + W1_CLIENTS)]
+    return Fixture(
+        admin_token=log_in("user1"),
+        owner_token=log_in("user2"),
+        owner_id=owner_id,
+        conversation_id=conversation,
+        conversation_gid=gid("Conversation", conversation),
+        sender_tokens=[log_in(name) for name in senders],
+        sender_conversations=[gid("Conversation", first_conversation(n)[1]) for n in senders],
+    )
+
+
+def check_answers(server: Server, fixture: Fixture, database: Database) -> dict[str, int]:
+    """Each chatql answer is correct (no errors) and as large as the limit's; returns sizes."""
+    sizes = {}
+    q1 = graphql(server.url, Q1, {}, fixture.admin_token)
+    assert "errors" not in q1, q1
+    users = q1["data"]["users"]["edges"]
+    messages = sum(
+        len(c["node"]["messages"]["edges"])
+        for u in users
+        for c in u["node"]["conversations"]["edges"]
+    )
+    assert len(users) == 50 and messages == 10_000, (len(users), messages)
+    limit = json.loads(database.fetch(LIMIT_Q1)[0][0])
+    assert limit == q1, "the limit's Q1 document differs from chatql's"
+    sizes["Q1"] = len(json.dumps(q1, separators=(",", ":")))
+    q2 = graphql(server.url, Q2, {"id": fixture.conversation_gid}, fixture.owner_token)
+    assert "errors" not in q2, q2
+    limit2 = json.loads(database.fetch(limit_q2(fixture.conversation_id, fixture.owner_id))[0][0])
+    assert limit2 == q2, "the limit's Q2 document differs from chatql's"
+    sizes["Q2"] = len(json.dumps(q2, separators=(",", ":")))
+    return sizes
+
+
+def body(query: str, variables: dict[str, Any]) -> str:
+    return json.dumps({"query": query, "variables": variables}, separators=(",", ":"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dsn", required=True, help="postgresql://user@host:port/db (libpq)")
+    parser.add_argument("--pg-bin", required=True)
+    parser.add_argument("--workers", default="1", help="comma-separated worker counts")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per loaded run")
+    parser.add_argument("--single-seconds", type=float, default=3.0, help="per one-client run")
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "latest.md"))
+    parser.add_argument("--only", default="", help="comma-separated workloads to run (Q1,Q2,W1)")
+    parser.add_argument("--note", default="", help="a line to put above the table")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:VAR=VALUE,...",
+        help="also run a 1-worker server with these settings, e.g. "
+        "'no plan:CHATQL_QUERY_PLAN=0' (repeatable)",
+    )
+    args = parser.parse_args()
+
+    match = re.fullmatch(r"postgresql://(\w+)@([\w.]+):(\d+)/(\w+)", args.dsn)
+    if not match:
+        raise SystemExit("--dsn must look like postgresql://user@host:port/db")
+    parts = dict(zip(("user", "host", "port", "database"), match.groups(), strict=True))
+    database = Database(args.dsn, parts["database"])
+    database_url = args.dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+    wanted = set(filter(None, args.only.upper().split(","))) or {"Q1", "Q2", "W1"}
+
+    servers = [Server(database_url, int(n), {}) for n in args.workers.split(",") if n.strip()]
+    for variant in args.variant:
+        name, _, assignments = variant.partition(":")
+        env = dict(item.split("=", 1) for item in assignments.split(",") if item)
+        servers.append(Server(database_url, 1, env, name))
+    try:
+        fixture = prepare(servers[0], database)
+        sizes = check_answers(servers[0], fixture, database)
+        print(f"answers checked: Q1 {sizes['Q1']:,} bytes, Q2 {sizes['Q2']:,} bytes", flush=True)
+        rows, before_w1 = run_rounds(args, servers, fixture, database, parts, wanted)
+        after_w1 = count_w1(database, fixture)
+        table = render(args, servers, rows, sizes, before_w1, after_w1)
+    finally:
+        for server in servers:
+            server.stop()
+    print(table)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(table)
+    return 0
+
+
+def count_w1(database: Database, fixture: Fixture) -> tuple[int, int]:
+    """(messages, distinct client ids) in the senders' conversations."""
+    import base64
+
+    ids = [base64.b64decode(g).decode().split(":", 1)[1] for g in fixture.sender_conversations]
+    row = database.fetch(
+        "SELECT count(*) AS n, count(DISTINCT (conversation_id, client_id)) AS d "
+        "FROM messages WHERE conversation_id = ANY($1::varchar[]) AND client_id LIKE 'w1-%'",
+        ids,
+    )[0]
+    return int(row["n"]), int(row["d"])
+
+
+def run_rounds(
+    args: argparse.Namespace,
+    servers: list[Server],
+    fixture: Fixture,
+    database: Database,
+    parts: dict[str, str],
+    wanted: set[str],
+) -> tuple[list[Row], tuple[int, int]]:
+    """The rows of the table, and the W1 count after the warm-up (see `count_w1`)."""
+    rows: dict[tuple[str, str], Row] = {}
+    q1_body = body(Q1, {})
+    q2_body = body(Q2, {"id": fixture.conversation_gid})
+    w1_bodies = [
+        body(W1, {"input": {"conversationId": c, "content": W1_CONTENT, "clientId": "w1-@N@"}})
+        for c in fixture.sender_conversations
+    ]
+    limit2 = limit_q2(fixture.conversation_id, fixture.owner_id)
+
+    def chatql(
+        name: str, server: Server, bodies: list[str], tokens: list[str], **options: Any
+    ) -> Iterator[tuple[str, str, bool, Any]]:
+        label = server_label(server)
+        clients = options.pop("clients", args.connections)
+        check = options.pop("check", None)
+        for single in (False, True):
+            connections = 1 if single else clients
+            threads = 1 if single else min(2, clients) if name != "W1" else clients
+
+            def go(
+                server: Server = server,
+                connections: int = connections,
+                threads: int = threads,
+                single: bool = single,
+            ) -> Sample:
+                seconds = args.single_seconds if single else args.seconds
+                database.reset_statements()
+                cpu = server.cpu_seconds()
+                sample = wrk(
+                    server.url,
+                    bodies=bodies,
+                    tokens=tokens,
+                    connections=connections,
+                    threads=threads,
+                    seconds=seconds,
+                    check=check,
+                )
+                sample.cpu_ms = (server.cpu_seconds() - cpu) * 1000
+                sample.statements, sample.round_trips = database.statements()
+                return sample
+
+            yield name, label, single, go
+
+    def limit(name: str, sql: str) -> Iterator[tuple[str, str, bool, Any]]:
+        for single in (False, True):
+
+            def go(single: bool = single) -> Sample:
+                seconds = args.single_seconds if single else args.seconds
+                clients = 1 if single else args.connections
+                return pgbench(
+                    args.pg_bin,
+                    parts,
+                    sql,
+                    clients=clients,
+                    threads=1 if single else 2,
+                    seconds=seconds,
+                )
+
+            yield name, "the limit (pgbench, one SQL statement)", single, go
+
+    plan: list[tuple[str, str, bool, Any]] = []
+    if "Q1" in wanted:
+        for server in servers:
+            plan += chatql("Q1", server, [q1_body], [fixture.admin_token])
+        plan += limit("Q1", LIMIT_Q1)
+    if "Q2" in wanted:
+        for server in servers:
+            plan += chatql("Q2", server, [q2_body], [fixture.owner_token])
+        plan += limit("Q2", limit2)
+    if "W1" in wanted:
+        for server in servers:
+            plan += chatql(
+                "W1",
+                server,
+                w1_bodies,
+                fixture.sender_tokens,
+                clients=W1_CLIENTS,
+                check='"sendMessage":{"id"',
+            )
+
+    print(f"warming up ({len(plan)} runs a round, {args.rounds} rounds)", flush=True)
+    saved = args.seconds, args.single_seconds
+    args.seconds = args.single_seconds = 1
+    for _, _, _, go in plan:
+        go()
+    args.seconds, args.single_seconds = saved
+    before_w1 = count_w1(database, fixture)
+    for number in range(1, args.rounds + 1):
+        for name, label, single, go in plan:
+            sample = go()
+            row = rows.setdefault((name, label), Row(name, label))
+            (row.single if single else row.loaded).append(sample)
+            kind = "1 client" if single else "loaded"
+            print(
+                f"round {number} {name:<3} {label:<42} {kind:<8} {sample.rate:8.1f} req/s "
+                f"p50 {sample.p50_ms:7.1f} ms  cpu {sample.cpu_ms / max(sample.requests, 1):6.1f} "
+                f"ms/req  errors {sample.errors}",
+                flush=True,
+            )
+    return list(rows.values()), before_w1
+
+
+def render(
+    args: argparse.Namespace,
+    servers: list[Server],
+    rows: list[Row],
+    sizes: dict[str, int],
+    before_w1: tuple[int, int],
+    after_w1: tuple[int, int],
+) -> str:
+    limits = {row.name: row.median("rate") for row in rows if row.server.startswith("the limit")}
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+        cpu = model
+    except (OSError, StopIteration):
+        pass
+    lines = [
+        f"## Bench run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {os.cpu_count()} cores ({cpu}), shared by PostgreSQL, chatql and the load "
+        f"generator; Python {platform.python_version()}. Command: `bench/run "
+        f"--rounds {args.rounds} --seconds {args.seconds:g} "
+        f"--single-seconds {args.single_seconds:g} --workers {args.workers}"
+        + "".join(f" --variant '{v}'" for v in args.variant)
+        + "`. "
+        f"Medians of {args.rounds} interleaved rounds; {args.connections} connections "
+        f"(W1: {W1_CLIENTS} clients), one-client latency from separate 1-connection runs. "
+        f"Answers: Q1 {sizes.get('Q1', 0):,} bytes, Q2 {sizes.get('Q2', 0):,} bytes.",
+        "",
+    ]
+    if args.note:
+        lines += [args.note, ""]
+    lines += [
+        "| workload | server | req/s | p50 ms | p99 ms | one-client ms | SQL statements/req "
+        "| round trips/req | server CPU ms/req | peak RSS MB | ratio to the limit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rss = {server_label(s): s.peak_rss_mb() for s in servers}
+    for row in rows:
+        is_limit = row.server.startswith("the limit")
+        cpu_ms = "" if is_limit else f"{row.per_request('cpu_ms'):.1f}"
+        peak = "" if is_limit else f"{rss.get(row.server, 0):.0f}"
+        ratio = (
+            f"{row.median('rate') / limits[row.name]:.3f}"
+            if row.name in limits and not is_limit
+            else ("1" if is_limit else "")
+        )
+        answered = [sample for sample in row.single if sample.requests]
+        single = f"{row.median('p50_ms', answered):.1f}" if answered else "> run"
+        lines.append(
+            f"| {row.name} | {row.server} | {row.median('rate'):.1f} | {row.median('p50_ms'):.1f} "
+            f"| {row.median('p99_ms'):.1f} | {single} "
+            f"| {row.per_request('statements'):.2f} | {row.per_request('round_trips'):.2f} "
+            f"| {cpu_ms} | {peak} | {ratio} |"
+        )
+    errors = sum(sample.errors for row in rows for sample in row.loaded + row.single)
+    stored = after_w1[0] - before_w1[0]
+    sent = sum(s.requests for row in rows if row.name == "W1" for s in row.loaded + row.single)
+    lines += [
+        "",
+        f"Failed or wrong responses: {errors}. W1: {sent:,} sends answered, {stored:,} messages "
+        f"stored (requests still in flight when wrk stops are stored but not counted), "
+        f"{after_w1[0] - after_w1[1]} duplicates. Peak RSS is VmHWM of the largest server "
+        "process over the whole run (warm-up included). Statements per request are counted "
+        "by PostgreSQL over the requests wrk saw answered: requests still running when a run "
+        "ends add a little (the tests count Q1 at 4 and Q2 at 3 exactly). '> run': no answer "
+        "within a one-client run.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

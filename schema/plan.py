@@ -1,0 +1,514 @@
+"""Planned execution: a validated query run level by level instead of field by field.
+
+graphql-core completes a result one field of one object at a time: a Q1 page is some 65,000
+resolver calls, each with its own info object, awaitable checks and serialisation. Here the
+query is walked once per nesting *level*: the fields of a level are collected once (with
+graphql-core's own `collect_fields`, so aliases, fragments, variables and `@include`/`@skip`
+mean exactly what they mean to it), every field becomes one column of values for all the
+objects of the level (one loader call for the whole level), and the rows go straight into
+the response dicts.
+
+The plan covers the query shapes that matter (users, conversation, me, and below them users,
+conversations, messages, connections and pageInfo). It never reports an error itself: any
+case where Strawberry would report one, and any field it does not know, raises `Miss`, and
+the operation is run again, from the start, by Strawberry's own executor. A query has no side
+effects, so running it twice is safe, and errors are Strawberry's by construction. Field
+middleware (extensions that wrap resolvers) turns the plan off, since it would skip them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from inspect import isawaitable
+from operator import attrgetter
+from typing import Any
+
+from graphql import (
+    ExecutionResult,
+    GraphQLField,
+    GraphQLObjectType,
+    OperationType,
+    get_named_type,
+)
+from graphql.execution.collect_fields import (
+    FieldDetailsList,
+    GroupedFieldSet,
+    collect_fields,
+    collect_subfields,
+)
+from graphql.execution.values import get_argument_values
+from sqlalchemy import Row
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from db.models import MessageRole
+from db.pagination import Page, PageRequest
+from loaders import EVERYONE
+from schema.context import Context
+from schema.pagination import CursorKind, encode_cursor, page_request, row_keyset
+from schema.permissions import may_see_private_fields
+from schema.relay import decode_conversation_id, to_global_id
+from schema.scalars import serialize_datetime
+
+logger = logging.getLogger("chatql.plan")
+PLAN_MISSED = "the plan does not cover this operation; Strawberry runs it"
+LAST_ONE = PageRequest(last=1)
+ROLE_NAMES: dict[Any, str] = {role: role.name for role in MessageRole}
+Rows = Sequence[Row[Any]]
+Column = list[Any]
+Count = Callable[[], Awaitable[list[int]]]
+
+
+class Miss(Exception):
+    """The plan does not cover this operation: Strawberry runs it instead."""
+
+
+async def gather(*steps: Awaitable[Any]) -> list[Any]:
+    """Like `asyncio.gather`, but every step has finished when it raises: nothing of a plan
+    that missed may still be running (and holding a session) when Strawberry takes over."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
+class PlanExecutor(StrawberryGraphQLCoreExecutionContext):
+    """graphql-core's executor, with queries tried on the plan first."""
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        middleware = self.middleware_manager
+        if (
+            self.operation.operation is not OperationType.QUERY
+            or not isinstance(self.context_value, Context)
+            or (middleware is not None and middleware.middlewares)
+        ):
+            return super().execute_operation(serially)
+        return self._planned(serially)
+
+    async def _planned(self, serially: bool | None) -> Any:
+        try:
+            data = await Walk(self).root()
+        except Exception:
+            # A Miss, or anything else: Strawberry runs the operation and reports it.
+            logger.debug(PLAN_MISSED, exc_info=True)
+            # From a clean slate, so that Strawberry's run is the one it would have made:
+            # which errors it reports can depend on what is already cached.
+            self.context_value.reset_loaders()
+            result = super().execute_operation(serially)
+            return await result if isawaitable(result) else result
+        return ExecutionResult(data=data)
+
+
+class Walk:
+    """One run of the plan over one request."""
+
+    def __init__(self, executor: PlanExecutor) -> None:
+        self.executor = executor
+        self.schema = executor.schema
+        context: Context = executor.context_value
+        self.context = context
+        self.loaders = context.loaders
+        self.viewer = context.viewer
+
+    # ---- selections ----------------------------------------------------------------------
+
+    def fields(self, parent: GraphQLObjectType, details: FieldDetailsList) -> GroupedFieldSet:
+        x = self.executor
+        collected = collect_subfields(
+            self.schema, x.fragments, x.variable_values, x.operation, parent, details
+        )
+        return self._checked(collected.grouped_field_set, collected.new_defer_usages)
+
+    def _checked(self, grouped: GroupedFieldSet, defers: Sequence[Any]) -> GroupedFieldSet:
+        if defers:
+            raise Miss
+        for details in grouped.values():
+            for detail in details:
+                if detail.fragment_variable_values is not None:
+                    raise Miss
+        return grouped
+
+    def arguments(self, field: GraphQLField, details: FieldDetailsList) -> dict[str, Any]:
+        return get_argument_values(field, details[0].node, self.executor.variable_values)
+
+    @staticmethod
+    def child_type(parent: GraphQLObjectType, name: str) -> GraphQLObjectType:
+        child = get_named_type(parent.fields[name].type)
+        if not isinstance(child, GraphQLObjectType):
+            raise Miss
+        return child
+
+    def selects(self, parent: GraphQLObjectType, details: FieldDetailsList, *path: str) -> bool:
+        """Whether the selection below `details` reaches the fields named by `path`."""
+        first, *rest = path
+        for sub in self.fields(parent, details).values():
+            name = sub[0].node.name.value
+            if name == first and (
+                not rest or self.selects(self.child_type(parent, name), sub, *rest)
+            ):
+                return True
+        return False
+
+    # ---- the root ------------------------------------------------------------------------
+
+    async def root(self) -> dict[str, Any]:
+        x = self.executor
+        query = self.schema.query_type
+        assert query is not None
+        collected = collect_fields(
+            self.schema, x.fragments, x.variable_values, query, x.operation, x.hide_suggestions
+        )
+        grouped = self._checked(collected.grouped_field_set, collected.new_defer_usages)
+
+        async def one(details: FieldDetailsList) -> Any:
+            name = details[0].node.name.value
+            if name == "__typename":
+                return query.name
+            if name == "me":
+                row = self.context.viewer_row
+                if row is None:
+                    return None
+                return (await self.objects(self.child_type(query, name), details, [row]))[0]
+            if self.viewer is None:
+                raise Miss
+            if name == "users":
+                return await self.users(query, details)
+            if name == "conversation":
+                args = self.arguments(query.fields[name], details)
+                key = decode_conversation_id(args["id"])
+                conversation = self.child_type(query, name)
+                # Its message pages load alongside it, not after: one round trip less. Should
+                # it not be visible, the pages are never shown (Strawberry answers NOT_FOUND,
+                # with fresh loaders).
+                requests = self.message_requests(conversation, details)
+                pages = self.loaders.messages_page_by_conversation
+                row, *_ = await gather(
+                    self.loaders.conversation_by_id.get(key),
+                    *(pages(request).get(key) for request in requests),
+                )
+                if row is None:
+                    raise Miss
+                return (await self.objects(conversation, details, [row]))[0]
+            raise Miss
+
+        values = await gather(*(one(details) for details in grouped.values()))
+        return dict(zip(grouped, values, strict=True))
+
+    def message_requests(
+        self, conversation: GraphQLObjectType, details: FieldDetailsList
+    ) -> list[PageRequest]:
+        """The message pages the selection asks of a conversation."""
+        return [
+            self.page_request("message", self.arguments(conversation.fields["messages"], sub))
+            for sub in self.fields(conversation, details).values()
+            if sub[0].node.name.value == "messages"
+        ]
+
+    async def users(self, query: GraphQLObjectType, details: FieldDetailsList) -> Any:
+        args = self.arguments(query.fields["users"], details)
+        request = self.page_request("user", args)
+        needle = (args.get("search") or "").strip() or None
+        if needle is not None and len(needle) > 100:
+            raise Miss
+        page = await self.loaders.users_page((request, needle)).get(EVERYONE)
+
+        async def count() -> list[int]:
+            return [await self.loaders.user_count_by_search.get(needle or "")]
+
+        connection = self.child_type(query, "users")
+        return (await self.connection(connection, details, [page], "user", count))[0]
+
+    def page_request(self, kind: CursorKind, args: dict[str, Any]) -> PageRequest:
+        return page_request(
+            self.context.config,
+            kind,
+            first=args.get("first"),
+            after=args.get("after"),
+            last=args.get("last"),
+            before=args.get("before"),
+        )
+
+    # ---- levels --------------------------------------------------------------------------
+
+    @staticmethod
+    def assemble(keys: list[str], columns: list[Column], size: int) -> list[dict[str, Any]]:
+        """`size` result objects from one column per key."""
+        if not keys:  # every field skipped
+            return [{} for _ in range(size)]
+        return [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
+
+    async def objects(
+        self, parent: GraphQLObjectType, details: FieldDetailsList, rows: Rows
+    ) -> list[dict[str, Any]]:
+        """The result objects of `rows`, all of type `parent`, one column per field."""
+        if not rows:
+            return []
+        grouped = self.fields(parent, details)
+        fill = OBJECT_FIELDS.get(parent.name)
+        if fill is None:
+            raise Miss
+
+        async def column(sub: FieldDetailsList) -> Column:
+            name = sub[0].node.name.value
+            if name == "__typename":
+                return [parent.name] * len(rows)
+            handler = fill.get(name)
+            if handler is None:
+                raise Miss
+            value = handler(self, parent, sub, rows)
+            return await value if isawaitable(value) else value
+
+        columns = await gather(*(column(sub) for sub in grouped.values()))
+        return self.assemble(list(grouped), columns, len(rows))
+
+    async def connection(
+        self,
+        parent: GraphQLObjectType,
+        details: FieldDetailsList,
+        pages: Sequence[Page],
+        kind: CursorKind,
+        count: Count,
+    ) -> list[dict[str, Any]]:
+        grouped = self.fields(parent, details)
+        size = len(pages)
+
+        async def column(sub: FieldDetailsList) -> Column:
+            name = sub[0].node.name.value
+            if name == "__typename":
+                return [parent.name] * size
+            if name == "totalCount":
+                return await count()
+            if name == "pageInfo":
+                return self.page_infos(self.child_type(parent, name), sub, pages, kind)
+            if name == "edges":
+                return await self.edges(self.child_type(parent, name), sub, pages, kind)
+            raise Miss
+
+        columns = await gather(*(column(sub) for sub in grouped.values()))
+        return self.assemble(list(grouped), columns, size)
+
+    async def edges(
+        self,
+        parent: GraphQLObjectType,
+        details: FieldDetailsList,
+        pages: Sequence[Page],
+        kind: CursorKind,
+    ) -> Column:
+        rows = [row for page in pages for row in page.rows]
+        grouped = self.fields(parent, details)
+
+        async def column(sub: FieldDetailsList) -> Column:
+            name = sub[0].node.name.value
+            if name == "__typename":
+                return [parent.name] * len(rows)
+            if name == "cursor":
+                return [encode_cursor(kind, row_keyset(kind, row)) for row in rows]
+            if name == "node":
+                return await self.objects(self.child_type(parent, name), sub, rows)
+            raise Miss
+
+        columns = await gather(*(column(sub) for sub in grouped.values()))
+        flat = self.assemble(list(grouped), columns, len(rows))
+        result, start = [], 0
+        for page in pages:
+            result.append(flat[start : start + len(page.rows)])
+            start += len(page.rows)
+        return result
+
+    def page_infos(
+        self,
+        parent: GraphQLObjectType,
+        details: FieldDetailsList,
+        pages: Sequence[Page],
+        kind: CursorKind,
+    ) -> Column:
+        grouped = self.fields(parent, details)
+
+        def cursor(page: Page, index: int) -> str | None:
+            return encode_cursor(kind, row_keyset(kind, page.rows[index])) if page.rows else None
+
+        values: dict[str, Callable[[Page], Any]] = {
+            "__typename": lambda page: parent.name,
+            "hasNextPage": lambda page: page.has_next,
+            "hasPreviousPage": lambda page: page.has_previous,
+            "startCursor": lambda page: cursor(page, 0),
+            "endCursor": lambda page: cursor(page, -1),
+        }
+        getters = []
+        for sub in grouped.values():
+            getter = values.get(sub[0].node.name.value)
+            if getter is None:
+                raise Miss
+            getters.append(getter)
+        keys = list(grouped)
+        return [dict(zip(keys, (get(page) for get in getters), strict=True)) for page in pages]
+
+
+# ---- the fields of each object type ----------------------------------------------------------
+
+Handler = Callable[[Walk, GraphQLObjectType, FieldDetailsList, Rows], Column | Awaitable[Column]]
+
+
+def plain(attribute: str) -> Handler:
+    get = attrgetter(attribute)
+
+    def column(walk: Walk, parent: GraphQLObjectType, d: FieldDetailsList, rows: Rows) -> Column:
+        return list(map(get, rows))
+
+    return column
+
+
+def stamp(attribute: str) -> Handler:
+    get = attrgetter(attribute)
+
+    def column(walk: Walk, parent: GraphQLObjectType, d: FieldDetailsList, rows: Rows) -> Column:
+        return list(map(serialize_datetime, map(get, rows)))
+
+    return column
+
+
+def global_id(type_name: Any) -> Handler:
+    def column(walk: Walk, parent: GraphQLObjectType, d: FieldDetailsList, rows: Rows) -> Column:
+        return [to_global_id(type_name, row.id) for row in rows]
+
+    return column
+
+
+def user_email(walk: Walk, parent: GraphQLObjectType, d: FieldDetailsList, rows: Rows) -> Column:
+    viewer = walk.viewer
+    return [row.email if may_see_private_fields(viewer, row.id) else None for row in rows]
+
+
+def _owned(walk: Walk, rows: Rows) -> list[int]:
+    """The users' ids, when the viewer may see their private fields (else Strawberry reports)."""
+    if walk.viewer is None or not all(may_see_private_fields(walk.viewer, r.id) for r in rows):
+        raise Miss
+    return [row.id for row in rows]
+
+
+async def user_conversations(
+    walk: Walk, parent: GraphQLObjectType, details: FieldDetailsList, rows: Rows
+) -> Column:
+    ids = _owned(walk, rows)
+    request = walk.page_request(
+        "conversation", walk.arguments(parent.fields["conversations"], details)
+    )
+    connection = walk.child_type(parent, "conversations")
+    loaders = walk.loaders
+    # Message counts asked for below ride along with the page: one statement fewer.
+    counted = walk.selects(connection, details, "edges", "node", "messageCount")
+    family = (
+        loaders.conversations_with_counts_page_by_user
+        if counted
+        else loaders.conversations_page_by_user
+    )
+    pages = await family(request).load_many(ids)
+
+    async def count() -> list[int]:
+        return list(await loaders.conversation_count_by_user.load_many(ids))
+
+    return await walk.connection(connection, details, pages, "conversation", count)
+
+
+async def user_conversation_count(
+    walk: Walk, parent: GraphQLObjectType, d: FieldDetailsList, rows: Rows
+) -> Column:
+    return list(await walk.loaders.conversation_count_by_user.load_many(_owned(walk, rows)))
+
+
+async def conversation_message_count(
+    walk: Walk, parent: GraphQLObjectType, d: FieldDetailsList, rows: Rows
+) -> Column:
+    if rows and "message_count" in rows[0]._fields:
+        return [int(row.message_count) for row in rows]
+    ids = [row.id for row in rows]
+    return list(await walk.loaders.message_count_by_conversation.load_many(ids))
+
+
+async def conversation_messages(
+    walk: Walk, parent: GraphQLObjectType, details: FieldDetailsList, rows: Rows
+) -> Column:
+    ids = [row.id for row in rows]
+    request = walk.page_request("message", walk.arguments(parent.fields["messages"], details))
+    loaders = walk.loaders
+    pages = await loaders.messages_page_by_conversation(request).load_many(ids)
+
+    async def count() -> list[int]:
+        if "message_count" in rows[0]._fields:
+            return [int(row.message_count) for row in rows]
+        return list(await loaders.message_count_by_conversation.load_many(ids))
+
+    connection = walk.child_type(parent, "messages")
+    return await walk.connection(connection, details, pages, "message", count)
+
+
+async def conversation_last_message(
+    walk: Walk, parent: GraphQLObjectType, details: FieldDetailsList, rows: Rows
+) -> Column:
+    ids = [row.id for row in rows]
+    pages = await walk.loaders.messages_page_by_conversation(LAST_ONE).load_many(ids)
+    last = [page.rows[-1] if page.rows else None for page in pages]
+    found = [row for row in last if row is not None]
+    objects = iter(await walk.objects(walk.child_type(parent, "lastMessage"), details, found))
+    return [next(objects) if row is not None else None for row in last]
+
+
+async def conversation_owner(
+    walk: Walk, parent: GraphQLObjectType, details: FieldDetailsList, rows: Rows
+) -> Column:
+    found = await walk.loaders.user_by_id.load_many([row.user_id for row in rows])
+    owners = [row for row in found if row is not None]
+    if len(owners) != len(found):
+        raise Miss
+    return await walk.objects(walk.child_type(parent, "owner"), details, owners)
+
+
+def message_role(walk: Walk, parent: GraphQLObjectType, d: FieldDetailsList, rows: Rows) -> Column:
+    return [ROLE_NAMES[row.role] for row in rows]
+
+
+async def message_conversation(
+    walk: Walk, parent: GraphQLObjectType, details: FieldDetailsList, rows: Rows
+) -> Column:
+    ids = [row.conversation_id for row in rows]
+    found = await walk.loaders.conversation_by_id.load_many(ids)
+    conversations = [row for row in found if row is not None]
+    if len(conversations) != len(found):
+        raise Miss
+    return await walk.objects(walk.child_type(parent, "conversation"), details, conversations)
+
+
+OBJECT_FIELDS: dict[str, dict[str, Handler]] = {
+    "User": {
+        "id": global_id("User"),
+        "username": plain("username"),
+        "fullName": plain("full_name"),
+        "email": user_email,
+        "isActive": plain("is_active"),
+        "isAdmin": plain("is_admin"),
+        "createdAt": stamp("created_at"),
+        "updatedAt": stamp("updated_at"),
+        "conversations": user_conversations,
+        "conversationCount": user_conversation_count,
+    },
+    "Conversation": {
+        "id": global_id("Conversation"),
+        "title": plain("title"),
+        "createdAt": stamp("created_at"),
+        "updatedAt": stamp("updated_at"),
+        "messageCount": conversation_message_count,
+        "messages": conversation_messages,
+        "lastMessage": conversation_last_message,
+        "owner": conversation_owner,
+    },
+    "Message": {
+        "id": global_id("Message"),
+        "role": message_role,
+        "content": plain("content"),
+        "clientId": plain("client_id"),
+        "createdAt": stamp("created_at"),
+        "conversation": message_conversation,
+    },
+}
