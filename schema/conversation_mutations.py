@@ -7,6 +7,7 @@ from typing import Any
 
 import strawberry
 from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import conversations as conversation_data
 from db import users as user_data
@@ -30,6 +31,19 @@ INACTIVE_TARGET = "this user is deactivated"
 def owner_scope(viewer: Viewer) -> int | None:
     """Whose conversations a viewer may change: their own, or anyone's (None) for an admin."""
     return None if viewer.is_admin else viewer.id
+
+
+async def lock_conversation(
+    session: AsyncSession, *, conversation_id: str, viewer: Viewer
+) -> Row[Any]:
+    """The conversation the viewer may change, row-locked until the transaction ends; another
+    user's looks exactly like a missing one (NOT_FOUND)."""
+    row = await conversation_data.get_conversation_for_update(
+        session, conversation_id=conversation_id, owner_id=owner_scope(viewer)
+    )
+    if row is None:
+        raise NotFound()
+    return row
 
 
 def clean_title(title: str) -> str:
@@ -66,11 +80,7 @@ class ConversationMutations:
         conversation_id = decode_conversation_id(id)
         title = clean_title(input.title)
         async with write_transaction(info.context.sessionmaker) as session:
-            row = await conversation_data.get_conversation_for_update(
-                session, conversation_id=conversation_id, owner_id=owner_scope(viewer)
-            )
-            if row is None:
-                raise NotFound()
+            row = await lock_conversation(session, conversation_id=conversation_id, viewer=viewer)
             if row.title != title:
                 row = await conversation_data.update_conversation(
                     session,
@@ -105,11 +115,7 @@ class ConversationMutations:
         async with write_transaction(info.context.sessionmaker) as session:
             # The row lock makes concurrent transfers take turns; each re-reads the owner
             # once the one before it has committed, so a former owner finds nothing.
-            row = await conversation_data.get_conversation_for_update(
-                session, conversation_id=conversation_id, owner_id=owner_scope(viewer)
-            )
-            if row is None:
-                raise NotFound()
+            row = await lock_conversation(session, conversation_id=conversation_id, viewer=viewer)
             target = await user_data.get_user_for_share(session, user_id=target_id)
             if target is None:
                 raise NotFound()

@@ -13,8 +13,8 @@ from db import messages as message_data
 from db.engine import write_transaction
 from db.messages import NewMessage
 from db.models import MessageRole, utcnow
-from schema.conversation_mutations import owner_scope, remember
-from schema.errors import BadUserInput, NotFound
+from schema.conversation_mutations import lock_conversation, remember
+from schema.errors import BadUserInput
 from schema.inputs import ImportMessagesInput, SendMessageInput
 from schema.permissions import require_viewer
 from schema.relay import decode_conversation_id
@@ -40,11 +40,9 @@ class MessageMutations:
         )
         services = info.context.services
         async with write_transaction(services.sessionmaker) as session:
-            conversation = await conversation_data.get_conversation_for_update(
-                session, conversation_id=conversation_id, owner_id=owner_scope(viewer)
+            conversation = await lock_conversation(
+                session, conversation_id=conversation_id, viewer=viewer
             )
-            if conversation is None:
-                raise NotFound()
             row, created = await message_data.add_message(
                 session,
                 conversation_id=conversation_id,
@@ -85,11 +83,9 @@ class MessageMutations:
         ]
         services = info.context.services
         async with write_transaction(services.sessionmaker) as session:
-            conversation = await conversation_data.get_conversation_for_update(
-                session, conversation_id=conversation_id, owner_id=owner_scope(viewer)
+            conversation = await lock_conversation(
+                session, conversation_id=conversation_id, viewer=viewer
             )
-            if conversation is None:
-                raise NotFound()
             rows = await message_data.insert_messages(
                 session, conversation_id=conversation_id, items=items
             )
