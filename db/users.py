@@ -14,6 +14,8 @@ from db.models import User, utcnow
 from db.pagination import Ordering, Page, PageRequest, fetch_pages
 
 users = cast(Table, User.__table__)
+# The advisory lock key that sign-ups take while the first account may still be in the making.
+FIRST_ACCOUNT_LOCK = 0x63686174716C
 USER_ORDER = Ordering(keys=(users.c.id,))
 
 
@@ -96,7 +98,14 @@ async def create_user(
     """Insert a user; the first account on an empty database becomes an admin.
 
     Whether the table is empty is decided inside the INSERT itself, not by an earlier read.
+    On PostgreSQL, while the table is empty, sign-ups take turns on an advisory lock held to the
+    end of their transaction, or two racing ones could each see an empty table and both become
+    admins; once a user exists nobody waits. SQLite's single writer serialises them already.
     """
+    if not is_admin and session.get_bind().dialect.name == "postgresql":
+        anyone = await session.scalar(select(exists(select(users.c.id))))
+        if not anyone:
+            await session.execute(select(func.pg_advisory_xact_lock(FIRST_ACCOUNT_LOCK)))
     now = utcnow()
     first_account = ~exists(select(users.c.id))
     admin = literal(True) if is_admin else first_account

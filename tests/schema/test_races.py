@@ -204,3 +204,24 @@ async def test_concurrent_sends_during_a_transfer_lose_nothing(
     assert await count(sessionmaker, Message) == 6
     assert await owner_of(sessionmaker, conversation) == target
     assert await count(sessionmaker, User) == 3
+
+
+async def test_racing_first_sign_ups_make_exactly_one_admin(api: Api) -> None:
+    sign_up = "mutation ($input: SignUpInput!) { signUp(input: $input) { user { isAdmin } } }"
+    results = await asyncio.gather(
+        *(
+            api.data(
+                sign_up,
+                {
+                    "input": {
+                        "username": f"early{i}",
+                        "email": f"early{i}@example.com",
+                        "password": "password-123",
+                    }
+                },
+            )
+            for i in range(10)
+        )
+    )
+    admins = [result["signUp"]["user"]["isAdmin"] for result in results]
+    assert sorted(admins) == [False] * 9 + [True]
