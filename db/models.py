@@ -158,6 +158,8 @@ class LoginFailure(Base):
     __table_args__ = (
         Index("ix_login_failures_login_at", login, failed_at),
         Index("ix_login_failures_address_at", client_address, failed_at),
+        # Every attempt prunes what has left the window.
+        Index("ix_login_failures_at", failed_at),
     )
 
 
