@@ -10,7 +10,6 @@ from starlette.applications import Starlette
 
 from db.models import User
 from schema.errors import BAD_TOKEN, LOGIN_REQUIRED, NOT_FOUND, TOO_SLOW
-from schema.mutations import Mutation
 from tests.factories import Sessionmaker, gid, make_conversation, make_user, token_for
 from tests.helpers import Api
 from tests.ws import LEGACY_WS, PROTOCOLS, Event, GraphQLSocket, asgi_socket
@@ -43,10 +42,12 @@ async def send(api: Api, token: str, conversation: str, content: str) -> str:
     return message_id
 
 
-async def subscribed(socket: GraphQLSocket, token: str, conversation: str) -> None:
-    """Log in and subscribe; waits until the server has registered the subscription."""
+async def subscribed(
+    socket: GraphQLSocket, token: str, conversation: str, query: str = MESSAGE_ADDED
+) -> None:
+    """Log in and subscribe (as "1") to a conversation's new messages."""
     await socket.login(token)
-    await socket.subscribe("1", MESSAGE_ADDED, {"id": gid("Conversation", conversation)})
+    await socket.subscribe("1", query, {"id": gid("Conversation", conversation)})
 
 
 async def wait_for_subscribers(app: Starlette, count: int) -> None:
@@ -122,11 +123,11 @@ async def test_two_hundred_messages_arrive_in_commit_order(
     conversation = await make_conversation(sessionmaker, owner_id=user)
     token = token_for(user)
     async with asgi_socket(app, protocol) as socket:
-        await socket.login(token)
-        await socket.subscribe(
-            "1",
+        await subscribed(
+            socket,
+            token,
+            conversation,
             "subscription ($id: ID!) { messageAdded(conversationId: $id) { id content } }",
-            {"id": gid("Conversation", conversation)},
         )
         await wait_for_subscribers(app, 1)
         sent = [await send(api, token, conversation, f"m{i}") for i in range(200)]
@@ -134,9 +135,6 @@ async def test_two_hundred_messages_arrive_in_commit_order(
     assert received == [{"id": sent[i], "content": f"m{i}"} for i in range(200)]
 
 
-@pytest.mark.skipif(
-    not hasattr(Mutation, "import_messages"), reason="importMessages comes with issue 3"
-)
 @protocols
 async def test_two_hundred_imported_messages_arrive_in_order(
     protocol: str,
@@ -148,11 +146,11 @@ async def test_two_hundred_imported_messages_arrive_in_order(
     conversation = await make_conversation(sessionmaker, owner_id=user)
     token = token_for(user)
     async with asgi_socket(app, protocol) as socket:
-        await socket.login(token)
-        await socket.subscribe(
-            "1",
+        await subscribed(
+            socket,
+            token,
+            conversation,
             "subscription ($id: ID!) { messageAdded(conversationId: $id) { content } }",
-            {"id": gid("Conversation", conversation)},
         )
         await wait_for_subscribers(app, 1)
         messages = [{"role": "USER", "content": f"m{i}"} for i in range(200)]
