@@ -14,11 +14,13 @@ from typing import Any
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db import conversations, messages, users
+from db import conversations, messages, page_json, users
+from db.page_json import JsonPage, Shape
 from db.pagination import Page, PageRequest
 from loaders.batch import BatchLoader, LoaderFamily
 
 UsersPageKey = tuple[PageRequest, str | None]
+JsonPageKey = tuple[PageRequest, Shape]
 # A top-level connection has one parent, the whole table; DataLoader keys cannot be None.
 EVERYONE = "*"
 
@@ -43,12 +45,15 @@ class Loaders:
     # The same pages, each row with its `message_count`.
     conversations_with_counts_page_by_user: LoaderFamily[PageRequest, int, Page]
     messages_page_by_conversation: LoaderFamily[PageRequest, str, Page]
+    # The same pages with their edges already JSON, for a selection of plain message fields.
+    message_json_pages_by_conversation: LoaderFamily[JsonPageKey, str, JsonPage]
 
     def forget_conversation(self, conversation_id: str) -> None:
         """Drop what a write to one conversation made stale."""
         self.conversation_by_id.clear(conversation_id)
         self.message_count_by_conversation.clear(conversation_id)
         self.messages_page_by_conversation.clear_all()
+        self.message_json_pages_by_conversation.clear_all()
         self.conversations_page_by_user.clear_all()
         self.conversations_with_counts_page_by_user.clear_all()
         self.conversation_count_by_user.clear_all()
@@ -117,9 +122,17 @@ def make_loaders(sessionmaker: async_sessionmaker[AsyncSession], viewer: Viewer 
             session, conversation_ids=conversation_ids, request=request
         )
 
-    def family(fetch: Any) -> Any:
+    async def message_json_pages(
+        key: JsonPageKey, session: AsyncSession, conversation_ids: Sequence[str]
+    ) -> dict[Hashable, JsonPage]:
+        request, shape = key
+        return await page_json.message_json_pages(
+            session, conversation_ids=conversation_ids, request=request, shape=shape
+        )
+
+    def family(fetch: Any, empty: Any = Page) -> Any:
         return LoaderFamily(
-            lambda params: BatchLoader(sessionmaker, partial(fetch, params), Page())
+            lambda params: BatchLoader(sessionmaker, partial(fetch, params), empty())
         )
 
     return Loaders(
@@ -134,4 +147,5 @@ def make_loaders(sessionmaker: async_sessionmaker[AsyncSession], viewer: Viewer 
         conversations_page_by_user=family(conversation_pages),
         conversations_with_counts_page_by_user=family(counted_conversation_pages),
         messages_page_by_conversation=family(message_pages),
+        message_json_pages_by_conversation=family(message_json_pages, JsonPage),
     )

@@ -13,6 +13,7 @@ from typing import Any, Generic, Literal, TypeVar
 import strawberry
 from sqlalchemy import Row
 
+from db.formats import encode_cursor
 from db.pagination import Keyset, Page, PageRequest
 from schema.config import Config
 from schema.errors import BadUserInput
@@ -21,22 +22,12 @@ T = TypeVar("T")
 CursorKind = Literal["user", "conversation", "message"]
 
 
-def _stamp(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
 def row_keyset(kind: CursorKind, row: Row[Any]) -> Keyset:
     if kind == "user":
         return (row.id,)
     if kind == "conversation":
         return (row.updated_at, row.id)
     return (row.created_at, row.id)
-
-
-def encode_cursor(kind: CursorKind, keyset: Keyset) -> str:
-    values = [_stamp(v) if isinstance(v, datetime) else v for v in keyset]
-    raw = json.dumps([kind[0], *values], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def decode_cursor(kind: CursorKind, cursor: str, *, field: str) -> Keyset:

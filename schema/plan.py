@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from inspect import isawaitable
 from operator import attrgetter
 from typing import Any
 
+import orjson
 from graphql import (
     ExecutionResult,
     GraphQLField,
@@ -42,11 +44,13 @@ from graphql.execution.values import get_argument_values
 from sqlalchemy import Row
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from db.formats import encode_cursor
 from db.models import MessageRole
+from db.page_json import JsonPage, Shape
 from db.pagination import Page, PageRequest
 from loaders import EVERYONE
 from schema.context import Context
-from schema.pagination import CursorKind, encode_cursor, page_request, row_keyset
+from schema.pagination import CursorKind, page_request, row_keyset
 from schema.permissions import may_see_private_fields
 from schema.relay import decode_conversation_id, to_global_id
 from schema.scalars import serialize_datetime
@@ -58,6 +62,15 @@ ROLE_NAMES: dict[Any, str] = {role: role.name for role in MessageRole}
 Rows = Sequence[Row[Any]]
 Column = list[Any]
 Count = Callable[[], Awaitable[list[int]]]
+# The message fields whose JSON a `Shape` can ask of the database, by GraphQL name.
+JSON_MESSAGE_FIELDS = {
+    "__typename": "typename",
+    "id": "id",
+    "role": "role",
+    "content": "content",
+    "clientId": "client_id",
+    "createdAt": "created_at",
+}
 
 
 class Miss(Exception):
@@ -182,11 +195,9 @@ class Walk:
                 # Its message pages load alongside it, not after: one round trip less. Should
                 # it not be visible, the pages are never shown (Strawberry answers NOT_FOUND,
                 # with fresh loaders).
-                requests = self.message_requests(conversation, details)
-                pages = self.loaders.messages_page_by_conversation
+                pages = self.message_loaders(conversation, details)
                 row, *_ = await gather(
-                    self.loaders.conversation_by_id.get(key),
-                    *(pages(request).get(key) for request in requests),
+                    self.loaders.conversation_by_id.get(key), *(page.get(key) for page in pages)
                 )
                 if row is None:
                     raise Miss
@@ -196,15 +207,69 @@ class Walk:
         values = await gather(*(one(details) for details in grouped.values()))
         return dict(zip(grouped, values, strict=True))
 
-    def message_requests(
+    def message_loaders(
         self, conversation: GraphQLObjectType, details: FieldDetailsList
-    ) -> list[PageRequest]:
-        """The message pages the selection asks of a conversation."""
-        return [
-            self.page_request("message", self.arguments(conversation.fields["messages"], sub))
-            for sub in self.fields(conversation, details).values()
-            if sub[0].node.name.value == "messages"
-        ]
+    ) -> list[Any]:
+        """The loaders of the message pages the selection asks of a conversation."""
+        loaders = []
+        for sub in self.fields(conversation, details).values():
+            if sub[0].node.name.value == "messages":
+                request = self.page_request(
+                    "message", self.arguments(conversation.fields["messages"], sub)
+                )
+                shape = self.message_shape(self.child_type(conversation, "messages"), sub)
+                loaders.append(self.message_pages(request, shape))
+        return loaders
+
+    def message_pages(self, request: PageRequest, shape: Shape | None) -> Any:
+        """The loader of message pages: with JSON edges when the selection has a shape."""
+        if shape is None:
+            return self.loaders.messages_page_by_conversation(request)
+        return self.loaders.message_json_pages_by_conversation((request, shape))
+
+    def message_shape(
+        self, connection: GraphQLObjectType, details: FieldDetailsList
+    ) -> Shape | None:
+        """The `Shape` of a message connection's edges, when everything below them is a plain
+        message field (else None: the rows are assembled here)."""
+        edge: list[tuple[str, str]] | None = None
+        node: list[tuple[str, str]] = []
+        ends = False
+        edge_type = self.child_type(connection, "edges")
+        node_type = self.child_type(edge_type, "node")
+        for sub in self.fields(connection, details).values():
+            name = sub[0].node.name.value
+            if name == "pageInfo":
+                info = self.fields(self.child_type(connection, name), sub).values()
+                ends = ends or any(
+                    s[0].node.name.value in ("startCursor", "endCursor") for s in info
+                )
+            elif name == "edges":
+                if edge is not None:
+                    return None
+                edge = []
+                for key, parts in self.fields(edge_type, sub).items():
+                    what = parts[0].node.name.value
+                    if what == "node":
+                        if node:
+                            return None
+                        for field, leaf in self.fields(node_type, parts).items():
+                            plain = JSON_MESSAGE_FIELDS.get(leaf[0].node.name.value)
+                            if plain is None:
+                                return None
+                            node.append((field, plain))
+                    elif what == "__typename":
+                        what = "typename"
+                    edge.append((key, what))
+        if not edge:
+            return None
+        return Shape(
+            edge=tuple(edge),
+            node=tuple(node),
+            edge_type=edge_type.name,
+            node_type=node_type.name,
+            ends=ends,
+        )
 
     async def users(self, query: GraphQLObjectType, details: FieldDetailsList) -> Any:
         args = self.arguments(query.fields["users"], details)
@@ -281,9 +346,37 @@ class Walk:
             if name == "totalCount":
                 return await count()
             if name == "pageInfo":
-                return self.page_infos(self.child_type(parent, name), sub, pages, kind)
+                info = self.child_type(parent, name)
+                return self.page_infos(info, sub, pages, partial(row_page_end, kind))
             if name == "edges":
                 return await self.edges(self.child_type(parent, name), sub, pages, kind)
+            raise Miss
+
+        columns = await gather(*(column(sub) for sub in grouped.values()))
+        return self.assemble(list(grouped), columns, size)
+
+    async def json_connection(
+        self,
+        parent: GraphQLObjectType,
+        details: FieldDetailsList,
+        pages: Sequence[JsonPage],
+        count: Count,
+    ) -> list[dict[str, Any]]:
+        """A connection whose edges the database wrote (see `db.page_json`)."""
+        grouped = self.fields(parent, details)
+        size = len(pages)
+
+        async def column(sub: FieldDetailsList) -> Column:
+            name = sub[0].node.name.value
+            if name == "__typename":
+                return [parent.name] * size
+            if name == "totalCount":
+                return await count()
+            if name == "pageInfo":
+                info = self.child_type(parent, name)
+                return self.page_infos(info, sub, pages, json_page_end)
+            if name == "edges":
+                return [orjson.Fragment(page.edges) for page in pages]
             raise Miss
 
         columns = await gather(*(column(sub) for sub in grouped.values()))
@@ -321,20 +414,18 @@ class Walk:
         self,
         parent: GraphQLObjectType,
         details: FieldDetailsList,
-        pages: Sequence[Page],
-        kind: CursorKind,
+        pages: Sequence[Any],
+        end: Callable[[Any, bool], str | None],
     ) -> Column:
+        """The `pageInfo` of each page; `end(page, start)` is the cursor of its first (start)
+        or last edge."""
         grouped = self.fields(parent, details)
-
-        def cursor(page: Page, index: int) -> str | None:
-            return encode_cursor(kind, row_keyset(kind, page.rows[index])) if page.rows else None
-
-        values: dict[str, Callable[[Page], Any]] = {
+        values: dict[str, Callable[[Any], Any]] = {
             "__typename": lambda page: parent.name,
             "hasNextPage": lambda page: page.has_next,
             "hasPreviousPage": lambda page: page.has_previous,
-            "startCursor": lambda page: cursor(page, 0),
-            "endCursor": lambda page: cursor(page, -1),
+            "startCursor": lambda page: end(page, True),
+            "endCursor": lambda page: end(page, False),
         }
         getters = []
         for sub in grouped.values():
@@ -344,6 +435,16 @@ class Walk:
             getters.append(getter)
         keys = list(grouped)
         return [dict(zip(keys, (get(page) for get in getters), strict=True)) for page in pages]
+
+
+def row_page_end(kind: CursorKind, page: Page, start: bool) -> str | None:
+    if not page.rows:
+        return None
+    return encode_cursor(kind, row_keyset(kind, page.rows[0 if start else -1]))
+
+
+def json_page_end(page: JsonPage, start: bool) -> str | None:
+    return page.start_cursor if start else page.end_cursor
 
 
 # ---- the fields of each object type ----------------------------------------------------------
@@ -433,14 +534,17 @@ async def conversation_messages(
     ids = [row.id for row in rows]
     request = walk.page_request("message", walk.arguments(parent.fields["messages"], details))
     loaders = walk.loaders
-    pages = await loaders.messages_page_by_conversation(request).load_many(ids)
+    connection = walk.child_type(parent, "messages")
+    shape = walk.message_shape(connection, details)
+    pages = await walk.message_pages(request, shape).load_many(ids)
 
     async def count() -> list[int]:
         if "message_count" in rows[0]._fields:
             return [int(row.message_count) for row in rows]
         return list(await loaders.message_count_by_conversation.load_many(ids))
 
-    connection = walk.child_type(parent, "messages")
+    if shape is not None:
+        return await walk.json_connection(connection, details, pages, count)
     return await walk.connection(connection, details, pages, "message", count)
 
 

@@ -8,6 +8,7 @@ import re
 import uuid
 from typing import Literal
 
+from db.formats import global_id
 from schema.errors import BadUserInput
 
 TypeName = Literal["User", "Conversation", "Message"]
@@ -15,7 +16,7 @@ INTEGER = re.compile(r"[1-9][0-9]{0,17}")
 
 
 def to_global_id(type_name: TypeName, key: int | str) -> str:
-    return base64.b64encode(f"{type_name}:{key}".encode()).decode()
+    return global_id(type_name, key)
 
 
 def _split(global_id: str) -> tuple[str, str] | None:

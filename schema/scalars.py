@@ -8,11 +8,9 @@ from typing import Any
 import strawberry
 from strawberry.types.scalar import ScalarDefinition
 
+from db.formats import stamp
 
-def serialize_datetime(value: datetime) -> str:
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.isoformat(timespec="microseconds")
+serialize_datetime = stamp
 
 
 def parse_datetime(value: Any) -> datetime:
