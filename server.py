@@ -42,6 +42,7 @@ from strawberry.types.unset import UnsetType
 import explorer
 from db.engine import is_sqlite, make_engine, make_reader, make_sessionmaker
 from db.migrate import upgrade_to_head
+from db.reads import DriverReads, make_reads
 from ops import health
 from ops.instrument import OperationRecorder, instrument_engine
 from ops.logs import log_config
@@ -283,14 +284,17 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         watch = ViewerWatch(
             broker.hub, sessionmaker, interval=settings.subscription_recheck_seconds
         )
+        reader = make_reader(engine)
+        reads = make_reads(engine, reader, size=settings.db_pool_size)
         services = Services(
             sessionmaker=sessionmaker,
-            reader=make_reader(engine),
+            reader=reader,
+            driver_reads=reads,
             config=config,
             passwords=passwords,
             broker=broker,
         )
-        instrument_engine(engine)
+        instrument_engine(engine, reads)
         app.state.engine = engine
         app.state.services = services
         app.state.trust_proxy = settings.trust_proxy
@@ -302,12 +306,16 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             gc.freeze()
             gc.set_threshold(settings.gc_threshold, 10, 10)
         try:
+            if isinstance(reads, DriverReads):
+                await reads.start()
             await broker.start()
             watch.start()
             yield
         finally:
             await watch.close()
             await broker.close()
+            if isinstance(reads, DriverReads):
+                await reads.close()
             await engine.dispose()
 
     caches = [DocumentCache(settings.document_cache).extension()]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, delete, func, insert, select, update
+from sqlalchemy import Row, Select, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Conversation, Message, new_conversation_id, utcnow
 from db.pagination import Ordering, Page, PageRequest, fetch_pages
+from db.reads import Reads, one_of
 
 conversations = cast(Table, Conversation.__table__)
 messages = cast(Table, Message.__table__)
@@ -27,12 +29,20 @@ def visible_conversations(viewer_id: int | None) -> Any:
     return statement
 
 
+@cache
+def _by_ids(dialect: str, scoped: bool) -> Select[Any]:
+    statement = select(conversations).where(one_of(conversations.c.id, "ids", dialect))
+    if scoped:
+        statement = statement.where(conversations.c.user_id == bindparam("owner_id"))
+    return statement
+
+
 async def conversations_by_ids(
-    session: AsyncSession, *, ids: Sequence[str], owner_id: int | None
+    reads: Reads, *, ids: Sequence[str], owner_id: int | None
 ) -> dict[str, Row[Any]]:
     """`owner_id` None means an admin, who sees every conversation."""
-    statement = visible_conversations(owner_id).where(conversations.c.id.in_(ids))
-    rows = (await session.execute(statement)).all()
+    statement = _by_ids(reads.dialect, owner_id is not None)
+    rows = await reads.all(statement, {"ids": list(ids), "owner_id": owner_id})
     return {row.id: row for row in rows}
 
 

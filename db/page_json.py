@@ -26,9 +26,11 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import DateTime, Integer, String
 
+from db.engine import read_session
 from db.formats import encode_cursor, global_id, stamp
 from db.messages import message_pages_by_conversation
 from db.pagination import PageRequest
+from db.reads import Reads, SessionReads
 
 # What a message's JSON may hold: its plain fields, by the names of their columns.
 MessageField = Literal["id", "role", "content", "client_id", "created_at"]
@@ -65,17 +67,18 @@ class JsonPage:
 
 
 async def message_json_pages(
-    session: AsyncSession,
+    reads: Reads,
     *,
     conversation_ids: Sequence[str],
     request: PageRequest,
     shape: Shape,
 ) -> dict[Hashable, JsonPage]:
     """One page of messages per conversation, its edges already JSON."""
-    bind = session.bind
-    if bind is not None and bind.dialect.name == "postgresql":
-        return await _written_by_postgres(session, conversation_ids, request, shape)
-    return await _written_here(session, conversation_ids, request, shape)
+    if reads.dialect == "postgresql":
+        return await _written_by_postgres(reads, conversation_ids, request, shape)
+    assert isinstance(reads, SessionReads)
+    async with read_session(reads.sessionmaker) as session:
+        return await _written_here(session, conversation_ids, request, shape)
 
 
 # ---- SQLite (and the reference): rows, then orjson ----------------------------------------
@@ -243,7 +246,7 @@ CROSS JOIN LATERAL (
 
 
 async def _written_by_postgres(
-    session: AsyncSession, conversation_ids: Sequence[str], request: PageRequest, shape: Shape
+    reads: Reads, conversation_ids: Sequence[str], request: PageRequest, shape: Shape
 ) -> dict[Hashable, JsonPage]:
     forward = request.first is not None
     statement = _statement(shape, forward, request.after is not None, request.before is not None)
@@ -252,10 +255,9 @@ async def _written_by_postgres(
         values["after_at"], values["after_id"] = request.after
     if request.before is not None:
         values["before_at"], values["before_id"] = request.before
-    result = await session.execute(statement, values)
     pages: dict[Hashable, JsonPage] = {}
     size = request.size
-    for row in result.all():
+    for row in await reads.all(statement, values):
         overflow = row.fetched > size
         preceding = bool(row.preceding) if request.after is not None else False
         following = bool(row.following) if request.before is not None else False

@@ -5,13 +5,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, delete, exists, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Row,
+    Table,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import Conflict, conflicting_field
 from db.models import User, utcnow
 from db.pagination import Ordering, Page, PageRequest, fetch_pages
+from db.reads import Reads
 
 users = cast(Table, User.__table__)
 # The advisory lock key that sign-ups take while the first account may still be in the making.
@@ -24,8 +37,12 @@ async def users_by_ids(session: AsyncSession, *, ids: Sequence[int]) -> dict[int
     return {row.id: row for row in rows}
 
 
-async def get_user(session: AsyncSession, *, user_id: int) -> Row[Any] | None:
-    return (await session.execute(select(users).where(users.c.id == user_id))).first()
+USER_BY_ID = select(users).where(users.c.id == bindparam("user_id"))
+
+
+async def get_user(reads: Reads, *, user_id: int) -> Row[Any] | None:
+    row: Row[Any] | None = await reads.first(USER_BY_ID, {"user_id": user_id})
+    return row
 
 
 async def get_user_for_share(session: AsyncSession, *, user_id: int) -> Row[Any] | None:

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from db import conversations, messages, page_json, users
 from db.page_json import JsonPage, Shape
 from db.pagination import Page, PageRequest
-from loaders.batch import BatchLoader, LoaderFamily
+from db.reads import Reads, SessionReads
+from loaders.batch import BatchLoader, LoaderFamily, in_session
 
 UsersPageKey = tuple[PageRequest, str | None]
 JsonPageKey = tuple[PageRequest, Shape]
@@ -59,7 +60,13 @@ class Loaders:
         self.conversation_count_by_user.clear_all()
 
 
-def make_loaders(sessionmaker: async_sessionmaker[AsyncSession], viewer: Viewer | None) -> Loaders:
+def make_loaders(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    viewer: Viewer | None,
+    reads: Reads | None = None,
+) -> Loaders:
+    """`reads` serves the loaders on the hot path (by default, sessions of `sessionmaker`)."""
+    source: Reads = reads or SessionReads(sessionmaker)
     # None scopes a lookup to every owner: admins see everything. Anonymous viewers are
     # turned away by the resolvers before any loader runs; scope them to nobody anyway.
     owner_scope = None if viewer is not None and viewer.is_admin else (viewer.id if viewer else -1)
@@ -73,12 +80,9 @@ def make_loaders(sessionmaker: async_sessionmaker[AsyncSession], viewer: Viewer 
         found = await users.users_by_usernames(session, usernames=names)
         return {name: found.get(name.lower()) for name in names}
 
-    async def conversation_rows(
-        session: AsyncSession, ids: Sequence[str]
-    ) -> dict[Any, Row[Any] | None]:
-        return dict(
-            await conversations.conversations_by_ids(session, ids=ids, owner_id=owner_scope)
-        )
+    async def conversation_rows(ids: Sequence[str]) -> dict[Any, Row[Any] | None]:
+        found = await conversations.conversations_by_ids(source, ids=ids, owner_id=owner_scope)
+        return dict(found)
 
     async def message_rows(session: AsyncSession, ids: Sequence[int]) -> dict[Any, Row[Any] | None]:
         return dict(await messages.messages_by_ids(session, ids=ids, owner_id=owner_scope))
@@ -123,29 +127,32 @@ def make_loaders(sessionmaker: async_sessionmaker[AsyncSession], viewer: Viewer 
         )
 
     async def message_json_pages(
-        key: JsonPageKey, session: AsyncSession, conversation_ids: Sequence[str]
+        key: JsonPageKey, conversation_ids: Sequence[str]
     ) -> dict[Hashable, JsonPage]:
         request, shape = key
         return await page_json.message_json_pages(
-            session, conversation_ids=conversation_ids, request=request, shape=shape
+            source, conversation_ids=conversation_ids, request=request, shape=shape
         )
 
-    def family(fetch: Any, empty: Any = Page) -> Any:
-        return LoaderFamily(
-            lambda params: BatchLoader(sessionmaker, partial(fetch, params), empty())
-        )
+    def loader(fetch: Any, default: Any) -> Any:
+        return BatchLoader(in_session(sessionmaker, fetch), default)
+
+    def family(fetch: Any) -> Any:
+        return LoaderFamily(lambda params: loader(partial(fetch, params), Page()))
 
     return Loaders(
-        user_by_id=BatchLoader(sessionmaker, user_rows, None),
-        user_by_username=BatchLoader(sessionmaker, user_rows_by_name, None),
-        conversation_by_id=BatchLoader(sessionmaker, conversation_rows, None),
-        message_by_id=BatchLoader(sessionmaker, message_rows, None),
-        conversation_count_by_user=BatchLoader(sessionmaker, conversation_counts, 0),
-        message_count_by_conversation=BatchLoader(sessionmaker, message_counts, 0),
-        user_count_by_search=BatchLoader(sessionmaker, user_counts, 0),
+        user_by_id=loader(user_rows, None),
+        user_by_username=loader(user_rows_by_name, None),
+        conversation_by_id=BatchLoader(conversation_rows, None),
+        message_by_id=loader(message_rows, None),
+        conversation_count_by_user=loader(conversation_counts, 0),
+        message_count_by_conversation=loader(message_counts, 0),
+        user_count_by_search=loader(user_counts, 0),
         users_page=family(users_pages),
         conversations_page_by_user=family(conversation_pages),
         conversations_with_counts_page_by_user=family(counted_conversation_pages),
         messages_page_by_conversation=family(message_pages),
-        message_json_pages_by_conversation=family(message_json_pages, JsonPage),
+        message_json_pages_by_conversation=LoaderFamily(
+            lambda key: BatchLoader(partial(message_json_pages, key), JsonPage())
+        ),
     )

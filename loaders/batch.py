@@ -1,7 +1,8 @@
 """The pieces every loader is made of.
 
 aiodataloader dispatches each batch as its own task, so sibling fields load concurrently; an
-`AsyncSession` is not safe across tasks, so every batch opens a short session of its own.
+`AsyncSession` is not safe across tasks, so every batch opens a short session of its own
+(`in_session`), or reads through `db.reads`, which needs none.
 """
 
 from __future__ import annotations
@@ -20,25 +21,29 @@ V = TypeVar("V")
 P = TypeVar("P", bound=Hashable)
 
 Fetch = Callable[[AsyncSession, Sequence[K]], Awaitable[dict[Any, V]]]
+Load = Callable[[Sequence[K]], Awaitable[dict[Any, V]]]
+
+
+def in_session(sessionmaker: async_sessionmaker[AsyncSession], fetch: Fetch[K, V]) -> Load[K, V]:
+    """`fetch` run in a read session of its own."""
+
+    async def load(keys: Sequence[K]) -> dict[Any, V]:
+        async with read_session(sessionmaker) as session:
+            return await fetch(session, keys)
+
+    return load
 
 
 class BatchLoader(DataLoader[K, V]):
-    """Loads a batch of keys with one call of `fetch` in a session of its own."""
+    """Loads a batch of keys with one call of `load`; keys it does not find get `default`."""
 
-    def __init__(
-        self,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        fetch: Fetch[K, V],
-        default: V,
-    ) -> None:
+    def __init__(self, load: Load[K, V], default: V) -> None:
         super().__init__()
-        self._sessionmaker = sessionmaker
-        self._fetch = fetch
+        self._load = load
         self._default = default
 
     async def batch_load_fn(self, keys: Sequence[K]) -> list[V]:
-        async with read_session(self._sessionmaker) as session:
-            found = await self._fetch(session, keys)
+        found = await self._load(keys)
         return [found.get(key, self._default) for key in keys]
 
     async def get(self, key: K) -> V:

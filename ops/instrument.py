@@ -12,6 +12,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
+from db.reads import DriverReads
 from ops.metrics import OPEN_SUBSCRIPTIONS, POOL_IN_USE
 from ops.record import CURRENT, RequestRecord
 
@@ -30,9 +31,11 @@ def _checked_in(*_: Any) -> None:
     POOL_IN_USE.dec()
 
 
-def instrument_engine(engine: AsyncEngine) -> None:
+def instrument_engine(engine: AsyncEngine, reads: object = None) -> None:
     """Count each statement into the current request's record, and the pool's connections."""
     event.listen(engine.sync_engine, "before_cursor_execute", _count_statement)
+    if isinstance(reads, DriverReads):
+        reads.listeners.append(_count_statement)
     event.listen(engine.sync_engine, "checkout", _checked_out)
     event.listen(engine.sync_engine, "checkin", _checked_in)
 

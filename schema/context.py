@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.engine import read_session
+from db.reads import Reads, SessionReads
 from db.users import get_user
 from loaders import Loaders, Viewer, make_loaders
 from realtime.broker import Broker
@@ -29,10 +30,17 @@ class Services:
     # costs its statements alone, without BEGIN and ROLLBACK round trips. Defaults to
     # `sessionmaker`.
     reader: async_sessionmaker[AsyncSession] | None = None
+    # Single-statement reads on the hot path (the viewer, some loaders); see `db.reads`.
+    # Defaults to read sessions of `read_sessionmaker`.
+    driver_reads: Reads | None = None
 
     @property
     def read_sessionmaker(self) -> async_sessionmaker[AsyncSession]:
         return self.reader or self.sessionmaker
+
+    @cached_property
+    def reads(self) -> Reads:
+        return self.driver_reads or SessionReads(self.read_sessionmaker)
 
 
 @dataclass
@@ -71,7 +79,7 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 def _loaders(services: Services, viewer: Viewer | None, viewer_row: Row[Any] | None) -> Loaders:
-    loaders = make_loaders(services.read_sessionmaker, viewer)
+    loaders = make_loaders(services.read_sessionmaker, viewer, services.reads)
     if viewer_row is not None:
         loaders.user_by_id.prime(viewer_row.id, viewer_row)
     return loaders
@@ -97,8 +105,7 @@ async def build_context(
     if token is not None:
         user_id = read_token(services.config, token) if token else None
         if user_id is not None:
-            async with read_session(services.read_sessionmaker) as session:
-                viewer_row = await get_user(session, user_id=user_id)
+            viewer_row = await get_user(services.reads, user_id=user_id)
         if viewer_row is None or not viewer_row.is_active:
             viewer_row, auth_error = None, Unauthenticated(BAD_TOKEN)
     viewer = Viewer(id=viewer_row.id, is_admin=viewer_row.is_admin) if viewer_row else None

@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 
 from db.engine import make_engine, make_sessionmaker
 from db.migrate import upgrade_to_head
+from db.reads import DriverReads
 from server import Settings, create_app
 from tests.factories import TEST_SECRET
 from tests.helpers import Api, StatementCounter
@@ -199,12 +200,18 @@ def other_app(settings: Settings) -> ApiFactory:
 
 
 @pytest.fixture
-def statements(engine: AsyncEngine) -> Iterator[StatementCounter]:
+def statements(app: Starlette, engine: AsyncEngine) -> Iterator[StatementCounter]:
+    """Every statement the app sends, through SQLAlchemy or straight on the driver."""
     counter = StatementCounter()
 
     def count(*args: Any) -> None:
         counter.record(args[2])
 
+    reads = app.state.services.driver_reads
     event.listen(engine.sync_engine, "before_cursor_execute", count)
+    if isinstance(reads, DriverReads):
+        reads.listeners.append(counter.record)
     yield counter
     event.remove(engine.sync_engine, "before_cursor_execute", count)
+    if isinstance(reads, DriverReads):
+        reads.listeners.remove(counter.record)
