@@ -97,7 +97,7 @@ class DriverReads:
         url = self._engine.url.set(drivername="postgresql")
         self._pool = await asyncpg.create_pool(
             url.render_as_string(hide_password=False),
-            min_size=1,
+            min_size=0,  # connects on first use: the app starts without its database
             max_size=self._size,
             connection_class=_Quiet,
             record_class=Record,
