@@ -124,15 +124,23 @@ class Walk:
         self.context = context
         self.loaders = context.loaders
         self.viewer = context.viewer
+        self._collected: dict[tuple[str, tuple[int, ...]], GroupedFieldSet] = {}
+        self._shapes: dict[tuple[int, ...], Shape | None] = {}
 
     # ---- selections ----------------------------------------------------------------------
 
     def fields(self, parent: GraphQLObjectType, details: FieldDetailsList) -> GroupedFieldSet:
-        x = self.executor
-        collected = collect_subfields(
-            self.schema, x.fragments, x.variable_values, x.operation, parent, details
-        )
-        return self._checked(collected.grouped_field_set, collected.new_defer_usages)
+        """The fields selected below `details` on `parent` (collected once per request)."""
+        key = (parent.name, tuple(id(detail.node) for detail in details))
+        found = self._collected.get(key)
+        if found is None:
+            x = self.executor
+            collected = collect_subfields(
+                self.schema, x.fragments, x.variable_values, x.operation, parent, details
+            )
+            grouped = self._checked(collected.grouped_field_set, collected.new_defer_usages)
+            found = self._collected[key] = grouped
+        return found
 
     def _checked(self, grouped: GroupedFieldSet, defers: Sequence[Any]) -> GroupedFieldSet:
         if defers:
@@ -232,6 +240,14 @@ class Walk:
     ) -> Shape | None:
         """The `Shape` of a message connection's edges, when everything below them is a plain
         message field (else None: the rows are assembled here)."""
+        key = tuple(id(detail.node) for detail in details)
+        if key not in self._shapes:
+            self._shapes[key] = self._message_shape(connection, details)
+        return self._shapes[key]
+
+    def _message_shape(
+        self, connection: GraphQLObjectType, details: FieldDetailsList
+    ) -> Shape | None:
         edge: list[tuple[str, str]] | None = None
         node: list[tuple[str, str]] = []
         ends = False
