@@ -100,6 +100,9 @@ class DriverReads:
             min_size=0,  # connects on first use: the app starts without its database
             max_size=self._size,
             connection_class=_Quiet,
+            # No idle timer per released connection: its handle would copy the context of
+            # the request that released it, and keep it alive for minutes.
+            max_inactive_connection_lifetime=0,
             record_class=Record,
         )
 

@@ -86,6 +86,9 @@ def settle(record: RequestRecord) -> None:
     context = record.execution
     if context is None:
         return
+    # The record outlives the request wherever a timer or task copied the request's context
+    # (a pooled connection's idle timer, say): it must not keep the whole answer alive.
+    record.execution = None
     record.operation = context.operation_name
     try:
         record.operation_type = context.operation_type.value
