@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -16,11 +17,13 @@ import strawberry
 from prometheus_client import REGISTRY
 from strawberry.types import ExecutionResult
 
+from loaders import Loaders
 from ops import metrics
 from ops.health import ALIVE, NOT_READY, READY
 from ops.instrument import OperationRecorder
 from ops.logs import JsonFormatter, TextFormatter
 from ops.record import RequestRecord
+from schema.context import Context
 from server import Settings, create_app
 from tests.factories import TEST_SECRET, Sessionmaker, make_user, token_for
 from tests.helpers import Api, StatementCounter
@@ -324,3 +327,22 @@ def test_the_json_format_is_one_object_a_line_with_the_fields_on_top() -> None:
 def test_the_text_format_puts_the_fields_after_the_message() -> None:
     line = TextFormatter().format(log_record(request_id="r1", statements=3))
     assert line.endswith("INFO    chatql.request: GET /x  request_id=r1 statements=3")
+
+
+async def test_a_finished_request_keeps_nothing_of_its_answer_alive(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    # Timers and tasks copy the request's context (a pooled connection's idle timer did):
+    # through the request record they must not reach the loaders and the rows they hold.
+    viewer = await make_user(sessionmaker, is_admin=True)
+    for _ in range(3):
+        answer = await api.data(
+            "{ users { edges { node { conversations { edges { node { messages "
+            "{ edges { node { content } } } } } } } } } }",
+            token=token_for(viewer),
+        )
+        assert answer["users"]["edges"]
+    await asyncio.sleep(0)
+    gc.collect()
+    alive = [item for item in gc.get_objects() if isinstance(item, Loaders | Context)]
+    assert alive == []
