@@ -89,18 +89,16 @@ def token_refusal(query: str | None, error: GraphQLError, config: Config) -> Que
 
 
 class Limits(SchemaExtension):
-    def on_operation(self) -> Iterator[None]:
+    """Every check of this module, in as few hooks as they need: each hook an extension has
+    costs every request the same again in Strawberry's machinery, whatever it does."""
+
+    def on_parse(self) -> Iterator[None]:
         context = self.execution_context
         config = config_of(context.context)
         context.parse_options["max_tokens"] = config.max_tokens
         if not config.introspection:
             context.validation_rules = (*context.validation_rules, NoSchemaIntrospectionCustomRule)
         yield
-
-    def on_parse(self) -> Iterator[None]:
-        yield
-        context = self.execution_context
-        config = config_of(context.context)
         for error in context.pre_execution_errors or ():
             refusal = token_refusal(context.query, error, config)
             if refusal is not None:
@@ -117,6 +115,8 @@ class Limits(SchemaExtension):
             ]
             if errors:
                 context.result = PreExecutionError(data=None, errors=errors)
+            else:
+                context.result = nul_refusal(context.graphql_document, context.variables)
         yield
 
     def refusals(self) -> list[QueryTooComplex]:
@@ -282,23 +282,20 @@ def variable_paths(value: Any, path: str) -> Iterator[str]:
             yield from variable_paths(item, f"{path}.{key}")
 
 
-class RejectNul(SchemaExtension):
-    def on_execute(self) -> Iterator[None]:
-        context = self.execution_context
-        if context.result is None and context.graphql_document is not None:
-            inputs = INPUTS(context.graphql_document)
-            paths = list(inputs.nul_literals)
-            for name, value in (context.variables or {}).items():
-                if isinstance(value, str) and NUL not in value:
-                    continue
-                home = inputs.homes.get(name, name)
-                paths.extend(
-                    inside_argument(f"{home}{path[len(name) :]}")
-                    for path in variable_paths(value, name)
-                )
-            if paths:
-                error = BadUserInput(dict.fromkeys(paths, HAS_NUL), NUL_REFUSED)
-                context.result = PreExecutionError(
-                    data=None, errors=[GraphQLError(error.message, original_error=error)]
-                )
-        yield
+def nul_refusal(
+    document: DocumentNode, variables: dict[str, Any] | None
+) -> PreExecutionError | None:
+    """The refusal of an operation with a NUL in its arguments or variables, if it has one."""
+    inputs = INPUTS(document)
+    paths = list(inputs.nul_literals)
+    for name, value in (variables or {}).items():
+        if isinstance(value, str) and NUL not in value:
+            continue
+        home = inputs.homes.get(name, name)
+        paths.extend(
+            inside_argument(f"{home}{path[len(name) :]}") for path in variable_paths(value, name)
+        )
+    if not paths:
+        return None
+    error = BadUserInput(dict.fromkeys(paths, HAS_NUL), NUL_REFUSED)
+    return PreExecutionError(data=None, errors=[GraphQLError(error.message, original_error=error)])
