@@ -12,7 +12,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from schema.errors import ErrorCodes
-from schema.limits import Limits, RejectNul
+from schema.limits import Limits
 from schema.mutations import Mutation
 from schema.permissions import RejectBadTokens
 from schema.plan import PlanExecutor
@@ -43,7 +43,7 @@ def make_schema(
         mutation=Mutation,
         subscription=Subscription,
         types=[User, Conversation, Message],
-        extensions=[ErrorCodes, RejectBadTokens, Limits, RejectNul, *extensions],
+        extensions=[ErrorCodes, RejectBadTokens, Limits, *extensions],
         config=StrawberryConfig(scalar_map=SCALARS, **config),
         execution_context_class=PlanExecutor if planned else None,
     )

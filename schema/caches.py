@@ -1,4 +1,5 @@
-"""Parsed and validated documents, kept across requests, keyed by the query text.
+"""Parsed and validated documents, kept across requests, keyed by the query text; and what
+the extensions learn from a document alone, kept as long as the document (`PerDocument`).
 
 Clients send the same few documents over and over; parsing and validating them again costs
 more than running a small query. Unlike Strawberry's `ParserCache`, which raises a syntax
@@ -9,10 +10,14 @@ Strawberry, and fails exactly as it would without the cache.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from graphql import DocumentNode, GraphQLError
 from strawberry.extensions import SchemaExtension
+
+T = TypeVar("T")
 
 
 class DocumentCache:
@@ -56,3 +61,31 @@ class DocumentCache:
                     cache.validated[query] = []
 
         return Cached
+
+
+class PerDocument(Generic[T]):
+    """What `compute` makes of a document, worked out once and kept as long as the document.
+
+    Documents the `DocumentCache` hands out live across requests, so facts about them are
+    found again; without that cache each request parses its own document, whose facts go
+    with it. Keyed by identity: a document's own hash walks the whole tree.
+    """
+
+    def __init__(self, compute: Callable[[DocumentNode], T]) -> None:
+        self.compute = compute
+        self.known: dict[int, tuple[weakref.ref[DocumentNode], T]] = {}
+
+    def __call__(self, document: DocumentNode) -> T:
+        key = id(document)
+        entry = self.known.get(key)
+        if entry is not None and entry[0]() is document:
+            return entry[1]
+        value = self.compute(document)
+        known = self.known
+
+        def forget(ref: weakref.ref[DocumentNode]) -> None:
+            if known.get(key, (None,))[0] is ref:
+                del known[key]
+
+        self.known[key] = (weakref.ref(document, forget), value)
+        return value

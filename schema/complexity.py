@@ -11,7 +11,9 @@
 Introspection (`__schema`, `__type`) is left out: it walks the schema, not the data.
 Fragments are measured once per (fragment, page size of the enclosing connection), so measuring
 is linear in the size of the document whatever the spreads multiply to. Variables are read as
-they were sent (an argument that is not an integer counts as the default page size).
+they were sent (an argument that is not an integer counts as the default page size); `read`
+collects the names of those the measures depend on, so measures can be reused for a document
+while those variables stay the same.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def measure(
     variables: Mapping[str, Any] | None,
     *,
     default_page_size: int,
+    read: set[str] | None = None,
 ) -> Measures:
     root = {
         OperationType.QUERY: schema.query_type,
@@ -73,6 +76,8 @@ def measure(
         OperationType.SUBSCRIPTION: schema.subscription_type,
     }[operation.operation]
     walker = _Walker(schema, document, operation, variables or {}, default_page_size)
+    if read is not None:
+        walker.read = read
     return walker.selection_set(root, operation.selection_set, None)
 
 
@@ -99,6 +104,7 @@ class _Walker:
         self.default_page_size = default_page_size
         self.memo: dict[tuple[str, int | None], Measures] = {}
         self.open: set[str] = set()
+        self.read: set[str] = set()
 
     def selection_set(
         self, parent: GraphQLNamedType | None, selection_set: SelectionSetNode, page: int | None
@@ -181,6 +187,7 @@ class _Walker:
         if node is None or isinstance(node, NullValueNode):
             return None
         if isinstance(node, VariableNode):
+            self.read.add(node.name.value)
             return self.variables.get(node.name.value)
         if isinstance(node, IntValueNode):
             return int(node.value)

@@ -18,17 +18,21 @@ with the path of each bad value (`input.login`, or `$input.login` in a variable)
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
     ArgumentNode,
     DocumentNode,
     GraphQLError,
+    GraphQLSchema,
     GraphQLSyntaxError,
     ListValueNode,
     ObjectValueNode,
+    OperationDefinitionNode,
     StringValueNode,
     ValueNode,
     VariableNode,
@@ -40,7 +44,8 @@ from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import SchemaExtension
 from strawberry.types.execution import PreExecutionError
 
-from schema.complexity import measure
+from schema.caches import PerDocument
+from schema.complexity import Measures, measure
 from schema.config import Config, config_of
 from schema.errors import BadUserInput, QueryTooComplex
 from schema.validation import HAS_NUL
@@ -84,18 +89,16 @@ def token_refusal(query: str | None, error: GraphQLError, config: Config) -> Que
 
 
 class Limits(SchemaExtension):
-    def on_operation(self) -> Iterator[None]:
+    """Every check of this module, in as few hooks as they need: each hook an extension has
+    costs every request the same again in Strawberry's machinery, whatever it does."""
+
+    def on_parse(self) -> Iterator[None]:
         context = self.execution_context
         config = config_of(context.context)
         context.parse_options["max_tokens"] = config.max_tokens
         if not config.introspection:
             context.validation_rules = (*context.validation_rules, NoSchemaIntrospectionCustomRule)
         yield
-
-    def on_parse(self) -> Iterator[None]:
-        yield
-        context = self.execution_context
-        config = config_of(context.context)
         for error in context.pre_execution_errors or ():
             refusal = token_refusal(context.query, error, config)
             if refusal is not None:
@@ -112,23 +115,24 @@ class Limits(SchemaExtension):
             ]
             if errors:
                 context.result = PreExecutionError(data=None, errors=errors)
+            else:
+                context.result = nul_refusal(context.graphql_document, context.variables)
         yield
 
     def refusals(self) -> list[QueryTooComplex]:
         context = self.execution_context
         document = context.graphql_document
         assert document is not None
-        operation = get_operation_ast(document, context.operation_name)
-        if operation is None:  # pragma: no cover - Strawberry refuses such a request earlier
-            return []
         config = config_of(context.context)
-        measures = measure(
+        measures = MEASURED(document).measures(
             context.schema._schema,
             document,
-            operation,
-            context.variables,
+            context.operation_name,
+            context.variables or {},
             default_page_size=config.default_page_size,
         )
+        if measures is None:  # pragma: no cover - Strawberry refuses such a request earlier
+            return []
         checks = [
             (TOO_DEEP, config.max_query_depth, measures.depth),
             (TOO_MANY_ALIASES, config.max_aliases, measures.aliases),
@@ -139,6 +143,72 @@ class Limits(SchemaExtension):
             for template, limit, actual in checks
             if actual > limit
         ]
+
+
+# The variables one measuring read: (name, whether it was sent, the value sent).
+Reading = tuple[tuple[str, bool, Any], ...]
+
+
+class Measured:
+    """A document's measures, by operation, schema and default page size, and by the values
+    of the variables each measuring read: measuring is deterministic in what it reads, so
+    the same values give the same measures. Most documents read none."""
+
+    READINGS = 8
+
+    def __init__(self) -> None:
+        self.operations: dict[tuple[Any, ...], OperationDefinitionNode | None] = {}
+        self.found: dict[tuple[Any, ...], list[tuple[Reading, Measures]]] = {}
+
+    def measures(
+        self,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        operation_name: str | None,
+        variables: dict[str, Any],
+        *,
+        default_page_size: int,
+    ) -> Measures | None:
+        key = (schema, operation_name, default_page_size)
+        found = self.found.get(key)
+        if found is None:
+            found = self.found[key] = []
+            self.operations[key] = get_operation_ast(document, operation_name)
+        for reading, measures in found:
+            if all(
+                (name in variables) is sent and same(variables.get(name), value)
+                for name, sent, value in reading
+            ):
+                return measures
+        operation = self.operations[key]
+        if operation is None:
+            return None
+        read: set[str] = set()
+        measures = measure(
+            schema, document, operation, variables, default_page_size=default_page_size, read=read
+        )
+        reading = tuple(
+            (name, name in variables, copy.deepcopy(variables.get(name))) for name in sorted(read)
+        )
+        if len(found) >= self.READINGS:
+            del found[0]
+        found.append((reading, measures))
+        return measures
+
+
+def same(left: Any, right: Any) -> bool:
+    """Equal, and of the same types all the way down (`1`, `1.0` and `true` are not the same
+    page size)."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, list):
+        return len(left) == len(right) and all(map(same, left, right))
+    if isinstance(left, dict):
+        return left.keys() == right.keys() and all(same(v, right[k]) for k, v in left.items())
+    return bool(left == right)
+
+
+MEASURED = PerDocument(lambda _: Measured())
 
 
 # ---- text ---------------------------------------------------------------------------------
@@ -154,8 +224,17 @@ def inside_argument(path: str) -> str:
     return rest if dot and not rest.split(".", 1)[0].isdecimal() else path
 
 
-def variable_homes(document: DocumentNode) -> dict[str, str]:
-    """Where each variable stands: the argument, and the path inside it (`input.login`)."""
+@dataclass(frozen=True)
+class Inputs:
+    """A document's argument literals that hold a NUL (as the contract names them), and where
+    each variable stands: the argument, and the path inside it (`input.login`)."""
+
+    nul_literals: tuple[str, ...]
+    homes: dict[str, str]
+
+
+def inputs_of(document: DocumentNode) -> Inputs:
+    found: list[str] = []
     homes: dict[str, str] = {}
 
     def walk(node: ValueNode, path: str) -> None:
@@ -170,21 +249,14 @@ def variable_homes(document: DocumentNode) -> dict[str, str]:
 
     class Arguments(Visitor):
         def enter_argument(self, node: ArgumentNode, *_: Any) -> None:
+            found.extend(_value_paths(node.value, node.name.value))
             walk(node.value, node.name.value)
 
     visit(document, Arguments())
-    return homes
+    return Inputs(nul_literals=tuple(inside_argument(path) for path in found), homes=homes)
 
 
-def literal_paths(document: DocumentNode) -> list[str]:
-    found: list[str] = []
-
-    class Arguments(Visitor):
-        def enter_argument(self, node: ArgumentNode, *_: Any) -> None:
-            found.extend(_value_paths(node.value, node.name.value))
-
-    visit(document, Arguments())
-    return found
+INPUTS = PerDocument(inputs_of)
 
 
 def _value_paths(node: ValueNode, path: str) -> Iterator[str]:
@@ -199,8 +271,9 @@ def _value_paths(node: ValueNode, path: str) -> Iterator[str]:
 
 
 def variable_paths(value: Any, path: str) -> Iterator[str]:
-    if isinstance(value, str) and NUL in value:
-        yield path
+    if isinstance(value, str):
+        if NUL in value:
+            yield path
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from variable_paths(item, f"{path}.{index}")
@@ -209,22 +282,20 @@ def variable_paths(value: Any, path: str) -> Iterator[str]:
             yield from variable_paths(item, f"{path}.{key}")
 
 
-class RejectNul(SchemaExtension):
-    def on_execute(self) -> Iterator[None]:
-        context = self.execution_context
-        if context.result is None and context.graphql_document is not None:
-            document = context.graphql_document
-            paths = [inside_argument(path) for path in literal_paths(document)]
-            homes = variable_homes(document)
-            for name, value in (context.variables or {}).items():
-                home = homes.get(name, name)
-                paths.extend(
-                    inside_argument(f"{home}{path[len(name) :]}")
-                    for path in variable_paths(value, name)
-                )
-            if paths:
-                error = BadUserInput(dict.fromkeys(paths, HAS_NUL), NUL_REFUSED)
-                context.result = PreExecutionError(
-                    data=None, errors=[GraphQLError(error.message, original_error=error)]
-                )
-        yield
+def nul_refusal(
+    document: DocumentNode, variables: dict[str, Any] | None
+) -> PreExecutionError | None:
+    """The refusal of an operation with a NUL in its arguments or variables, if it has one."""
+    inputs = INPUTS(document)
+    paths = list(inputs.nul_literals)
+    for name, value in (variables or {}).items():
+        if isinstance(value, str) and NUL not in value:
+            continue
+        home = inputs.homes.get(name, name)
+        paths.extend(
+            inside_argument(f"{home}{path[len(name) :]}") for path in variable_paths(value, name)
+        )
+    if not paths:
+        return None
+    error = BadUserInput(dict.fromkeys(paths, HAS_NUL), NUL_REFUSED)
+    return PreExecutionError(data=None, errors=[GraphQLError(error.message, original_error=error)])

@@ -13,7 +13,7 @@ from typing import Any, Generic, Literal, TypeVar
 import strawberry
 from sqlalchemy import Row
 
-from db.formats import encode_cursor
+from db.formats import encode_cursor as encode_cursor  # the cursors' format lives there
 from db.pagination import Keyset, Page, PageRequest
 from schema.config import Config
 from schema.errors import BadUserInput

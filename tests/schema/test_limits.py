@@ -263,6 +263,30 @@ async def test_a_list_of_ids_counts_one_object_per_id(
     assert refused["errors"] == [too_complex(TOO_COSTLY, limit=42, actual=43)]
 
 
+async def test_one_document_is_measured_again_when_the_variables_it_reads_change(
+    small_cost_limit: Settings, sessionmaker: Sessionmaker
+) -> None:
+    token = await admin_token(sessionmaker)
+    # 1 me + 1 conversations + n x (edge + node); the limit is 42, so n = 20 is the most.
+    query = """query ($n: Int, $skip: Boolean = false) {
+      me @skip(if: $skip) { conversations(first: $n) { edges { node { id } } } }
+    }"""
+    variables: list[dict[str, Any]] = [
+        {"n": 20},
+        {"n": 21},
+        {"n": 20, "skip": False},  # a variable the measures do not read
+        {},  # the default page size: 20
+        {"n": 21.0},
+        {"n": 21},
+        {"n": None},
+    ]
+    async with serve(small_cost_limit) as api:
+        results = [await api.run(query, each, token=token) for each in variables]
+    allowed: dict[str, Any] = {"data": {"me": {"conversations": {"edges": []}}}}
+    refused = {"data": None, "errors": [too_complex(TOO_COSTLY, limit=42, actual=44)]}
+    assert results == [allowed, refused, allowed, allowed, refused, refused, allowed]
+
+
 async def test_limits_are_configurable(settings: Settings) -> None:
     strict = settings.model_copy(update={"max_query_depth": 2, "max_aliases": 1, "max_tokens": 12})
     async with serve(strict) as api:

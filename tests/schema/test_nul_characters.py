@@ -42,3 +42,15 @@ async def test_a_nul_in_a_variable_is_refused_before_any_sql(
     )
     assert result == refused("search", "ids.1")
     assert statements.count == 1  # the viewer
+
+
+async def test_one_document_is_checked_again_with_each_requests_variables(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    token = token_for(await make_user(sessionmaker))
+    query = "query ($s: String) { users(search: $s) { totalCount } }"
+    results = [
+        await api.run(query, {"s": s}, token=token) for s in ("fine", "bad\x00", "fine again")
+    ]
+    counted = {"data": {"users": {"totalCount": 0}}}
+    assert results == [counted, refused("search"), counted]

@@ -1,0 +1,48 @@
+"""Tokens are verified once and their times checked on every use."""
+
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from schema.auth import read_token
+from schema.config import Config
+from tests.factories import TEST_SECRET
+
+CONFIG = Config(secret_key=TEST_SECRET)
+
+
+def token(**claims: object) -> str:
+    return jwt.encode({"sub": "7", "iat": 1000, "exp": 2000, **claims}, TEST_SECRET, "HS256")
+
+
+@pytest.mark.parametrize(
+    ("claims", "moments", "expected"),
+    [
+        ({}, [999, 1000, 1999.9, 2000, 1500], [None, 7, 7, None, 7]),
+        ({"nbf": 1500}, [1000, 1499, 1500, 1000], [None, None, 7, None]),
+        ({"iat": "soon"}, [1500], [None]),
+        ({"sub": 7}, [1500], [None]),
+        ({"sub": "seven"}, [1500], [None]),
+    ],
+    ids=["valid between iat and exp", "not before nbf", "bad iat", "sub not a string", "bad sub"],
+)
+def test_each_use_of_a_token_checks_its_times(
+    claims: dict[str, object], moments: list[float], expected: list[int | None]
+) -> None:
+    issued = token(**claims)
+    assert [read_token(CONFIG, issued, now=now) for now in moments] == expected
+
+
+def test_a_forged_or_garbled_token_is_refused() -> None:
+    forged = jwt.encode({"sub": "7", "iat": 1000, "exp": 2000}, "x" * 32, "HS256")
+    assert [read_token(CONFIG, each, now=1500) for each in (forged, "garbage", "a" * 600)] == [
+        None,
+        None,
+        None,
+    ]
+
+
+def test_a_token_without_an_expiry_is_refused() -> None:
+    endless = jwt.encode({"sub": "7", "iat": 1000}, TEST_SECRET, "HS256")
+    assert read_token(CONFIG, endless, now=1500) is None
