@@ -14,10 +14,11 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from graphql import DocumentNode, GraphQLError
+from graphql import DocumentNode, GraphQLError, Node
 from strawberry.extensions import SchemaExtension
 
 T = TypeVar("T")
+N = TypeVar("N", bound=Node)
 
 
 class DocumentCache:
@@ -63,19 +64,20 @@ class DocumentCache:
         return Cached
 
 
-class PerDocument(Generic[T]):
-    """What `compute` makes of a document, worked out once and kept as long as the document.
+class PerDocument(Generic[N, T]):
+    """What `compute` makes of a document (or of one of its nodes, an operation say), worked
+    out once and kept as long as the document.
 
     Documents the `DocumentCache` hands out live across requests, so facts about them are
     found again; without that cache each request parses its own document, whose facts go
     with it. Keyed by identity: a document's own hash walks the whole tree.
     """
 
-    def __init__(self, compute: Callable[[DocumentNode], T]) -> None:
+    def __init__(self, compute: Callable[[N], T]) -> None:
         self.compute = compute
-        self.known: dict[int, tuple[weakref.ref[DocumentNode], T]] = {}
+        self.known: dict[int, tuple[weakref.ref[N], T]] = {}
 
-    def __call__(self, document: DocumentNode) -> T:
+    def __call__(self, document: N) -> T:
         key = id(document)
         entry = self.known.get(key)
         if entry is not None and entry[0]() is document:
@@ -83,7 +85,7 @@ class PerDocument(Generic[T]):
         value = self.compute(document)
         known = self.known
 
-        def forget(ref: weakref.ref[DocumentNode]) -> None:
+        def forget(ref: weakref.ref[N]) -> None:
             if known.get(key, (None,))[0] is ref:
                 del known[key]
 

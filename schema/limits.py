@@ -208,7 +208,7 @@ def same(left: Any, right: Any) -> bool:
     return bool(left == right)
 
 
-MEASURED = PerDocument(lambda _: Measured())
+MEASURED: PerDocument[DocumentNode, Measured] = PerDocument(lambda _: Measured())
 
 
 # ---- text ---------------------------------------------------------------------------------

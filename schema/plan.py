@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from inspect import isawaitable
 from operator import attrgetter
@@ -28,11 +29,17 @@ from typing import Any
 
 import orjson
 from graphql import (
+    DirectiveNode,
     ExecutionResult,
     GraphQLField,
     GraphQLObjectType,
+    Node,
+    OperationDefinitionNode,
     OperationType,
+    VariableNode,
+    Visitor,
     get_named_type,
+    visit,
 )
 from graphql.execution.collect_fields import (
     FieldDetailsList,
@@ -49,6 +56,7 @@ from db.models import MessageRole
 from db.page_json import JsonPage, Shape
 from db.pagination import Page, PageRequest
 from loaders import EVERYONE
+from schema.caches import PerDocument
 from schema.context import Context
 from schema.pagination import CursorKind, page_request, row_keyset
 from schema.permissions import may_see_private_fields
@@ -114,6 +122,43 @@ class PlanExecutor(StrawberryGraphQLCoreExecutionContext):
         return ExecutionResult(data=data)
 
 
+@dataclass
+class Memo:
+    """The selections the plan collected below each field, and the shapes of message pages.
+
+    They follow from the document alone unless a directive reads a variable (`@include(if:
+    $x)`): then they are found afresh for each request; else they are kept with the operation
+    (as long as its document lives, see `PerDocument`) and found once.
+    """
+
+    fields: dict[tuple[str, tuple[int, ...]], GroupedFieldSet] = field(default_factory=dict)
+    shapes: dict[tuple[int, ...], Shape | None] = field(default_factory=dict)
+    varies: bool | None = None
+
+
+MEMOS: PerDocument[OperationDefinitionNode, Memo] = PerDocument(lambda _: Memo())
+
+
+class _ReadsVariables(Visitor):
+    found = False
+
+    def enter_directive(self, node: DirectiveNode, *_: Any) -> None:
+        if any(isinstance(argument.value, VariableNode) for argument in node.arguments or ()):
+            self.found = True
+
+
+def memo_for(executor: PlanExecutor) -> Memo:
+    memo = MEMOS(executor.operation)
+    if memo.varies is None:
+        seen = _ReadsVariables()
+        fragments = (details.definition for details in executor.fragments.values())
+        nodes: list[Node] = [executor.operation, *fragments]
+        for node in nodes:
+            visit(node, seen)
+        memo.varies = seen.found
+    return Memo() if memo.varies else memo
+
+
 class Walk:
     """One run of the plan over one request."""
 
@@ -124,22 +169,21 @@ class Walk:
         self.context = context
         self.loaders = context.loaders
         self.viewer = context.viewer
-        self._collected: dict[tuple[str, tuple[int, ...]], GroupedFieldSet] = {}
-        self._shapes: dict[tuple[int, ...], Shape | None] = {}
+        self.memo = memo_for(executor)
 
     # ---- selections ----------------------------------------------------------------------
 
     def fields(self, parent: GraphQLObjectType, details: FieldDetailsList) -> GroupedFieldSet:
-        """The fields selected below `details` on `parent` (collected once per request)."""
+        """The fields selected below `details` on `parent` (see `Memo`)."""
         key = (parent.name, tuple(id(detail.node) for detail in details))
-        found = self._collected.get(key)
+        found = self.memo.fields.get(key)
         if found is None:
             x = self.executor
             collected = collect_subfields(
                 self.schema, x.fragments, x.variable_values, x.operation, parent, details
             )
             grouped = self._checked(collected.grouped_field_set, collected.new_defer_usages)
-            found = self._collected[key] = grouped
+            found = self.memo.fields[key] = grouped
         return found
 
     def _checked(self, grouped: GroupedFieldSet, defers: Sequence[Any]) -> GroupedFieldSet:
@@ -241,9 +285,10 @@ class Walk:
         """The `Shape` of a message connection's edges, when everything below them is a plain
         message field (else None: the rows are assembled here)."""
         key = tuple(id(detail.node) for detail in details)
-        if key not in self._shapes:
-            self._shapes[key] = self._message_shape(connection, details)
-        return self._shapes[key]
+        shapes = self.memo.shapes
+        if key not in shapes:
+            shapes[key] = self._message_shape(connection, details)
+        return shapes[key]
 
     def _message_shape(
         self, connection: GraphQLObjectType, details: FieldDetailsList

@@ -292,3 +292,29 @@ async def test_message_pages_written_as_json_match_strawberry_byte_for_byte(
         # On PostgreSQL the page is one statement that writes the JSON; SQLite reads rows.
         written = [sql for sql in statements.seen if "string_agg" in sql]
         assert len(written) == (1 if database_url.startswith("postgresql") else 0), window
+
+
+DIRECTED = """query ($id: ID!, $with: Boolean!, $skip: Boolean!) {
+  conversation(id: $id) {
+    title
+    messages(last: 2) @include(if: $with) { edges { node { id content @skip(if: $skip) } } }
+  }
+}"""
+
+
+async def test_one_document_with_variable_directives_answers_each_request_for_its_values(
+    api: Api, plain_api: Api, world: World
+) -> None:
+    # What the plan collects of a document is kept across requests unless a directive reads
+    # a variable: then the same document must select differently from request to request.
+    answers = set()
+    for include in (True, False):
+        for skip in (False, True, False):
+            variables = {"id": world.conversation_ids[0], "with": include, "skip": skip}
+            answer = await same_answer(api, plain_api, DIRECTED, variables, world.tokens["owner"])
+            assert (b'"messages"' in answer, b'"content"' in answer) == (
+                include,
+                include and not skip,
+            )
+            answers.add(answer)
+    assert len(answers) == 3
