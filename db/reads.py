@@ -16,11 +16,13 @@ reads as `= ANY(...)` and SQLite as an expanding `IN (...)`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
 from sqlalchemy import ColumnElement, Executable, any_, bindparam
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import KeyedColumnElement
 
@@ -80,6 +82,23 @@ class _Quiet(asyncpg.Connection):  # type: ignore[misc]
         return ""
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A statement compiled for asyncpg once: its SQL with `$n` placeholders, and the name of
+    each placeholder's value in order, with the value it takes when none is given (literals
+    of the statement)."""
+
+    sql: str
+    parameters: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, statement: Executable, dialect: Dialect) -> Prepared:
+        compiled: Any = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+        names: Sequence[str] = compiled.positiontup or ()
+        binds = compiled.binds
+        return cls(str(compiled), tuple((name, binds[name].effective_value) for name in names))
+
+
 class DriverReads:
     """Reads straight on asyncpg, on a pool of their own."""
 
@@ -89,7 +108,7 @@ class DriverReads:
         self._engine = engine
         self._size = size
         self._pool: asyncpg.Pool | None = None
-        self._compiled: dict[Executable, tuple[str, Any]] = {}
+        self._compiled: dict[Executable, Prepared] = {}
         # Called with each statement's SQL before it runs (metrics, the tests' counters).
         self.listeners: list[Callable[[str], None]] = []
 
@@ -110,19 +129,15 @@ class DriverReads:
         if self._pool is not None:
             await self._pool.close()
 
-    def _prepared(self, statement: Executable) -> tuple[str, Any]:
-        found = self._compiled.get(statement)
-        if found is None:
-            compiled = statement.compile(dialect=self._engine.dialect)  # type: ignore[attr-defined]
-            found = self._compiled[statement] = (str(compiled), compiled)
-        return found
-
     def _arguments(self, statement: Executable, values: Mapping[str, Any]) -> tuple[str, list[Any]]:
-        sql, compiled = self._prepared(statement)
-        params = compiled.construct_params(dict(values))
+        prepared = self._compiled.get(statement)
+        if prepared is None:
+            prepared = self._compiled[statement] = Prepared.of(statement, self._engine.dialect)
         for listener in self.listeners:
-            listener(sql)
-        return sql, [params[name] for name in compiled.positiontup]
+            listener(prepared.sql)
+        return prepared.sql, [
+            values[name] if name in values else default for name, default in prepared.parameters
+        ]
 
     async def all(self, statement: Executable, values: Mapping[str, Any]) -> Sequence[Any]:
         sql, arguments = self._arguments(statement, values)

@@ -310,7 +310,11 @@ async def test_one_document_with_variable_directives_answers_each_request_for_it
     answers = set()
     for include in (True, False):
         for skip in (False, True, False):
-            variables = {"id": world.conversation_ids[0], "with": include, "skip": skip}
+            variables: dict[str, object] = {
+                "id": world.conversation_ids[0],
+                "with": include,
+                "skip": skip,
+            }
             answer = await same_answer(api, plain_api, DIRECTED, variables, world.tokens["owner"])
             assert (b'"messages"' in answer, b'"content"' in answer) == (
                 include,
