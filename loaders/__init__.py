@@ -6,7 +6,7 @@ long as one request and never leak data between viewers.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -32,8 +32,10 @@ class Viewer:
     is_admin: bool
 
 
-@dataclass(frozen=True)
 class Loaders:
+    """The loaders of one request, each made when it is first used (most requests use a few,
+    and some, `{ __typename }` say, none)."""
+
     user_by_id: BatchLoader[int, Row[Any] | None]
     user_by_username: BatchLoader[str, Row[Any] | None]
     conversation_by_id: BatchLoader[str, Row[Any] | None]
@@ -48,6 +50,17 @@ class Loaders:
     messages_page_by_conversation: LoaderFamily[PageRequest, str, Page]
     # The same pages with their edges already JSON, for a selection of plain message fields.
     message_json_pages_by_conversation: LoaderFamily[JsonPageKey, str, JsonPage]
+
+    def __init__(self, makers: dict[str, Callable[[], Any]]) -> None:
+        self._makers = makers
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a loader not made yet (made ones are plain attributes).
+        maker = self.__dict__.get("_makers", {}).get(name)
+        if maker is None:
+            raise AttributeError(name)
+        made = self.__dict__[name] = maker()
+        return made
 
     def forget_conversation(self, conversation_id: str) -> None:
         """Drop what a write to one conversation made stale."""
@@ -141,18 +154,20 @@ def make_loaders(
         return LoaderFamily(lambda params: loader(partial(fetch, params), Page()))
 
     return Loaders(
-        user_by_id=loader(user_rows, None),
-        user_by_username=loader(user_rows_by_name, None),
-        conversation_by_id=BatchLoader(conversation_rows, None),
-        message_by_id=loader(message_rows, None),
-        conversation_count_by_user=loader(conversation_counts, 0),
-        message_count_by_conversation=loader(message_counts, 0),
-        user_count_by_search=loader(user_counts, 0),
-        users_page=family(users_pages),
-        conversations_page_by_user=family(conversation_pages),
-        conversations_with_counts_page_by_user=family(counted_conversation_pages),
-        messages_page_by_conversation=family(message_pages),
-        message_json_pages_by_conversation=LoaderFamily(
-            lambda key: BatchLoader(partial(message_json_pages, key), JsonPage())
-        ),
+        {
+            "user_by_id": lambda: loader(user_rows, None),
+            "user_by_username": lambda: loader(user_rows_by_name, None),
+            "conversation_by_id": lambda: BatchLoader(conversation_rows, None),
+            "message_by_id": lambda: loader(message_rows, None),
+            "conversation_count_by_user": lambda: loader(conversation_counts, 0),
+            "message_count_by_conversation": lambda: loader(message_counts, 0),
+            "user_count_by_search": lambda: loader(user_counts, 0),
+            "users_page": lambda: family(users_pages),
+            "conversations_page_by_user": lambda: family(conversation_pages),
+            "conversations_with_counts_page_by_user": lambda: family(counted_conversation_pages),
+            "messages_page_by_conversation": lambda: family(message_pages),
+            "message_json_pages_by_conversation": lambda: LoaderFamily(
+                lambda key: BatchLoader(partial(message_json_pages, key), JsonPage())
+            ),
+        }
     )
