@@ -8,6 +8,10 @@ mean exactly what they mean to it), every field becomes one column of values for
 objects of the level (one loader call for the whole level), and the rows go straight into
 the response dicts.
 
+A message connection whose selection is plain message fields goes further: its edges come
+from the database as finished JSON (`db.page_json`), spliced into the answer unparsed.
+What the plan collects of a document is kept with it across requests (`Memo`).
+
 The plan covers the query shapes that matter (users, conversation, me, and below them users,
 conversations, messages, connections and pageInfo). It never reports an error itself: any
 case where Strawberry would report one, and any field it does not know, raises `Miss`, and
