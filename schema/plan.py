@@ -401,24 +401,11 @@ class Walk:
         kind: CursorKind,
         count: Count,
     ) -> list[dict[str, Any]]:
-        grouped = self.fields(parent, details)
-        size = len(pages)
+        async def edges(edge: GraphQLObjectType, sub: FieldDetailsList) -> Column:
+            return await self.edges(edge, sub, pages, kind)
 
-        async def column(sub: FieldDetailsList) -> Column:
-            name = sub[0].node.name.value
-            if name == "__typename":
-                return [parent.name] * size
-            if name == "totalCount":
-                return await count()
-            if name == "pageInfo":
-                info = self.child_type(parent, name)
-                return self.page_infos(info, sub, pages, partial(row_page_end, kind))
-            if name == "edges":
-                return await self.edges(self.child_type(parent, name), sub, pages, kind)
-            raise Miss
-
-        columns = await gather(*(column(sub) for sub in grouped.values()))
-        return self.assemble(list(grouped), columns, size)
+        end = partial(row_page_end, kind)
+        return await self.connection_of(parent, details, pages, count, edges, end)
 
     async def json_connection(
         self,
@@ -428,6 +415,23 @@ class Walk:
         count: Count,
     ) -> list[dict[str, Any]]:
         """A connection whose edges the database wrote (see `db.page_json`)."""
+
+        async def edges(edge: GraphQLObjectType, sub: FieldDetailsList) -> Column:
+            return [orjson.Fragment(page.edges) for page in pages]
+
+        return await self.connection_of(parent, details, pages, count, edges, json_page_end)
+
+    async def connection_of(
+        self,
+        parent: GraphQLObjectType,
+        details: FieldDetailsList,
+        pages: Sequence[Any],
+        count: Count,
+        edges: Callable[[GraphQLObjectType, FieldDetailsList], Awaitable[Column]],
+        end: Callable[[Any, bool], str | None],
+    ) -> list[dict[str, Any]]:
+        """The connection objects of `pages`: `edges` makes their edges column, `end` gives
+        a page's first or last cursor."""
         grouped = self.fields(parent, details)
         size = len(pages)
 
@@ -438,10 +442,9 @@ class Walk:
             if name == "totalCount":
                 return await count()
             if name == "pageInfo":
-                info = self.child_type(parent, name)
-                return self.page_infos(info, sub, pages, json_page_end)
+                return self.page_infos(self.child_type(parent, name), sub, pages, end)
             if name == "edges":
-                return [orjson.Fragment(page.edges) for page in pages]
+                return await edges(self.child_type(parent, name), sub)
             raise Miss
 
         columns = await gather(*(column(sub) for sub in grouped.values()))
