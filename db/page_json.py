@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 from sqlalchemy import BindParameter, Row, TextClause, bindparam, text
@@ -57,6 +58,16 @@ class Shape:
             raise ValueError("response keys and type names must be GraphQL names")
 
 
+class ConversationRow(NamedTuple):
+    """A conversation as `select(conversations)` reads it."""
+
+    id: str
+    user_id: int
+    title: str
+    created_at: datetime
+    updated_at: datetime
+
+
 @dataclass
 class JsonPage:
     edges: str | bytes = "[]"
@@ -64,6 +75,8 @@ class JsonPage:
     has_previous: bool = False
     start_cursor: str | None = None
     end_cursor: str | None = None
+    # The page's conversation, where the database wrote the page (else None).
+    conversation: ConversationRow | None = None
 
 
 async def message_json_pages(
@@ -72,10 +85,16 @@ async def message_json_pages(
     conversation_ids: Sequence[str],
     request: PageRequest,
     shape: Shape,
+    owner_id: int | None = None,
 ) -> dict[Hashable, JsonPage]:
-    """One page of messages per conversation, its edges already JSON."""
+    """One page of messages per conversation, its edges already JSON.
+
+    On PostgreSQL only conversations of `owner_id` (None: any) get a page, and each page
+    carries its conversation's row: one statement for both, where the conversation is the
+    one the query asked for.
+    """
     if reads.dialect == "postgresql":
-        return await _written_by_postgres(reads, conversation_ids, request, shape)
+        return await _written_by_postgres(reads, conversation_ids, request, shape, owner_id)
     assert isinstance(reads, SessionReads)
     async with read_session(reads.sessionmaker) as session:
         return await _written_here(session, conversation_ids, request, shape)
@@ -185,10 +204,11 @@ def _edge_sql(shape: Shape, row: str) -> str:
 
 
 STAMP = DateTime(timezone=True)
+CONVERSATION_COLUMNS = ConversationRow._fields
 
 
 @lru_cache(maxsize=256)
-def _statement(shape: Shape, forward: bool, after: bool, before: bool) -> TextClause:
+def _statement(shape: Shape, forward: bool, after: bool, before: bool, scoped: bool) -> TextClause:
     """The statement for one shape of request; its values are bound parameters."""
     ascending = "m.created_at, m.id"
     descending = "m.created_at DESC, m.id DESC"
@@ -221,9 +241,12 @@ def _statement(shape: Shape, forward: bool, after: bool, before: bool) -> TextCl
             "EXISTS (SELECT 1 FROM messages x WHERE x.conversation_id = k.parent"
             " AND (x.created_at, x.id) >= (:before_at, :before_id)) AS following"
         )
+    beyond += [f"c.{column} AS conversation_{column}" for column in CONVERSATION_COLUMNS[1:]]
+    scope = " AND c.user_id = :owner_id" if scoped else ""
     sql = f"""
 SELECT k.parent, p.*{"".join(", " + b for b in beyond)}
 FROM unnest(:parents) AS k(parent)
+JOIN conversations c ON c.id = k.parent{scope}
 CROSS JOIN LATERAL (
   SELECT count(*) AS fetched,
     '[' || coalesce(string_agg({edges}, ',' ORDER BY r.created_at, r.id) {chosen}, '') || ']'
@@ -242,15 +265,26 @@ CROSS JOIN LATERAL (
         params += [bindparam("after_at", type_=STAMP), bindparam("after_id", type_=Integer())]
     if before:
         params += [bindparam("before_at", type_=STAMP), bindparam("before_id", type_=Integer())]
+    if scoped:
+        params.append(bindparam("owner_id", type_=Integer()))
     return text(sql).bindparams(*params)
 
 
 async def _written_by_postgres(
-    reads: Reads, conversation_ids: Sequence[str], request: PageRequest, shape: Shape
+    reads: Reads,
+    conversation_ids: Sequence[str],
+    request: PageRequest,
+    shape: Shape,
+    owner_id: int | None,
 ) -> dict[Hashable, JsonPage]:
     forward = request.first is not None
-    statement = _statement(shape, forward, request.after is not None, request.before is not None)
-    values: dict[str, Any] = {"parents": list(conversation_ids), "size": request.size}
+    after, before = request.after is not None, request.before is not None
+    statement = _statement(shape, forward, after, before, owner_id is not None)
+    values: dict[str, Any] = {
+        "parents": list(conversation_ids),
+        "size": request.size,
+        "owner_id": owner_id,
+    }
     if request.after is not None:
         values["after_at"], values["after_id"] = request.after
     if request.before is not None:
@@ -265,6 +299,9 @@ async def _written_by_postgres(
             edges=row.edges,
             has_next=following or (forward and overflow),
             has_previous=preceding or (not forward and overflow),
+        )
+        page.conversation = ConversationRow(
+            row.parent, *(getattr(row, f"conversation_{c}") for c in CONVERSATION_COLUMNS[1:])
         )
         if shape.ends and row.fetched:
             page.start_cursor = encode_cursor("message", (row.start_created_at, row.start_id))

@@ -144,7 +144,11 @@ def make_loaders(
     ) -> dict[Hashable, JsonPage]:
         request, shape = key
         return await page_json.message_json_pages(
-            source, conversation_ids=conversation_ids, request=request, shape=shape
+            source,
+            conversation_ids=conversation_ids,
+            request=request,
+            shape=shape,
+            owner_id=owner_scope,
         )
 
     def loader(fetch: Any, default: Any) -> Any:

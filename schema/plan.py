@@ -245,29 +245,38 @@ class Walk:
             if name == "users":
                 return await self.users(query, details)
             if name == "conversation":
-                args = self.arguments(query.fields[name], details)
-                key = decode_conversation_id(args["id"])
-                conversation = self.child_type(query, name)
-                # Its message pages load alongside it, not after: one round trip less. Should
-                # it not be visible, the pages are never shown (Strawberry answers NOT_FOUND,
-                # with fresh loaders).
-                pages = self.message_loaders(conversation, details)
-                row, *_ = await gather(
-                    self.loaders.conversation_by_id.get(key), *(page.get(key) for page in pages)
-                )
-                if row is None:
-                    raise Miss
-                return (await self.objects(conversation, details, [row]))[0]
+                return await self.conversation(query, details)
             raise Miss
 
         values = await gather(*(one(details) for details in grouped.values()))
         return dict(zip(grouped, values, strict=True))
 
+    async def conversation(self, query: GraphQLObjectType, details: FieldDetailsList) -> Any:
+        """The root `conversation`. Its message pages load alongside it, not after: one round
+        trip less. A page the database writes as JSON even brings the conversation's row
+        along: one statement for both. Should it not be visible, the pages are never shown
+        (Strawberry answers NOT_FOUND, with fresh loaders)."""
+        key = decode_conversation_id(self.arguments(query.fields["conversation"], details)["id"])
+        conversation = self.child_type(query, "conversation")
+        pages, written = self.message_loaders(conversation, details)
+        by_id = self.loaders.conversation_by_id
+        row: Any
+        if written:
+            loaded = await gather(*(page.get(key) for page in pages))
+            row = next((p.conversation for p in loaded if isinstance(p, JsonPage)), None)
+            row = row or await by_id.get(key)
+        else:
+            row, *_ = await gather(by_id.get(key), *(page.get(key) for page in pages))
+        if row is None:
+            raise Miss
+        return (await self.objects(conversation, details, [row]))[0]
+
     def message_loaders(
         self, conversation: GraphQLObjectType, details: FieldDetailsList
-    ) -> list[Any]:
-        """The loaders of the message pages the selection asks of a conversation."""
-        loaders = []
+    ) -> tuple[list[Any], bool]:
+        """The loaders of the message pages the selection asks of a conversation, and whether
+        the database writes any of them as JSON."""
+        loaders, written = [], False
         for sub in self.fields(conversation, details).values():
             if sub[0].node.name.value == "messages":
                 request = self.page_request(
@@ -275,7 +284,8 @@ class Walk:
                 )
                 shape = self.message_shape(self.child_type(conversation, "messages"), sub)
                 loaders.append(self.message_pages(request, shape))
-        return loaders
+                written = written or shape is not None
+        return loaders, written
 
     def message_pages(self, request: PageRequest, shape: Shape | None) -> Any:
         """The loader of message pages: with JSON edges when the selection has a shape."""

@@ -190,14 +190,15 @@ async def test_the_nested_page_takes_four_statements_with_auth(
     assert statements.count == 4, statements.seen
 
 
-async def test_one_screen_takes_three_statements_with_auth(
-    api: Api, world: World, statements: StatementCounter
+async def test_one_screen_takes_three_statements_with_auth_and_two_on_postgresql(
+    api: Api, world: World, statements: StatementCounter, database_url: str
 ) -> None:
     statements.reset()
     result = await api.data(Q2, {"id": world.conversation_ids[0]}, token=world.tokens["owner"])
     assert len(result["conversation"]["messages"]["edges"]) == 7
-    # The viewer, the conversation, and its message page.
-    assert statements.count == 3, statements.seen
+    # The viewer, the conversation, and its message page; on PostgreSQL the page, written as
+    # JSON, brings the conversation's row along.
+    assert statements.count == (2 if database_url.startswith("postgresql") else 3), statements.seen
 
 
 @settings(
