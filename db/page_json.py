@@ -75,8 +75,18 @@ class JsonPage:
     has_previous: bool = False
     start_cursor: str | None = None
     end_cursor: str | None = None
-    # The page's conversation, where the database wrote the page (else None).
-    conversation: ConversationRow | None = None
+    # The row the database wrote the page in, which holds the conversation's columns too.
+    written: Any = None
+
+    @property
+    def conversation(self) -> ConversationRow | None:
+        """The page's conversation, where the database wrote the page (else None)."""
+        row = self.written
+        if row is None:
+            return None
+        return ConversationRow(
+            row.parent, *(getattr(row, f"conversation_{c}") for c in CONVERSATION_COLUMNS[1:])
+        )
 
 
 async def message_json_pages(
@@ -300,9 +310,7 @@ async def _written_by_postgres(
             has_next=following or (forward and overflow),
             has_previous=preceding or (not forward and overflow),
         )
-        page.conversation = ConversationRow(
-            row.parent, *(getattr(row, f"conversation_{c}") for c in CONVERSATION_COLUMNS[1:])
-        )
+        page.written = row
         if shape.ends and row.fetched:
             page.start_cursor = encode_cursor("message", (row.start_created_at, row.start_id))
             page.end_cursor = encode_cursor("message", (row.end_created_at, row.end_id))
