@@ -44,7 +44,7 @@ from db.engine import is_sqlite, make_engine, make_reader, make_sessionmaker
 from db.migrate import upgrade_to_head
 from db.reads import DriverReads, make_reads
 from ops import health
-from ops.instrument import OperationRecorder, instrument_engine
+from ops.instrument import OperationRecorder, answered_query, instrument_engine
 from ops.logs import log_config
 from ops.metrics import exposition
 from ops.middleware import RequestLog
@@ -58,6 +58,7 @@ from schema.config import Config
 from schema.context import Context, Services, build_context
 from schema.errors import BAD_TOKEN
 from transport.body import BodyLimit
+from transport.fast import FastLane
 from transport.view import PREFLIGHT_HEADERS, BaseGraphQLView
 
 if TYPE_CHECKING:
@@ -318,7 +319,8 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
                 await reads.close()
             await engine.dispose()
 
-    caches = [DocumentCache(settings.document_cache).extension()]
+    documents = DocumentCache(settings.document_cache)
+    caches = [documents.extension()]
     # Browsers on the CORS origins may open subscriptions too (same-origin ones always may).
     graphql = GraphQLView(
         make_schema(
@@ -327,6 +329,12 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         ),
         allowed_origins=settings.cors_origins,
         persisted_query_cache_size=settings.persisted_query_cache_size,
+        # Queries answered before skip Strawberry's view (their answers stay Strawberry's).
+        fast_lane=(
+            FastLane(documents, answered_query)
+            if settings.document_cache and settings.query_plan
+            else None
+        ),
     )
     multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 

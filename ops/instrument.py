@@ -81,6 +81,14 @@ def is_subscription(context: ExecutionContext) -> bool:
         return False
 
 
+def answered_query(name: str | None) -> None:
+    """A query was answered without Strawberry's extensions (the fast lane): record it as
+    `OperationRecorder` and `settle` would have."""
+    record = CURRENT.get()
+    if record is not None:
+        record.operation, record.operation_type, record.outcome = name, "query", "ok"
+
+
 def settle(record: RequestRecord) -> None:
     """Fill in the operation's name, type and outcome once the request is over."""
     context = record.execution

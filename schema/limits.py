@@ -123,26 +123,42 @@ class Limits(SchemaExtension):
         context = self.execution_context
         document = context.graphql_document
         assert document is not None
-        config = config_of(context.context)
-        measures = MEASURED(document).measures(
+        return refusals(
             context.schema._schema,
             document,
             context.operation_name,
-            context.variables or {},
-            default_page_size=config.default_page_size,
+            context.variables,
+            config_of(context.context),
         )
-        if measures is None:  # pragma: no cover - Strawberry refuses such a request earlier
-            return []
-        checks = [
-            (TOO_DEEP, config.max_query_depth, measures.depth),
-            (TOO_MANY_ALIASES, config.max_aliases, measures.aliases),
-            (TOO_COSTLY, config.max_query_cost, measures.cost),
-        ]
-        return [
-            too_complex(template, limit=limit, actual=actual)
-            for template, limit, actual in checks
-            if actual > limit
-        ]
+
+
+def refusals(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation_name: str | None,
+    variables: dict[str, Any] | None,
+    config: Config,
+) -> list[QueryTooComplex]:
+    """The limits an operation goes over, if any."""
+    measures = MEASURED(document).measures(
+        schema,
+        document,
+        operation_name,
+        variables or {},
+        default_page_size=config.default_page_size,
+    )
+    if measures is None:  # pragma: no cover - Strawberry refuses such a request earlier
+        return []
+    checks = [
+        (TOO_DEEP, config.max_query_depth, measures.depth),
+        (TOO_MANY_ALIASES, config.max_aliases, measures.aliases),
+        (TOO_COSTLY, config.max_query_cost, measures.cost),
+    ]
+    return [
+        too_complex(template, limit=limit, actual=actual)
+        for template, limit, actual in checks
+        if actual > limit
+    ]
 
 
 # The variables one measuring read: (name, whether it was sent, the value sent).

@@ -271,10 +271,13 @@ def test_operation_names_become_labels_up_to_a_limit(monkeypatch: pytest.MonkeyP
 # ---- logs ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("times", [1, 2], ids=["first", "again, on the fast lane"])
 async def test_each_request_writes_one_log_line_with_its_id_operation_and_cost(
-    api: Api, sessionmaker: Sessionmaker, caplog: pytest.LogCaptureFixture
+    api: Api, sessionmaker: Sessionmaker, caplog: pytest.LogCaptureFixture, times: int
 ) -> None:
     ada = await make_user(sessionmaker, username="ada")
+    for _ in range(times - 1):
+        await api.post(ME, token=token_for(ada))
     caplog.set_level(logging.INFO, logger="chatql.request")
     response = await api.post(ME, token=token_for(ada), headers={"X-Request-ID": "req-1"})
     lines = [record for record in caplog.records if record.name == "chatql.request"]

@@ -38,10 +38,12 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
+from strawberry.types.unset import UNSET
 
 from schema.context import Context, Services
 from schema.errors import INTERNAL
 from transport.body import BodyTooLarge
+from transport.fast import FastLane
 from transport.persisted import PersistedQueries, requested_hash
 from transport.responses import GRAPHQL_RESPONSE, JSON, Refusal, media_type_of
 
@@ -96,11 +98,17 @@ class BaseGraphQLView(GraphQL[Context, None]):
         return orjson.dumps(data)
 
     def __init__(
-        self, schema: BaseSchema, *, persisted_query_cache_size: int = 1000, **options: Any
+        self,
+        schema: BaseSchema,
+        *,
+        persisted_query_cache_size: int = 1000,
+        fast_lane: FastLane | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(schema, **options)
         self.persisted_query_cache_size = persisted_query_cache_size
         self.store: PersistedQueries | None = None
+        self.fast_lane = fast_lane
 
     def persisted_queries(self, request: Request) -> PersistedQueries:
         """The app's store, made on first use: the sessionmaker exists once the app has started."""
@@ -123,7 +131,11 @@ class BaseGraphQLView(GraphQL[Context, None]):
         media_type = media_type_of(request.headers)
         try:
             self.refuse_early(request)
-            response = await self.run(request)
+            answer = await self.fast_lane.answer(self, request) if self.fast_lane else None
+            if isinstance(answer, Response):
+                response = answer
+            else:
+                response = await self.run(request, context=answer or UNSET)
         except Refusal as refusal:
             return refusal.response(media_type)
         except HTTPException as exc:

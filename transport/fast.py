@@ -1,0 +1,117 @@
+"""The fast lane: a query the app has already parsed and validated, answered without going
+through Strawberry's view and schema machinery again.
+
+For a small query most of a request's CPU is fixed cost: Strawberry's view (the request
+adapter, the sub-response, body parsing through the standard library), its execution
+context, and the extension runner that enters and leaves a context manager per hook per
+extension. Here a plain `POST application/json` of a known document goes straight to the same
+executor Strawberry would use (the plan, with Strawberry's resolvers behind it), after the
+same checks: the same context (viewer and loaders), the limits and the NUL check of
+`schema.limits`. Only an answer with no errors is given this way; anything else (a bad token, a
+limit, a variable that does not coerce, a field error) is declined, and the request goes the
+usual way, with the context already built, so the answer is Strawberry's own. Queries have no
+side effects: running one again from the start is safe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from inspect import isawaitable
+from typing import Any
+
+import orjson
+from graphql import DocumentNode, ExecutionResult, OperationType, execute, get_operation_ast
+from starlette.requests import Request
+from starlette.responses import Response
+from strawberry.asgi import GraphQL
+from strawberry.execution import optimized_is_awaitable
+
+from schema.caches import DocumentCache, PerDocument
+from schema.context import Context
+from schema.limits import nul_refusal, refusals
+from transport.responses import JSON
+
+REQUEST_KEYS = frozenset({"query", "variables", "operationName"})
+# Accept values that ask Strawberry for a streaming transport.
+STREAMING = ("multipart/mixed", "text/event-stream")
+
+
+class FastLane:
+    """`recorded(name)` is told of each query answered here (Strawberry's own path has an
+    extension for that: the request log and the metrics)."""
+
+    def __init__(
+        self, documents: DocumentCache, recorded: Callable[[str | None], None] = lambda _: None
+    ) -> None:
+        self.documents = documents
+        self.recorded = recorded
+        # Documents whose answer once had errors: they go the usual way from then on, so that
+        # a query that keeps failing does not keep running twice.
+        self.failed: PerDocument[DocumentNode, list[bool]] = PerDocument(lambda _: [False])
+
+    async def answer(
+        self, view: GraphQL[Context, None], request: Request
+    ) -> Response | Context | None:
+        """The answer; or, when the request must go the usual way, the context to go with it
+        (built already: the viewer is looked up once), or None when not even that was made."""
+        if request.method != "POST" or any(
+            kind in request.headers.get("accept", "") for kind in STREAMING
+        ):
+            return None
+        content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if content_type != JSON:
+            return None
+        found = _request_data(await request.body())
+        if found is None:
+            return None
+        query, variables, operation_name = found
+        document = self.documents.parsed.get(query)
+        if document is None or query not in self.documents.validated or self.failed(document)[0]:
+            return None
+        operation = get_operation_ast(document, operation_name)
+        if operation is None or operation.operation is not OperationType.QUERY:
+            return None
+        context = await view.get_context(request, await view.get_sub_response(request))
+        if context.auth_error is not None:
+            return context
+        schema: Any = view.schema
+        if refusals(schema._schema, document, operation_name, variables, context.config):
+            return context
+        if nul_refusal(document, variables) is not None:
+            return context
+        result = execute(
+            schema._schema,
+            document,
+            variable_values=variables,
+            operation_name=operation_name,
+            context_value=context,
+            is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
+            executor_class=schema.execution_context_class,
+            operation_extensions=None,
+        )
+        if isawaitable(result):
+            result = await result
+        if not isinstance(result, ExecutionResult) or result.errors or result.extensions:
+            self.failed(document)[0] = True
+            context.reset_loaders()
+            return context
+        self.recorded(operation_name or (operation.name.value if operation.name else None))
+        request.state.graphql_ran = True
+        return Response(orjson.dumps({"data": result.data}), media_type=JSON)
+
+
+def _request_data(body: bytes) -> tuple[str, dict[str, Any] | None, str | None] | None:
+    """(query, variables, operationName) of a plain JSON request, else None."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or not data.keys() <= REQUEST_KEYS:
+        return None
+    query, variables, name = data.get("query"), data.get("variables"), data.get("operationName")
+    if not isinstance(query, str) or not isinstance(name, str | None):
+        return None
+    if not isinstance(variables, dict | None):
+        return None
+    return query, variables, name
