@@ -276,9 +276,10 @@ async def test_each_request_writes_one_log_line_with_its_id_operation_and_cost(
     api: Api, sessionmaker: Sessionmaker, caplog: pytest.LogCaptureFixture, times: int
 ) -> None:
     ada = await make_user(sessionmaker, username="ada")
+    caplog.set_level(logging.INFO, logger="chatql.request")
     for _ in range(times - 1):
         await api.post(ME, token=token_for(ada))
-    caplog.set_level(logging.INFO, logger="chatql.request")
+    caplog.clear()
     response = await api.post(ME, token=token_for(ada), headers={"X-Request-ID": "req-1"})
     lines = [record for record in caplog.records if record.name == "chatql.request"]
     assert len(lines) == 1
