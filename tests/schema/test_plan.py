@@ -8,6 +8,7 @@ body, must be byte for byte the same, errors included.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -37,6 +38,20 @@ from tests.factories import (
 )
 from tests.helpers import Api, StatementCounter
 
+# When an error nulls an object, graphql-core drops the coroutines it had already made for the
+# object's other fields without awaiting them (they never started, so nothing leaks). The
+# generated documents meet such errors by design, in Strawberry's runs as in the plan's; the
+# collector then reports those coroutines at a moment of its choosing, in whatever test runs.
+# So the tests that send them collect at their end, and ignore exactly these reports.
+pytestmark = [
+    pytest.mark.filterwarnings(
+        r"ignore:Exception ignored in. <coroutine object (Executor|GraphQLCoreConverter)\."
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+    pytest.mark.filterwarnings(
+        r"ignore:coroutine '(Executor|GraphQLCoreConverter)\..*' was never awaited:RuntimeWarning"
+    ),
+]
 DOCUMENTS_PER_VIEWER = 60
 NULL_DATA = b'{"data":null,"errors":['
 RETRIES = 6
@@ -190,6 +205,7 @@ async def test_random_queries_answer_the_same_with_and_without_the_plan(
     else:
         # Without a good token, the same error again and again: Strawberry reports it.
         assert len(answers) >= 1
+    gc.collect()  # see `pytestmark`
 
 
 async def test_the_bench_queries_answer_the_same_with_and_without_the_plan(
@@ -243,6 +259,7 @@ async def test_queries_from_hypothesis_graphql_answer_the_same_with_and_without_
     await same_answer(
         api, plain_api, query, {}, world.tokens[data.draw(strategies.sampled_from(VIEWERS))]
     )
+    gc.collect()  # see `pytestmark`
 
 
 # ---- message pages the database writes as JSON (db/page_json.py) ----------------------------
