@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.notifications import notify
+from realtime.background import stop
 from realtime.hub import Hub
 
 logger = logging.getLogger("chatql.realtime")
@@ -87,11 +88,8 @@ class PostgresBroker:
             logger.error("the LISTEN connection is not up yet; retrying in the background")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
 
     async def _listen_forever(self) -> None:
         delay = FIRST_RETRY_SECONDS

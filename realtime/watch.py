@@ -7,13 +7,13 @@ sweep asks the database about every subscribed viewer of the process in one stat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.engine import read_session
 from db.users import inactive_user_ids
+from realtime.background import stop
 from realtime.hub import Hub
 
 logger = logging.getLogger("chatql.realtime")
@@ -41,11 +41,8 @@ class ViewerWatch:
         self._task = asyncio.create_task(self._run(), name="chatql-viewer-watch")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -15,7 +15,6 @@ side effects: running one again from the start is safe.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from inspect import isawaitable
 from typing import Any
@@ -62,7 +61,7 @@ class FastLane:
         content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if content_type != JSON:
             return None
-        found = _request_data(await request.body())
+        found = _request_data(view, await request.body())
         if found is None:
             return None
         query, variables, operation_name = found
@@ -101,10 +100,13 @@ class FastLane:
         return Response(orjson.dumps({"data": result.data}), media_type=JSON)
 
 
-def _request_data(body: bytes) -> tuple[str, dict[str, Any] | None, str | None] | None:
-    """(query, variables, operationName) of a plain JSON request, else None."""
+def _request_data(
+    view: GraphQL[Context, None], body: bytes
+) -> tuple[str, dict[str, Any] | None, str | None] | None:
+    """(query, variables, operationName) of a plain JSON request, read as the view reads it,
+    else None."""
     try:
-        data = json.loads(body)
+        data = view.decode_json(body)
     except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or not data.keys() <= REQUEST_KEYS:
