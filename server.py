@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import gc
 import getpass
 import json
@@ -35,8 +36,6 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
-from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage
 from strawberry.types.unset import UnsetType
 
 import explorer
@@ -47,8 +46,8 @@ from ops import health
 from ops.instrument import OperationRecorder, answered_query, instrument_engine
 from ops.logs import log_config
 from ops.metrics import exposition
-from ops.middleware import RequestLog
-from ops.record import current_request_id
+from ops.middleware import RequestLog, operation_record
+from ops.record import RequestRecord, current_request_id
 from realtime.broker import make_broker
 from realtime.watch import ViewerWatch
 from schema import make_schema
@@ -56,16 +55,17 @@ from schema.auth import Passwords
 from schema.caches import DocumentCache
 from schema.config import Config
 from schema.context import Context, Services, build_context
-from schema.errors import BAD_TOKEN
 from transport.body import BodyLimit
 from transport.fast import FastLane
 from transport.view import PREFLIGHT_HEADERS, BaseGraphQLView
+from transport.websockets import LegacyWSProtocol, TransportWSProtocol
 
 if TYPE_CHECKING:
     from db.seed import SeedCounts
 
 logger = logging.getLogger("chatql")
 WS_AUTHENTICATED = "ws_authenticated"
+WS_AUTHORIZATION = "ws_authorization"
 DATA_DIR = Path("data")
 DEMO_PASSWORD = "chatql-demo"
 
@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Events a subscriber may fall behind by before its subscription is ended.
     subscription_queue_size: int = 1000
+    # WebSockets: seconds to wait for `connection_init` (both protocols close with 4408), and
+    # operations one connection may have open at once (RATE_LIMITED beyond).
+    ws_init_timeout: float = 10.0
+    ws_max_operations: int = 100
     # How often the subscriptions of deactivated users are looked for and ended.
     subscription_recheck_seconds: float = 30.0
     # On SIGTERM, how long in-flight requests may take to finish.
@@ -193,31 +197,16 @@ def client_address(request: Request | WebSocket, *, trust_proxy: bool) -> str | 
     return request.client.host if request.client else None
 
 
-class LegacyProtocol(BaseGraphQLWSHandler[Context, None]):
-    """The legacy `graphql-ws` protocol, refusing a bad token with 4403 like the new one.
+class GraphQLView(BaseGraphQLView):
+    """Strawberry's ASGI view; the process-wide services come from the app's state.
 
-    Strawberry closes a refused legacy connection with 1011; the contract says 4403 for both.
+    A WebSocket's context is the connection's: it holds the `connection_init` credentials.
+    Each operation on it runs with a context of its own (`operation_context`), built by the
+    same `build_context` as an HTTP request's.
     """
 
-    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        payload = message.get("payload")
-        if payload is None or isinstance(payload, dict):
-            self.context.connection_params = payload
-            try:
-                await self.view.on_ws_connect(self.context)
-            except ConnectionRejectionError:
-                await self.send_message(
-                    {"type": "connection_error", "payload": {"message": BAD_TOKEN}}
-                )
-                await self.websocket.close(code=4403, reason="Forbidden")
-                return
-        await super().handle_connection_init(message)
-
-
-class GraphQLView(BaseGraphQLView):
-    """Strawberry's ASGI view; the process-wide services come from the app's state."""
-
-    graphql_ws_handler_class = LegacyProtocol
+    graphql_transport_ws_handler_class = TransportWSProtocol
+    graphql_ws_handler_class = LegacyWSProtocol
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         return await build_context(
@@ -237,7 +226,8 @@ class GraphQLView(BaseGraphQLView):
         """Log the connection in with the token of its `connection_init` payload, if any.
 
         A bad token closes the socket with 4403; without one the connection opens, and each
-        subscription then needs a login.
+        subscription then needs a login. The token is kept for the operations, which check
+        it again each time.
         """
         if context.extras.get(WS_AUTHENTICATED):
             return
@@ -248,18 +238,25 @@ class GraphQLView(BaseGraphQLView):
             return
         if not isinstance(authorization, str):
             raise ConnectionRejectionError()
-        signed_in = await build_context(
-            context.services,
-            authorization=authorization,
-            request_id=context.request_id,
-            client_address=context.client_address,
-        )
+        signed_in = await self.credentials_context(context, authorization)
         if signed_in.auth_error is not None or signed_in.viewer is None:
             raise ConnectionRejectionError()
-        context.viewer = signed_in.viewer
-        context.viewer_row = signed_in.viewer_row
-        context.loaders = signed_in.loaders
-        context.auth_error = None
+        context.extras[WS_AUTHORIZATION] = authorization
+
+    async def operation_context(self, connection: Context) -> Context:
+        return await self.credentials_context(connection, connection.extras.get(WS_AUTHORIZATION))
+
+    async def credentials_context(self, connection: Context, authorization: str | None) -> Context:
+        return await build_context(
+            connection.services,
+            authorization=authorization,
+            request_id=current_request_id() or uuid.uuid4().hex,
+            client_address=connection.client_address,
+            request=connection.request,
+        )
+
+    def operation_record(self, protocol: str) -> contextlib.AbstractContextManager[RequestRecord]:
+        return operation_record(protocol)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return explorer.page()
@@ -328,6 +325,8 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             planned=settings.query_plan,
         ),
         allowed_origins=settings.cors_origins,
+        connection_init_wait_timeout=datetime.timedelta(seconds=settings.ws_init_timeout),
+        max_subscriptions_per_connection=settings.ws_max_operations,
         persisted_query_cache_size=settings.persisted_query_cache_size,
         # Queries answered before skip Strawberry's view (their answers stay Strawberry's).
         fast_lane=(

@@ -3,10 +3,12 @@ response (the caller's own id when it sent a sane one, else a new one)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
 import uuid
+from collections.abc import Iterator
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -60,32 +62,63 @@ class RequestLog:
             self.finish(scope, record, status)
 
     def finish(self, scope: Scope, record: RequestRecord, status: int) -> None:
-        duration = time.perf_counter() - record.started
-        settle(record)
         path: str = scope["path"]
         # GET /graphql from a browser is the explorer's page, not an operation.
-        if path == self.graphql_path and (record.outcome is not None or status >= 400):
-            observe(record, status=status, duration=duration)
-        level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
-        if not logger.isEnabledFor(level):
-            return
-        logger.log(
-            level,
-            "%s %s %d",
-            scope["method"],
-            path,
-            status,
-            extra={
-                "fields": {
-                    "request_id": record.request_id,
-                    "method": scope["method"],
-                    "path": path,
-                    "status": status,
-                    "operation": record.operation,
-                    "operation_type": record.operation_type,
-                    "outcome": record.outcome or ("ok" if status < 400 else f"http_{status}"),
-                    "duration_ms": round(duration * 1000, 2),
-                    "statements": record.statements,
-                }
-            },
-        )
+        graphql = path == self.graphql_path
+        finish(record, method=scope["method"], path=path, status=status, graphql=graphql)
+
+
+@contextlib.contextmanager
+def operation_record(protocol: str, *, path: str = "/graphql") -> Iterator[RequestRecord]:
+    """The record of one operation carried by a WebSocket: `CURRENT` while it runs (statements
+    count into it), then one log line (method `WS`, `protocol` named) and the metrics, as an
+    HTTP request gets from `RequestLog`. Its id is fresh; the caller may replace it."""
+    record = RequestRecord(request_id=uuid.uuid4().hex, started=time.perf_counter())
+    token = CURRENT.set(record)
+    try:
+        yield record
+    finally:
+        CURRENT.reset(token)
+        finish(record, method="WS", path=path, status=None, protocol=protocol)
+
+
+def finish(
+    record: RequestRecord,
+    *,
+    method: str,
+    path: str,
+    status: int | None,
+    graphql: bool = True,
+    protocol: str | None = None,
+) -> None:
+    """Settle the record, count it in the metrics (when it was a GraphQL operation) and write
+    its log line. `status` is None for an operation that no HTTP response carried."""
+    duration = time.perf_counter() - record.started
+    settle(record)
+    failed = status is not None and status >= 400
+    if graphql and (record.outcome is not None or failed):
+        observe(record, status=status or 200, duration=duration)
+    level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+    if not logger.isEnabledFor(level):
+        return
+    fields = {
+        "request_id": record.request_id,
+        "method": method,
+        "path": path,
+        "status": status,
+        "operation": record.operation,
+        "operation_type": record.operation_type,
+        "outcome": record.outcome or ("ok" if not failed else f"http_{status}"),
+        "duration_ms": round(duration * 1000, 2),
+        "statements": record.statements,
+    }
+    if protocol is not None:
+        fields["protocol"] = protocol
+    logger.log(
+        level,
+        "%s %s %s",
+        method,
+        path,
+        status if status is not None else protocol,
+        extra={"fields": fields},
+    )

@@ -7,6 +7,7 @@
      ├── BadUserInput           BAD_USER_INPUT, with `extensions.fields`
      ├── Conflict               CONFLICT, with `extensions.fields`
      ├── RateLimited            RATE_LIMITED
+     ├── TooManyOperations      RATE_LIMITED (operations open at once on one WebSocket)
      ├── QueryTooComplex        QUERY_TOO_COMPLEX
      └── TooSlow                SUBSCRIBER_TOO_SLOW (a subscription whose consumer fell behind)
 
@@ -20,9 +21,14 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from graphql import GraphQLError, GraphQLSyntaxError
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from schema.config import config_of
+
+# Strawberry's exceptions for a request that names no operation it can run.
+UNRUNNABLE = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
 
 logger = logging.getLogger("chatql.errors")
 
@@ -96,6 +102,22 @@ class RateLimited(PublicError):
         super().__init__("Too many failed logins; try again later.", retryAfterSeconds=retry_after)
 
 
+class TooManyOperations(PublicError):
+    code = "RATE_LIMITED"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"Too many operations at once on this connection (at most {limit}); "
+            "complete one first.",
+            limit=limit,
+        )
+
+    @property
+    def formatted(self) -> dict[str, Any]:
+        """As an entry of a response's `errors`."""
+        return dict(GraphQLError(self.message, extensions=self.extensions).formatted)
+
+
 class QueryTooComplex(PublicError):
     code = "QUERY_TOO_COMPLEX"
 
@@ -125,6 +147,10 @@ def public_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
     if isinstance(original, PublicError):
         error.extensions = original.extensions
         return error
+    if isinstance(original, UNRUNNABLE):
+        # No operation to run (no document, an unknown operationName, a type the transport
+        # does not carry): the client's request, answered as HTTP answers it.
+        return GraphQLError(error.message, extensions={"code": "BAD_REQUEST"})
     # A variable that failed to coerce (an unreadable DateTime, say) keeps the scalar's
     # exception as its original error, but it is the client's input, not our fault.
     if original is None or (error.path is None and error.message.startswith("Variable '$")):
@@ -148,16 +174,28 @@ def public_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
 
 
 class ErrorCodes(SchemaExtension):
-    """Gives every error its code and masks the unexpected ones (logged with the request id)."""
+    """Gives every error its code and masks the unexpected ones (logged with the request id),
+    in a response and in every result a stream (a subscription, a WebSocket or SSE
+    operation) yields: `on_stream_result` sees each before it is sent."""
 
     def on_operation(self) -> Iterator[None]:
+        self.streamed = False
         yield
-        result = self.execution_context.result
-        if result is None or not result.errors:
+        if not self.streamed:
+            self.process(self.execution_context.result)
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        self.streamed = True
+        self.process(result)
+        yield
+
+    def process(self, result: Any) -> None:
+        errors = getattr(result, "errors", None)
+        if not errors:
             return
         context = self.execution_context.context
         request_id = getattr(context, "request_id", None)
-        result.errors = [public_error(error, request_id) for error in result.errors]
+        result.errors = [public_error(error, request_id) for error in errors]
         if not config_of(context).suggestions:
             for error in result.errors:
                 error.message = without_suggestions(error.message)

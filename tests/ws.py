@@ -106,11 +106,37 @@ class GraphQLSocket:
         assert ack.kind == "connection_ack", ack
 
     async def subscribe(
-        self, op_id: str, query: str, variables: dict[str, Any] | None = None
+        self,
+        op_id: str,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        operation_name: str | None = None,
     ) -> None:
         kind = "subscribe" if self.protocol == TRANSPORT_WS else "start"
         payload: dict[str, Any] = {"query": query, "variables": variables or {}}
+        if operation_name is not None:
+            payload["operationName"] = operation_name
         await self.socket.send({"type": kind, "id": op_id, "payload": payload})
+
+    async def execute(
+        self,
+        op_id: str,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        operation_name: str | None = None,
+    ) -> dict[str, Any]:
+        """A query or mutation over the socket, answered in the shape of an HTTP body: the
+        `next` payload (then `complete`), or `{"errors": [...]}` for an `error` message."""
+        await self.subscribe(op_id, query, variables, operation_name)
+        event = await self.receive()
+        assert event.id == op_id, event
+        if event.kind == "error":
+            assert isinstance(event.payload, list), event
+            return {"errors": event.payload}
+        assert event.kind == "next", event
+        assert await self.receive() == Event("complete", op_id), "the operation went on"
+        result: dict[str, Any] = event.payload
+        return result
 
     async def stop(self, op_id: str) -> None:
         kind = "complete" if self.protocol == TRANSPORT_WS else "stop"

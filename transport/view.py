@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -28,11 +27,9 @@ from cross_web import HTTPException, StarletteRequestAdapter
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocketDisconnect
-from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
-from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema.base import BaseSchema
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
@@ -46,6 +43,7 @@ from transport.body import BodyTooLarge
 from transport.fast import FastLane
 from transport.persisted import PersistedQueries, requested_hash
 from transport.responses import GRAPHQL_RESPONSE, JSON, Refusal, media_type_of
+from transport.websockets import TextWebSocketAdapter
 
 logger = logging.getLogger("chatql.http")
 
@@ -78,16 +76,6 @@ class RequestAdapter(StarletteRequestAdapter):
     def __init__(self, request: Request) -> None:
         super().__init__(request)
         self.request = request
-
-
-class TextWebSocketAdapter(ASGIWebSocketAdapter):
-    """Both WebSocket protocols speak in text frames, whatever `encode_json` returns."""
-
-    async def send_json(self, message: Mapping[str, object]) -> None:
-        try:
-            await self.ws.send_text(orjson.dumps(message).decode())
-        except WebSocketDisconnect as exc:
-            raise WebSocketDisconnected from exc
 
 
 class BaseGraphQLView(GraphQL[Context, None]):

@@ -1,0 +1,310 @@
+"""Queries and mutations over a long-lived WebSocket get what the same operation gets over HTTP:
+the token checked again, fresh loaders, coded and masked errors, a log line and metrics; and
+the socket survives what a client may send (a long operation name, a slow init)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+
+from db.models import Conversation, Message
+from schema.errors import BAD_TOKEN, INTERNAL
+from tests.factories import (
+    Sessionmaker,
+    gid,
+    make_conversation,
+    make_messages,
+    make_user,
+    token_for,
+)
+from tests.helpers import Api
+from tests.ws import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, Closed, asgi_socket
+
+protocols = pytest.mark.parametrize("protocol", PROTOCOLS)
+
+CREATE = 'mutation { createConversation(input: {title: "After"}) { id } }'
+SEND = 'mutation ($id: ID!) { sendMessage(input: {conversationId: $id, content: "x"}) { id } }'
+CONVERSATION = """
+query ($id: ID!) {
+  conversation(id: $id) { title messages(last: 5) { edges { node { content } } } }
+}
+"""
+
+
+def codes(result: dict[str, object]) -> list[object]:
+    errors = result.get("errors")
+    assert isinstance(errors, list), result
+    return [error["extensions"]["code"] for error in errors]
+
+
+async def counts(sessionmaker: Sessionmaker) -> tuple[int, int]:
+    async with sessionmaker() as session:
+        conversations = await session.scalar(select(func.count()).select_from(Conversation))
+        messages = await session.scalar(select(func.count()).select_from(Message))
+    return int(conversations or 0), int(messages or 0)
+
+
+@protocols
+@pytest.mark.parametrize("how", ["deactivated", "deleted"])
+async def test_an_account_closed_after_connecting_can_no_longer_write_over_its_socket(
+    app: Starlette, api: Api, sessionmaker: Sessionmaker, protocol: str, how: str
+) -> None:
+    admin = await make_user(sessionmaker, is_admin=True)
+    lee = await make_user(sessionmaker, username="lee")
+    conversation = await make_conversation(sessionmaker, owner_id=lee)
+    async with asgi_socket(app, protocol) as socket:
+        await socket.login(token_for(lee))
+        assert "errors" not in await socket.execute("0", "{ me { username } }")
+        if how == "deactivated":
+            mutation = (
+                "mutation ($id: ID!) { updateUser(id: $id, input: {isActive: false}) { id } }"
+            )
+        else:
+            mutation = "mutation ($id: ID!) { deleteUser(id: $id) { deletedId } }"
+        await api.data(mutation, {"id": gid("User", lee)}, token=token_for(admin))
+        before = await counts(sessionmaker)
+        for number, (query, variables) in enumerate(
+            [(CREATE, None), (SEND, {"id": gid("Conversation", conversation)})], start=1
+        ):
+            result = await socket.execute(str(number), query, variables)
+            assert result == {
+                "data": None,
+                "errors": [
+                    {"message": BAD_TOKEN, "extensions": {"code": "UNAUTHENTICATED"}},
+                ],
+            }
+        assert await counts(sessionmaker) == before
+
+
+@protocols
+async def test_each_operation_on_a_socket_reads_afresh(
+    app: Starlette, api: Api, sessionmaker: Sessionmaker, protocol: str
+) -> None:
+    alice = await make_user(sessionmaker, username="alice")
+    bob = await make_user(sessionmaker, username="bob")
+    conversation = await make_conversation(sessionmaker, owner_id=alice, title="Moving")
+    await make_messages(sessionmaker, conversation_id=conversation, count=1, content="first")
+    variables = {"id": gid("Conversation", conversation)}
+    async with asgi_socket(app, protocol) as socket:
+        await socket.login(token_for(alice))
+        before = await socket.execute("1", CONVERSATION, variables)
+        assert before == {
+            "data": {
+                "conversation": {
+                    "title": "Moving",
+                    "messages": {"edges": [{"node": {"content": "first"}}]},
+                }
+            }
+        }
+        await api.data(
+            "mutation ($c: ID!, $to: ID!) { transferConversation(input: "
+            "{conversationId: $c, toUserId: $to}) { id } }",
+            {"c": variables["id"], "to": gid("User", bob)},
+            token=token_for(alice),
+        )
+        await api.data(SEND, variables, token=token_for(bob))
+        after = await socket.execute("2", CONVERSATION, variables)
+        assert codes(after) == ["NOT_FOUND"]
+        assert "bob" not in repr(after) and '"x"' not in repr(after)
+
+
+@protocols
+async def test_unexpected_errors_over_a_socket_are_masked_and_coded(
+    app: Starlette, engine: AsyncEngine, sessionmaker: Sessionmaker, protocol: str
+) -> None:
+    ada = await make_user(sessionmaker, username="ada")
+    conversation = await make_conversation(sessionmaker, owner_id=ada)
+    # A real fault: the table the messages live in is gone.
+    async with engine.begin() as connection:
+        await connection.execute(text("ALTER TABLE messages RENAME TO messages_gone"))
+    try:
+        async with asgi_socket(app, protocol) as socket:
+            await socket.login(token_for(ada))
+            result = await socket.execute(
+                "1",
+                "query ($id: ID!) { conversation(id: $id) { messages { totalCount } } }",
+                {"id": gid("Conversation", conversation)},
+            )
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(text("ALTER TABLE messages_gone RENAME TO messages"))
+    errors = result["errors"]
+    assert [(e["message"], e["extensions"]["code"]) for e in errors] == [
+        (INTERNAL, "INTERNAL_SERVER_ERROR")
+    ]
+    assert errors[0]["extensions"]["requestId"]
+    assert "messages" not in repr(result).replace("'messages'", "")
+    assert "SELECT" not in repr(result) and "sqlite" not in repr(result).lower()
+
+
+@protocols
+async def test_validation_errors_over_a_socket_are_coded_without_suggestions(
+    app: Starlette, sessionmaker: Sessionmaker, protocol: str
+) -> None:
+    ada = await make_user(sessionmaker, username="ada")
+    async with asgi_socket(app, protocol) as socket:
+        await socket.login(token_for(ada))
+        result = await socket.execute("1", "{ me { usernam } }")
+        subscription = await socket.execute("2", "subscription { messageAdded { id } }")
+    assert result == {
+        "errors": [
+            {
+                "message": "Cannot query field 'usernam' on type 'User'.",
+                "locations": [{"line": 1, "column": 8}],
+                "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"},
+            }
+        ]
+    }
+    assert codes(subscription) == ["GRAPHQL_VALIDATION_FAILED"]
+    assert "Did you mean" not in repr(subscription)
+
+
+@protocols
+async def test_too_many_operations_on_one_socket_is_a_coded_refusal(
+    other_app: object, settings: object, sessionmaker: Sessionmaker, protocol: str
+) -> None:
+    from server import create_app
+
+    ada = await make_user(sessionmaker, username="ada")
+    conversation = await make_conversation(sessionmaker, owner_id=ada)
+    application = create_app(settings.model_copy(update={"ws_max_operations": 1}))  # type: ignore[attr-defined]
+    async with (
+        application.router.lifespan_context(application),
+        asgi_socket(application, protocol) as socket,
+    ):
+        await socket.login(token_for(ada))
+        await socket.subscribe(
+            "1",
+            "subscription ($id: ID!) { messageAdded(conversationId: $id) { id } }",
+            {"id": gid("Conversation", conversation)},
+        )
+        await socket.subscribe("2", "{ me { id } }")
+        event = await socket.receive()
+    assert (event.kind, event.id, event.payload) == (
+        "error",
+        "2",
+        [
+            {
+                "message": "Too many operations at once on this connection (at most 1); "
+                "complete one first.",
+                "extensions": {"code": "RATE_LIMITED", "limit": 1},
+            }
+        ],
+    )
+
+
+@protocols
+@pytest.mark.parametrize("name", ["N" * 200, "é" * 70], ids=["200 N", "70 é"])
+async def test_a_long_operation_name_is_an_error_not_a_dropped_socket(
+    app: Starlette, sessionmaker: Sessionmaker, protocol: str, name: str
+) -> None:
+    ada = await make_user(sessionmaker, username="ada")
+    async with asgi_socket(app, protocol) as socket:
+        await socket.login(token_for(ada))
+        result = await socket.execute("1", "query A { me { id } }", operation_name=name)
+        assert result == {
+            "errors": [
+                {
+                    "message": f'Unknown operation named "{name}".',
+                    "extensions": {"code": "BAD_REQUEST"},
+                }
+            ]
+        }
+        # The socket is still there.
+        assert await socket.execute("2", "{ me { username } }") == {
+            "data": {"me": {"username": "ada"}}
+        }
+
+
+async def test_a_close_reason_is_cut_to_what_a_close_frame_carries(
+    app: Starlette, sessionmaker: Sessionmaker
+) -> None:
+    ada = await make_user(sessionmaker, username="ada")
+    conversation = await make_conversation(sessionmaker, owner_id=ada)
+    long_id = "é" * 100
+    async with asgi_socket(app, TRANSPORT_WS) as socket:
+        await socket.login(token_for(ada))
+        subscription = "subscription ($id: ID!) { messageAdded(conversationId: $id) { id } }"
+        variables = {"id": gid("Conversation", conversation)}
+        await socket.subscribe(long_id, subscription, variables)
+        await socket.subscribe(long_id, subscription, variables)
+        closed = await socket.closed()
+    assert closed.code == 4409
+    assert closed.reason.startswith("Subscriber for éé")
+    assert len(closed.reason.encode()) <= 123
+
+
+@protocols
+async def test_a_socket_that_never_initialises_is_closed_with_4408(
+    settings: object, protocol: str
+) -> None:
+    from server import create_app
+
+    application = create_app(settings.model_copy(update={"ws_init_timeout": 0.3}))  # type: ignore[attr-defined]
+    async with application.router.lifespan_context(application):
+        async with asgi_socket(application, protocol) as socket:
+            try:
+                event = await socket.receive()
+            except Closed as closed:
+                assert (closed.code, closed.reason) == (4408, "Connection initialisation timeout")
+            else:
+                raise AssertionError(f"expected a close, got {event}")
+
+
+@protocols
+async def test_each_operation_on_a_socket_writes_a_log_line_and_is_counted(
+    app: Starlette, sessionmaker: Sessionmaker, caplog: pytest.LogCaptureFixture, protocol: str
+) -> None:
+    ada = await make_user(sessionmaker, username="ada")
+    labels = {"operation": "WsMe", "outcome": "ok"}
+    before = REGISTRY.get_sample_value("chatql_graphql_requests_total", labels) or 0.0
+    caplog.set_level(logging.INFO, logger="chatql.request")
+    async with asgi_socket(app, protocol) as socket:
+        await socket.login(token_for(ada))
+        caplog.clear()
+        await socket.execute("1", "query WsMe { me { username conversations { totalCount } } }")
+        await socket.execute("2", "query WsBad { me { usernam } }")
+    lines = [dict(r.fields) for r in caplog.records if r.name == "chatql.request"]  # type: ignore[attr-defined]
+    for line in lines:
+        assert line.pop("duration_ms") >= 0
+        line.pop("request_id")
+    statements = [line.pop("statements") for line in lines]
+    assert statements[0] > 0
+    assert lines == [
+        {
+            "method": "WS",
+            "path": "/graphql",
+            "status": None,
+            "protocol": protocol,
+            "operation": "WsMe",
+            "operation_type": "query",
+            "outcome": "ok",
+        },
+        {
+            "method": "WS",
+            "path": "/graphql",
+            "status": None,
+            "protocol": protocol,
+            "operation": "WsBad",
+            "operation_type": "query",
+            "outcome": "GRAPHQL_VALIDATION_FAILED",
+        },
+    ]
+    after = REGISTRY.get_sample_value("chatql_graphql_requests_total", labels) or 0.0
+    assert after == before + 1
+
+
+async def test_the_legacy_protocol_runs_queries_and_mutations(
+    app: Starlette, sessionmaker: Sessionmaker
+) -> None:
+    ada = await make_user(sessionmaker, username="ada")
+    async with asgi_socket(app, LEGACY_WS) as socket:
+        await socket.login(token_for(ada))
+        created = await socket.execute("1", CREATE)
+    assert set(created["data"]["createConversation"]) == {"id"}
+    assert await counts(sessionmaker) == (1, 0)

@@ -1,0 +1,283 @@
+"""Both GraphQL-over-WebSocket protocols, each operation run through the same pipeline as an
+HTTP request.
+
+A socket lives for hours; what it carries must not outlive one operation. So, per operation
+(a `subscribe` of `graphql-transport-ws`, a `start` of the legacy `graphql-ws`):
+
+- the token the connection logged in with is checked again and the viewer loaded again, with
+  fresh loaders (`OperationSource.operation_context`, the same `build_context` as HTTP): a user
+  deactivated or deleted since `connection_init` gets UNAUTHENTICATED, and nothing read by an
+  earlier operation is served from a cache;
+- the schema's extensions run as for HTTP (limits, input checks, error codes and masking,
+  applied to every streamed result by `schema.errors.ErrorCodes.on_stream_result`);
+- an error before execution (a document that does not parse or validate, an unknown operation
+  name, a limit) is one `error` message with the same coded errors HTTP answers, never a
+  closed socket: one bad document must not drop a phone's other subscriptions;
+- the operation gets its own request record: statements counted, one log line
+  (`chatql.request`, method `WS`, with the protocol) and the same metrics as HTTP
+  (the view's `operation_record`, from `ops`).
+
+Strawberry's handlers are kept for everything else (the protocol state machines); the
+overrides below are the steps they skip. Where the legacy protocol had no rule of its own it
+follows `graphql-transport-ws`: an init timeout closes with 4408, queries and mutations run
+as well as subscriptions, and errors are a list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, suppress
+from typing import Any, Protocol
+
+import orjson
+from starlette.websockets import WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    CompleteMessage,
+    SubscribeMessage,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    ConnectionInitMessage,
+    StartMessage,
+)
+from strawberry.types.execution import ExecutionResult, PreExecutionError
+from strawberry.utils.aio import aclosing
+
+from schema.context import Context
+from schema.errors import BAD_TOKEN, TooManyOperations
+
+logger = logging.getLogger("chatql.ws")
+
+TRANSPORT_WS = "graphql-transport-ws"
+LEGACY_WS = "graphql-ws"
+# RFC 6455: a close frame's reason is at most 123 bytes of UTF-8.
+MAX_CLOSE_REASON = 123
+
+
+def close_reason(reason: str) -> str:
+    """`reason` cut to what a close frame can carry (123 bytes of valid UTF-8)."""
+    encoded = reason.encode("utf-8", "replace")[:MAX_CLOSE_REASON]
+    return encoded.decode("utf-8", "ignore")
+
+
+class TextWebSocketAdapter(ASGIWebSocketAdapter):
+    """Both protocols speak in text frames, whatever `encode_json` returns; a close reason is
+    cut to what a close frame can carry (a longer one would drop the socket without one)."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        try:
+            try:
+                text = orjson.dumps(message).decode()
+            except orjson.JSONEncodeError:  # a lone surrogate: escaped, not a dropped socket
+                text = json.dumps(message)
+            await self.ws.send_text(text)
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        await super().close(code, close_reason(reason))
+
+
+class Record(Protocol):
+    request_id: str
+    outcome: str | None
+
+
+class OperationSource(Protocol):
+    """What the view gives the protocol handlers (`server.GraphQLView`)."""
+
+    def operation_record(self, protocol: str) -> AbstractContextManager[Record]:
+        """The record of one operation: open while it runs, then logged and counted."""
+        ...
+
+    async def on_ws_connect(self, context: Context) -> object: ...
+
+    async def operation_context(self, connection: Context) -> Context:
+        """A fresh context for one operation of the connection: token checked again, viewer
+        loaded again, new loaders."""
+        ...
+
+
+def _source(handler: Any) -> OperationSource:
+    view: OperationSource = handler.view
+    return view
+
+
+class TransportWSProtocol(BaseGraphQLTransportWSHandler[Context, None]):
+    """`graphql-transport-ws` (the graphql-ws library's protocol)."""
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if not self.connection_acknowledged:
+            await self.websocket.close(code=4401, reason="Unauthorized")
+            return
+        if message["id"] in self.operations:
+            reason = close_reason(f"Subscriber for {message['id']} already exists")
+            await self.websocket.close(code=4409, reason=reason)
+            return
+        limit = self.max_subscriptions_per_connection
+        if limit is not None and len(self.operations) >= limit:
+            error = TooManyOperations(limit)
+            await self.websocket.send_json(
+                {"id": message["id"], "type": "error", "payload": [error.formatted]}
+            )
+            return
+        payload = message["payload"]
+        operation: Operation[Context, None] = Operation(
+            self,
+            message["id"],
+            payload["query"],
+            payload.get("variables"),
+            payload.get("operationName"),
+        )
+        operation.task = asyncio.create_task(self.run_operation(operation))
+        operation.task.add_done_callback(self._task_done)
+        self.operations[message["id"]] = operation
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        with _source(self).operation_record(TRANSPORT_WS) as record:
+            try:
+                context = await _source(self).operation_context(self.context)
+                record.request_id = context.request_id
+                stream = await self.schema.stream(
+                    operation.query,
+                    variable_values=operation.variables,
+                    context_value=context,
+                    operation_name=operation.operation_name,
+                )
+                async with aclosing(stream):
+                    first = True
+                    async for result in stream:
+                        if first and isinstance(result, PreExecutionError):
+                            assert result.errors
+                            await operation.send_initial_errors(result.errors)
+                            return
+                        first = False
+                        if not isinstance(result, ExecutionResult):
+                            await self._reject_incremental_delivery(operation)
+                            return
+                        await operation.send_next(result)
+                await operation.send_operation_message(
+                    CompleteMessage(id=operation.id, type="complete")
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                record.outcome = "INTERNAL_SERVER_ERROR"
+                logger.exception(
+                    "unexpected error in a WebSocket operation (request %s)", record.request_id
+                )
+                with suppress(Exception):
+                    await operation.send_operation_message({"id": operation.id, "type": "complete"})
+                self.operations.pop(operation.id, None)
+                raise error from None
+
+
+class LegacyWSProtocol(BaseGraphQLWSHandler[Context, None]):
+    """The legacy `graphql-ws` protocol (subscriptions-transport-ws, Apollo's old one).
+
+    A bad token closes with 4403 as in the new protocol (Strawberry closes with 1011); a
+    connection that sends no `connection_init` within the view's init timeout is closed with
+    4408, as the new protocol does (Strawberry waits forever).
+    """
+
+    async def handle(self) -> None:
+        timer = asyncio.create_task(self._close_unless_initialised())
+        try:
+            await super().handle()
+        finally:
+            timer.cancel()
+            with suppress(asyncio.CancelledError):
+                await timer
+
+    async def _close_unless_initialised(self) -> None:
+        await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
+        if not self.connection_acknowledged:
+            await self.websocket.close(code=4408, reason="Connection initialisation timeout")
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        payload = message.get("payload")
+        if payload is None or isinstance(payload, dict):
+            self.context.connection_params = payload
+            try:
+                await _source(self).on_ws_connect(self.context)
+            except ConnectionRejectionError:
+                await self.send_message(
+                    {"type": "connection_error", "payload": {"message": BAD_TOKEN}}
+                )
+                await self.websocket.close(code=4403, reason="Forbidden")
+                return
+        await super().handle_connection_init(message)
+
+    async def handle_start(self, message: StartMessage) -> None:
+        limit = self.max_subscriptions_per_connection
+        if (
+            self.connection_acknowledged
+            and message["id"] not in self.tasks
+            and limit is not None
+            and len(self.tasks) >= limit
+        ):
+            error = TooManyOperations(limit)
+            await self.websocket.send_json(
+                {"type": "error", "id": message["id"], "payload": [error.formatted]}
+            )
+            return
+        await super().handle_start(message)
+
+    async def handle_async_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        with _source(self).operation_record(LEGACY_WS) as record:
+            try:
+                context = await _source(self).operation_context(self.context)
+                record.request_id = context.request_id
+                stream = await self.schema.stream(
+                    query=query,
+                    variable_values=variables,
+                    operation_name=operation_name,
+                    context_value=context,
+                )
+                self.subscriptions[operation_id] = stream
+                first = True
+                async for result in stream:
+                    if first and isinstance(result, PreExecutionError):
+                        assert result.errors
+                        await self.websocket.send_json(
+                            {
+                                "type": "error",
+                                "id": operation_id,
+                                "payload": [error.formatted for error in result.errors],
+                            }
+                        )
+                        return
+                    first = False
+                    if not isinstance(result, ExecutionResult):  # @defer/@stream frames
+                        break
+                    await self.send_data_message(result, operation_id)
+                await self.send_message({"type": "complete", "id": operation_id})
+            except asyncio.CancelledError:
+                with suppress(Exception):
+                    await self.send_message({"type": "complete", "id": operation_id})
+            except Exception:
+                record.outcome = "INTERNAL_SERVER_ERROR"
+                logger.exception(
+                    "unexpected error in a WebSocket operation (request %s)", record.request_id
+                )
+                with suppress(Exception):
+                    await self.send_message({"type": "complete", "id": operation_id})
+            finally:
+                self.subscriptions.pop(operation_id, None)
+                self.tasks.pop(operation_id, None)
