@@ -100,10 +100,18 @@ def free_port() -> int:
 
 class Server:
     def __init__(
-        self, database_url: str, workers: int, extra_env: dict[str, str], variant: str = ""
+        self,
+        database_url: str,
+        workers: int,
+        extra_env: dict[str, str],
+        variant: str = "",
+        tree: Path | None = None,
     ) -> None:
+        """`tree`: run the chatql of that folder (an older commit's worktree, see `--variant`)
+        instead of this one, on the same database; it is started without migrating."""
         self.workers = workers
         self.variant = variant
+        self.tree = tree
         self.port = free_port()
         # The highest VmHWM read before any reset: the peak of the server's whole life.
         self.lifetime_peak_mb = 0.0
@@ -116,13 +124,18 @@ class Server:
         }
         command = [sys.executable, "server.py", "serve", "--port", str(self.port)]
         command += ["--workers", str(workers)]
+        if tree is not None:
+            # The database is at this tree's newest revision, which an older tree's `serve`
+            # would refuse to migrate from: start its app as `serve` would, without migrating.
+            command = [sys.executable, "-m", "uvicorn", "server:serving_app", "--factory"]
+            command += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
         # Its log (clients that hang up when wrk stops, say) goes to a file, not the table.
         self.log = tempfile.NamedTemporaryFile(
             "w", prefix=f"chatql-bench-{workers}w-", suffix=".log", delete=False
         )
         self.process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=tree or ROOT,
             env=env,
             start_new_session=True,
             stdout=self.log,
@@ -197,6 +210,15 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.log.close()
+
+
+def checkout(revision: str) -> Path:
+    """A detached worktree of `revision` in a temporary folder (removed at the end)."""
+    tree = Path(tempfile.mkdtemp(prefix="chatql-bench-tree-")) / "chatql"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", "--quiet", str(tree), revision], cwd=ROOT, check=True
+    )
+    return tree
 
 
 def server_label(server: Server) -> str:
@@ -445,7 +467,8 @@ def main() -> int:
         default=[],
         metavar="NAME:VAR=VALUE,...",
         help="also run a 1-worker server with these settings, e.g. "
-        "'no plan:CHATQL_QUERY_PLAN=0' (repeatable)",
+        "'no plan:CHATQL_QUERY_PLAN=0', or the chatql of an older commit, e.g. "
+        "'before:@ff252b7' (repeatable)",
     )
     args = parser.parse_args()
 
@@ -458,8 +481,13 @@ def main() -> int:
     wanted = set(filter(None, args.only.upper().split(","))) or {"Q1", "Q2", "W1"}
 
     servers = [Server(database_url, int(n), {}) for n in args.workers.split(",") if n.strip()]
+    trees: list[Path] = []
     for variant in args.variant:
         name, _, assignments = variant.partition(":")
+        if assignments.startswith("@"):
+            trees.append(checkout(assignments[1:]))
+            servers.append(Server(database_url, 1, {}, name, tree=trees[-1]))
+            continue
         env = dict(item.split("=", 1) for item in assignments.split(",") if item)
         servers.append(Server(database_url, 1, env, name))
     try:
@@ -472,6 +500,10 @@ def main() -> int:
     finally:
         for server in servers:
             server.stop()
+        for tree in trees:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False
+            )
     print(table)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
