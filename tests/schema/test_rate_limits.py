@@ -11,7 +11,7 @@ from db.models import LoginFailure, utcnow
 from schema.validation import HAS_NUL
 from tests.conftest import CLIENT_ADDRESS, ApiFactory
 from tests.factories import PASSWORD, Sessionmaker, make_user
-from tests.helpers import Api, codes
+from tests.helpers import Api, StatementCounter, codes
 
 LOG_IN = "mutation ($input: LogInInput!) { logIn(input: $input) { user { username } } }"
 WRONG = "not the password"
@@ -313,3 +313,15 @@ async def test_concurrent_sign_ups_never_make_more_accounts_than_the_limit(
     assert outcome == {(): 4, ("RATE_LIMITED",): 13}
     assert codes(after[-1]) == ["RATE_LIMITED"]
     assert len(await stored_attempts(sessionmaker)) == 4
+
+
+async def test_an_unknown_login_runs_the_statements_of_a_wrong_password(
+    api: Api, sessionmaker: Sessionmaker, statements: StatementCounter
+) -> None:
+    await make_user(sessionmaker, username="real")
+    runs = []
+    for login in ("real", "unreal", "REAL@example.com"):
+        statements.reset()
+        assert codes(await api.run(LOG_IN, log_in(login))) == ["UNAUTHENTICATED"]
+        runs.append(list(statements.seen))
+    assert runs[0] == runs[1] == runs[2]
