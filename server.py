@@ -107,8 +107,13 @@ class Settings(BaseSettings):
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65_536
     argon2_parallelism: int = 4
+    # KiB for hashes running at once, per process; over it, hashes wait their turn.
+    argon2_memory_budget: int = 262_144
+    argon2_max_waiting: int = 32
     login_failures_per_name: int = 10
     login_failures_per_address: int = 100
+    logins_per_address: int = 300
+    signups_per_address: int = 50
     login_failure_window: int = 900
     trust_proxy: bool = False
     db_pool_size: int = 10
@@ -180,8 +185,12 @@ class Settings(BaseSettings):
             argon2_time_cost=self.argon2_time_cost,
             argon2_memory_cost=self.argon2_memory_cost,
             argon2_parallelism=self.argon2_parallelism,
+            argon2_memory_budget=self.argon2_memory_budget,
+            argon2_max_waiting=self.argon2_max_waiting,
             login_failures_per_name=self.login_failures_per_name,
             login_failures_per_address=self.login_failures_per_address,
+            logins_per_address=self.logins_per_address,
+            signups_per_address=self.signups_per_address,
             login_failure_window=self.login_failure_window,
         )
 
@@ -443,6 +452,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             # SIGTERM: stop accepting, close WebSockets (1012, service restart), let in-flight
             # requests finish for up to this long, then run the lifespan's shutdown.
             timeout_graceful_shutdown=settings.shutdown_timeout,
+            # `client_address` alone reads X-Forwarded-For, and only with CHATQL_TRUST_PROXY:
+            # uvicorn otherwise believes it from 127.0.0.1 (and FORWARDED_ALLOW_IPS), and a
+            # client on loopback would pick its own address. Behind a trusted proxy, uvicorn
+            # takes the first hop too, as `client_address` does.
+            proxy_headers=settings.trust_proxy,
+            forwarded_allow_ips="*" if settings.trust_proxy else "127.0.0.1",
         )
     return 0
 

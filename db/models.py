@@ -146,7 +146,10 @@ class Message(Base):
 
 
 class LoginFailure(Base):
-    """One failed login; counted per login name and per client address over a window."""
+    """One login or sign-up attempt, counted per login key and per client address over a
+    window (see `schema.login_limits`). `kind` is `failure` (a login whose password has not
+    proven right, or was wrong), `login` (one that succeeded) or `signup`; the table kept
+    failures alone before sign-ups and successful logins were limited too."""
 
     __tablename__ = "login_failures"
 
@@ -154,6 +157,7 @@ class LoginFailure(Base):
     login: Mapped[str] = mapped_column(String(100))
     client_address: Mapped[str] = mapped_column(String(64))
     failed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16), default="failure", server_default="failure")
 
     __table_args__ = (
         Index("ix_login_failures_login_at", login, failed_at),

@@ -4,26 +4,83 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import jwt
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from schema.config import Config
+from schema.errors import RateLimited
 
 ALGORITHM = "HS256"
 MAX_CACHED_TOKEN = 512
 
 
+BUSY = "Too many logins and sign-ups at once; try again shortly."
+T = TypeVar("T")
+
+
+class HashSlots:
+    """At most `slots` Argon2 computations at once, and at most `max_waiting` more waiting for
+    a turn; beyond that, RATE_LIMITED at once instead of an ever longer queue.
+
+    Each computation holds its `memory_cost` for as long as it runs (24 logins at 64 MiB once
+    took a process from 112 to 509 MB), so the slots are the memory budget divided by the cost.
+    A slot is given back when the computation ends, even when its caller was cancelled before
+    (the worker thread cannot be stopped). The counts are per process.
+    """
+
+    def __init__(self, slots: int, max_waiting: int) -> None:
+        self.slots = max(1, slots)
+        self.max_waiting = max(0, max_waiting)
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._waiting = 0
+        self._turns = asyncio.Semaphore(self.slots)
+        # Seconds a computation takes, smoothed: the basis of `retryAfterSeconds`.
+        self._seconds = 0.0
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` in a worker thread, in turn; RATE_LIMITED when the queue is full."""
+        if self._turns.locked() and self._waiting >= self.max_waiting:
+            turns_ahead = (self._waiting + self.slots) / self.slots
+            raise RateLimited(max(1, math.ceil(turns_ahead * self._seconds)), BUSY)
+        self._waiting += 1
+        try:
+            await self._turns.acquire()
+        finally:
+            self._waiting -= 1
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        started = time.monotonic()
+
+        def done(finished: asyncio.Future[T]) -> None:
+            self.in_flight -= 1
+            self._seconds = 0.8 * self._seconds + 0.2 * (time.monotonic() - started)
+            self._turns.release()
+            if not finished.cancelled():
+                finished.exception()  # retrieved, even when nobody waits for it any more
+
+        running = asyncio.ensure_future(asyncio.to_thread(work, *args))
+        running.add_done_callback(done)
+        return await asyncio.shield(running)
+
+
 @dataclass(frozen=True)
 class Passwords:
-    """Hashing runs in a worker thread: Argon2 is slow on purpose and must not stall the loop."""
+    """Hashing runs in a worker thread, Argon2 being slow on purpose: it must not stall the
+    loop. Every hash and check, the dummy check of an unknown login included, takes a turn of
+    `slots` (RATE_LIMITED when too many wait)."""
 
     hasher: PasswordHasher
     dummy_hash: str
+    slots: HashSlots
 
     @classmethod
     def from_config(cls, config: Config) -> Passwords:
@@ -33,16 +90,20 @@ class Passwords:
             parallelism=config.argon2_parallelism,
             type=Type.ID,
         )
-        return cls(hasher=hasher, dummy_hash=hasher.hash("not the password of anyone"))
+        slots = HashSlots(
+            config.argon2_memory_budget // config.argon2_memory_cost,
+            config.argon2_max_waiting,
+        )
+        return cls(hasher=hasher, dummy_hash=hasher.hash("not the password of anyone"), slots=slots)
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self.hasher.hash, password)
+        return await self.slots.run(self.hasher.hash, password)
 
     async def verify(self, hashed: str | None, password: str) -> bool:
         """Checks against a dummy hash when there is no user, so both cases take as long."""
         try:
             return (
-                await asyncio.to_thread(self.hasher.verify, hashed or self.dummy_hash, password)
+                await self.slots.run(self.hasher.verify, hashed or self.dummy_hash, password)
                 and hashed is not None
             )
         except (VerificationError, InvalidHashError):

@@ -29,6 +29,11 @@ class Config:
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65_536
     argon2_parallelism: int = 4
+    # KiB, like the memory cost: 256 MiB lets 4 hashes of 64 MiB run at once.
+    argon2_memory_budget: int = 262_144
+    argon2_max_waiting: int = 32
     login_failures_per_name: int = 10
     login_failures_per_address: int = 100
+    logins_per_address: int = 300
+    signups_per_address: int = 50
     login_failure_window: int = 900

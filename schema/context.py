@@ -66,6 +66,15 @@ class Context:
         """Empty loaders, as at the start of the request."""
         self.loaders = _loaders(self.services, self.viewer, self.viewer_row)
 
+    def sign_in_as(self, row: Row[Any] | None) -> None:
+        """Make `row` (None: nobody) the viewer for the rest of the request, with loaders
+        that check permissions as that viewer: the user of an auth payload, whose token the
+        response carries, or nobody once the viewer deleted their own account."""
+        self.viewer = Viewer(id=row.id, is_admin=row.is_admin) if row is not None else None
+        self.viewer_row = row
+        self.auth_error = None
+        self.reset_loaders()
+
     @property
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
         return self.services.sessionmaker

@@ -39,6 +39,7 @@ NOT_FOUND = "Not found."
 WRONG_CREDENTIALS = "Wrong login or password."
 INTERNAL = "Internal server error."
 INVALID_INPUT = "Invalid input."
+TOO_MANY_FAILURES = "Too many failed logins; try again later."
 TOO_SLOW = "You fell too far behind on this subscription; subscribe again."
 
 
@@ -98,8 +99,8 @@ class Conflict(PublicError):
 class RateLimited(PublicError):
     code = "RATE_LIMITED"
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__("Too many failed logins; try again later.", retryAfterSeconds=retry_after)
+    def __init__(self, retry_after: int, message: str = TOO_MANY_FAILURES) -> None:
+        super().__init__(message, retryAfterSeconds=retry_after)
 
 
 class TooManyOperations(PublicError):

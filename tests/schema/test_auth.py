@@ -4,7 +4,15 @@ import time
 
 import jwt
 
-from tests.factories import PASSWORD, TEST_SECRET, Sessionmaker, gid, make_user, token_for
+from tests.factories import (
+    PASSWORD,
+    TEST_SECRET,
+    Sessionmaker,
+    gid,
+    make_conversation,
+    make_user,
+    token_for,
+)
 from tests.helpers import Api
 
 SIGN_UP = """
@@ -201,3 +209,60 @@ async def test_delete_user_removes_the_account(api: Api, sessionmaker: Sessionma
         token=token_for(admin),
     )
     assert found == {"user": None}
+
+
+VIEWER_FIELDS = """
+  token
+  user {
+    username email conversationCount
+    conversations { totalCount edges { node { title owner { username } } } }
+  }
+"""
+SIGN_UP_AS_VIEWER = (
+    f"mutation ($input: SignUpInput!) {{ signUp(input: $input) {{ {VIEWER_FIELDS} }} }}"
+)
+LOG_IN_AS_VIEWER = (
+    f"mutation ($input: LogInInput!) {{ logIn(input: $input) {{ {VIEWER_FIELDS} }} }}"
+)
+
+
+async def test_the_user_a_sign_up_returns_is_the_viewer_of_its_response(api: Api) -> None:
+    first = {"username": "first", "email": "first@x.io", "password": "password1"}
+    await api.data(SIGN_UP, {"input": first})
+    new = {"username": "newcomer", "email": "new@x.io", "password": "password1"}
+    data = await api.data(SIGN_UP_AS_VIEWER, {"input": new})
+    token = data["signUp"].pop("token")
+    assert data == {
+        "signUp": {
+            "user": {
+                "username": "newcomer",
+                "email": "new@x.io",
+                "conversationCount": 0,
+                "conversations": {"totalCount": 0, "edges": []},
+            }
+        }
+    }
+    me = await api.data("{ me { username } }", token=token)
+    assert me == {"me": {"username": "newcomer"}}
+
+
+async def test_the_user_a_login_returns_is_the_viewer_whatever_token_came_with_it(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    someone = await make_user(sessionmaker, username="someone")
+    admin = await make_user(sessionmaker, username="boss", is_admin=True)
+    await make_conversation(sessionmaker, owner_id=someone, title="Theirs")
+    await make_conversation(sessionmaker, owner_id=admin, title="Mine")
+    login = {"login": "boss@example.com", "password": PASSWORD}
+    for token in (None, token_for(someone)):
+        data = await api.data(LOG_IN_AS_VIEWER, {"input": login}, token=token)
+        assert data["logIn"]["token"]
+        assert data["logIn"]["user"] == {
+            "username": "boss",
+            "email": "boss@example.com",
+            "conversationCount": 1,
+            "conversations": {
+                "totalCount": 1,
+                "edges": [{"node": {"title": "Mine", "owner": {"username": "boss"}}}],
+            },
+        }
