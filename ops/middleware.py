@@ -1,5 +1,10 @@
 """One record, one log line and the metrics for every HTTP request; `X-Request-ID` on every
-response (the caller's own id when it sent a sane one, else a new one)."""
+response (the caller's own id when it sent a sane one, else a new one).
+
+The outcome is `ok`, the code of the operation's first error, or, for a request refused before
+it ran, what the transport left in the request's state under `refused` (`http_STATUS`, or a
+code such as PERSISTED_QUERY_NOT_FOUND); failing that, `http_STATUS` for any status of 400 up.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ HEADER = b"x-request-id"
 SANE_ID = re.compile(rb"[A-Za-z0-9._:@+=/-]{1,128}")
 # Probes and scrapes come every few seconds: their lines are DEBUG.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Where the transport says why it refused a request (`transport.view`).
+REFUSED = "refused"
 
 
 def incoming_request_id(scope: Scope) -> str | None:
@@ -61,7 +68,7 @@ class RequestLog:
 
     def finish(self, scope: Scope, record: RequestRecord, status: int) -> None:
         duration = time.perf_counter() - record.started
-        settle(record)
+        settle(record, refused=scope["state"].get(REFUSED))
         path: str = scope["path"]
         # GET /graphql from a browser is the explorer's page, not an operation.
         if path == self.graphql_path and (record.outcome is not None or status >= 400):
