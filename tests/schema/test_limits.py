@@ -105,6 +105,7 @@ async def test_a_document_of_five_thousand_tokens_runs(api: Api) -> None:
     result = await api.run(tokens(5000))
     # It ran: `nodes` needs a login.
     assert result == {
+        "data": None,
         "errors": [
             {
                 "message": "You must be logged in.",
