@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on SQLite and on PostgreSQL, from any fresh Debian machine:
-# makes the virtualenv, installs PostgreSQL and Chromium when they are missing, starts a throwaway cluster on
+# makes the virtualenv, installs PostgreSQL, Chromium and Node.js (with the npm packages of
+# tests/conformance) when they are missing, starts a throwaway cluster on
 # loopback, runs ruff, mypy and pytest, and stops the cluster. Extra arguments go to pytest.
 # With CHATQL_TEST_DATABASE_URL already set, that PostgreSQL is used and none is started.
 set -euo pipefail
@@ -33,6 +34,25 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
+# ---- Node (the GraphQL-over-HTTP audit suite: tests/test_conformance.py) ---------------
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  step "installing Node.js and npm (apt-get)"
+  if [ "$(id -u)" != 0 ]; then
+    echo "Node.js is not installed and this is not root: apt-get install nodejs npm" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq nodejs npm >/dev/null
+fi
+audits=tests/conformance
+locked=$(sha256sum "$audits/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$audits/node_modules/.chatql-installed" 2>/dev/null)" != "$locked" ]; then
+  step "installing the audit suite (npm ci)"
+  (cd "$audits" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$locked" > "$audits/node_modules/.chatql-installed"
 fi
 
 # ---- PostgreSQL ----------------------------------------------------------------------

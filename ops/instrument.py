@@ -89,14 +89,22 @@ def answered_query(name: str | None) -> None:
         record.operation, record.operation_type, record.outcome = name, "query", "ok"
 
 
-def settle(record: RequestRecord) -> None:
-    """Fill in the operation's name, type and outcome once the request is over."""
+def settle(record: RequestRecord, *, refused: str | None = None) -> None:
+    """Fill in the operation's name, type and outcome once the request is over.
+
+    `refused` is the outcome of a request the transport refused (`http_STATUS`, or a code such
+    as PERSISTED_QUERY_NOT_FOUND): no operation ran, whatever Strawberry had begun to read.
+    """
     context = record.execution
-    if context is None:
-        return
     # The record outlives the request wherever a timer or task copied the request's context
     # (a pooled connection's idle timer, say): it must not keep the whole answer alive.
     record.execution = None
+    if refused is not None:
+        record.operation = record.operation_type = None
+        record.outcome = refused
+        return
+    if context is None:
+        return
     record.operation = context.operation_name
     try:
         record.operation_type = context.operation_type.value

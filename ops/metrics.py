@@ -64,7 +64,8 @@ _names: set[str] = set()
 def operation_label(record: RequestRecord) -> str:
     name = record.operation
     if name is None:
-        return "anonymous" if record.outcome is not None else "none"
+        # `none`: no operation was found (refused before it, or a document that did not parse).
+        return "anonymous" if record.operation_type is not None else "none"
     if name in _names:
         return name
     if not NAME.fullmatch(name) or len(_names) >= MAX_OPERATION_NAMES:

@@ -1,5 +1,10 @@
 """One record, one log line and the metrics for every HTTP request; `X-Request-ID` on every
-response (the caller's own id when it sent a sane one, else a new one)."""
+response (the caller's own id when it sent a sane one, else a new one).
+
+The outcome is `ok`, the code of the operation's first error, or, for a request refused before
+it ran, what the transport left in the request's state under `refused` (`http_STATUS`, or a
+code such as PERSISTED_QUERY_NOT_FOUND); failing that, `http_STATUS` for any status of 400 up.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ HEADER = b"x-request-id"
 SANE_ID = re.compile(rb"[A-Za-z0-9._:@+=/-]{1,128}")
 # Probes and scrapes come every few seconds: their lines are DEBUG.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Where the transport says why it refused a request (`transport.view`).
+REFUSED = "refused"
 
 
 def incoming_request_id(scope: Scope) -> str | None:
@@ -65,7 +72,15 @@ class RequestLog:
         path: str = scope["path"]
         # GET /graphql from a browser is the explorer's page, not an operation.
         graphql = path == self.graphql_path
-        finish(record, method=scope["method"], path=path, status=status, graphql=graphql)
+        refused = scope["state"].get(REFUSED)
+        finish(
+            record,
+            method=scope["method"],
+            path=path,
+            status=status,
+            graphql=graphql,
+            refused=refused,
+        )
 
 
 @contextlib.contextmanager
@@ -90,11 +105,13 @@ def finish(
     status: int | None,
     graphql: bool = True,
     protocol: str | None = None,
+    refused: str | None = None,
 ) -> None:
     """Settle the record, count it in the metrics (when it was a GraphQL operation) and write
-    its log line. `status` is None for an operation that no HTTP response carried."""
+    its log line. `status` is None for an operation that no HTTP response carried; `refused`
+    is the outcome of a request the transport refused before it ran (see `settle`)."""
     duration = time.perf_counter() - record.started
-    settle(record)
+    settle(record, refused=refused)
     failed = status is not None and status >= 400
     if graphql and (record.outcome is not None or failed):
         observe(record, status=status or 200, duration=duration)

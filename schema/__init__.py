@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import strawberry
@@ -10,10 +10,12 @@ from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from schema.errors import ErrorCodes
 from schema.limits import Limits
 from schema.mutations import Mutation
+from schema.operation import OperationContext
 from schema.permissions import RejectBadTokens
 from schema.plan import PlanExecutor
 from schema.queries import Query
@@ -28,6 +30,28 @@ class Schema(strawberry.Schema):
     ) -> None:
         # Errors are logged where they are masked (`ErrorCodes`): expected ones are not logged.
         return None
+
+    def _create_execution_context(
+        self,
+        query: str | None,
+        allowed_operation_types: Iterable[OperationType],
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionContext:
+        # Strawberry's, but one that runs no operation when several go unnamed.
+        return OperationContext(
+            query=query,
+            schema=self,
+            allowed_operations=allowed_operation_types,
+            context=context_value,
+            root_value=root_value,
+            variables=variable_values,
+            provided_operation_name=operation_name,
+            operation_extensions=operation_extensions,
+        )
 
 
 def make_schema(

@@ -154,6 +154,71 @@ async def test_metrics_count_requests_by_operation_and_outcome(
     )
 
 
+PERSISTED = {"persistedQuery": {"version": 1, "sha256Hash": "0" * 64}}
+JSON_POST = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "body", "headers", "status", "outcome"),
+    [
+        pytest.param("POST", None, b"{}", JSON_POST, 400, "http_400", id="no-query"),
+        pytest.param(
+            "GET",
+            {"query": 'mutation M { logIn(input: {login: "a", password: "b"}) { token } }'},
+            None,
+            {"x-requested-with": "x"},
+            405,
+            "http_405",
+            id="mutation-over-get",
+        ),
+        pytest.param(
+            "POST",
+            None,
+            json.dumps({"extensions": PERSISTED}).encode(),
+            JSON_POST,
+            200,
+            "PERSISTED_QUERY_NOT_FOUND",
+            id="unknown-persisted-query",
+        ),
+        pytest.param(
+            "POST",
+            None,
+            json.dumps({"query": "query A { me { id } } query B { me { id } }"}).encode(),
+            JSON_POST,
+            400,
+            "http_400",
+            id="several-operations-unnamed",
+        ),
+        pytest.param("GET", {"query": "{ me { id } }"}, None, {}, 400, "http_400", id="csrf"),
+    ],
+)
+async def test_a_request_refused_before_it_ran_is_logged_and_counted_with_its_outcome(
+    api: Api,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    params: dict[str, str] | None,
+    body: bytes | None,
+    headers: dict[str, str],
+    status: int,
+    outcome: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="chatql.request")
+    before = sample("chatql_graphql_requests_total", operation="none", outcome=outcome)
+    response = await api.client.request(
+        method, "/graphql", params=params, content=body, headers=headers
+    )
+    [line] = [record for record in caplog.records if record.name == "chatql.request"]
+    fields = dict(line.fields)  # type: ignore[attr-defined]
+    assert (response.status_code, fields["status"]) == (status, status)
+    assert (fields["operation"], fields["operation_type"], fields["outcome"]) == (
+        None,
+        None,
+        outcome,
+    )
+    after = sample("chatql_graphql_requests_total", operation="none", outcome=outcome)
+    assert after - before == 1
+
+
 async def test_the_statements_histogram_counts_each_requests_sql(
     api: Api, sessionmaker: Sessionmaker, statements: StatementCounter
 ) -> None:
@@ -253,8 +318,10 @@ def test_operation_names_become_labels_up_to_a_limit(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(metrics, "_names", set())
     monkeypatch.setattr(metrics, "MAX_OPERATION_NAMES", 2)
 
-    def label(name: str | None, outcome: str | None = "ok") -> str:
-        record = RequestRecord(request_id="r", started=0, operation=name, outcome=outcome)
+    def label(name: str | None, operation_type: str | None = "query") -> str:
+        record = RequestRecord(
+            request_id="r", started=0, operation=name, operation_type=operation_type
+        )
         return metrics.operation_label(record)
 
     assert [label("A"), label("B"), label("C"), label("A"), label("no-dash"), label(None)] == [
@@ -265,7 +332,7 @@ def test_operation_names_become_labels_up_to_a_limit(monkeypatch: pytest.MonkeyP
         "other",
         "anonymous",
     ]
-    assert label(None, outcome=None) == "none"
+    assert label(None, operation_type=None) == "none"  # refused, or did not parse
 
 
 # ---- logs ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from starlette.applications import Starlette
 
 from db.models import User
 from schema.errors import INTERNAL
+from schema.operation import OPERATION_NAME_REQUIRED
 from server import Settings
 from tests.factories import Sessionmaker, gid, make_user, token_for
 from tests.helpers import Api, StatementCounter, serve
@@ -129,6 +131,38 @@ async def test_an_unknown_operation_name_is_400(api: Api) -> None:
     )
 
 
+SIGN_UP_AND_QUERY = (
+    f"mutation SignUp {SIGN_UP.strip().removeprefix('mutation')} query Q {{ __typename }}"
+)
+
+
+@pytest.mark.parametrize(
+    ("method", "headers"),
+    [pytest.param("POST", JSON_HEADERS, id="post"), pytest.param("GET", PREFLIGHT, id="get")],
+)
+async def test_several_operations_and_no_operation_name_are_refused_and_run_nothing(
+    api: Api, sessionmaker: Sessionmaker, method: str, headers: dict[str, str]
+) -> None:
+    # GraphQL spec, "GetOperation": a request error requiring operationName (not the first
+    # operation, and over GET not a 405 for it).
+    body = {"query": SIGN_UP_AND_QUERY}
+    response = await api.raw(
+        method,
+        content=json.dumps(body) if method == "POST" else None,
+        params=body if method == "GET" else None,
+        headers={**headers, "Accept": GRAPHQL_RESPONSE},
+    )
+    assert (response.status_code, response.json()) == (400, bad_request(OPERATION_NAME_REQUIRED))
+    assert await user_count(sessionmaker) == 0
+
+
+async def test_the_named_operation_of_several_runs(api: Api, sessionmaker: Sessionmaker) -> None:
+    params = {"query": SIGN_UP_AND_QUERY, "operationName": "Q"}
+    response = await api.raw("GET", params=params, headers=PREFLIGHT)
+    assert (response.status_code, response.json()) == (200, TYPENAME)
+    assert await user_count(sessionmaker) == 0
+
+
 # ---- CSRF -------------------------------------------------------------------------------
 
 
@@ -147,6 +181,9 @@ async def test_a_get_without_a_preflight_header_is_refused(
     [
         pytest.param({"X-Requested-With": "XMLHttpRequest"}, id="x-requested-with"),
         pytest.param({"Apollo-Require-Preflight": "true"}, id="apollo-require-preflight"),
+        pytest.param({"X-Apollo-Operation-Name": "Q"}, id="x-apollo-operation-name"),
+        # A browser sends this only after a preflight, which CORS answers.
+        pytest.param({"Content-Type": "application/json"}, id="json-content-type"),
     ],
 )
 async def test_a_get_with_a_preflight_header_runs(api: Api, headers: dict[str, str]) -> None:
@@ -155,9 +192,48 @@ async def test_a_get_with_a_preflight_header_runs(api: Api, headers: dict[str, s
 
 
 async def test_an_empty_preflight_header_does_not_count(api: Api) -> None:
-    headers = {"X-Requested-With": " ", "Apollo-Require-Preflight": ""}
+    headers = {
+        "X-Requested-With": " ",
+        "Apollo-Require-Preflight": "",
+        "X-Apollo-Operation-Name": "",
+    }
     response = await api.raw("GET", params={"query": "{ __typename }"}, headers=headers)
     assert (response.status_code, response.json()) == (400, bad_request(CSRF_REFUSED))
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "multipart/form-data"],
+)
+async def test_a_get_with_a_content_type_a_browser_sends_cross_site_is_refused(
+    api: Api, content_type: str
+) -> None:
+    response = await api.raw(
+        "GET", params={"query": "{ __typename }"}, headers={"Content-Type": content_type}
+    )
+    assert (response.status_code, response.json()) == (400, bad_request(CSRF_REFUSED))
+
+
+async def test_apollo_clients_get_for_hashed_persisted_queries_runs(api: Api) -> None:
+    # What Apollo Client's HttpLink sends with the persisted-queries link's
+    # `useGETForHashedQueries`: its default headers and no preflight header; the query itself
+    # is registered over POST when the hash is unknown.
+    query = "query Q { __typename }"
+    extensions = {
+        "persistedQuery": {"version": 1, "sha256Hash": hashlib.sha256(query.encode()).hexdigest()}
+    }
+    apollo = {"accept": GRAPHQL_RESPONSE, "content-type": "application/json"}
+    params = {"operationName": "Q", "variables": "{}", "extensions": json.dumps(extensions)}
+    unknown = await api.raw("GET", params=params, headers=apollo)
+    body = {"operationName": "Q", "variables": {}, "extensions": extensions, "query": query}
+    registered = await api.raw("POST", content=json.dumps(body), headers=apollo)
+    hit = await api.raw("GET", params=params, headers=apollo)
+    assert (unknown.status_code, unknown.json()["errors"][0]["extensions"]) == (
+        400,
+        {"code": "PERSISTED_QUERY_NOT_FOUND"},
+    )
+    assert (registered.status_code, registered.json()) == (200, TYPENAME)
+    assert (hit.status_code, hit.json()) == (200, TYPENAME)
 
 
 @pytest.mark.parametrize(
@@ -198,7 +274,6 @@ async def test_graphiql_is_served_to_a_browser_without_a_preflight_header(
 # ---- media types and status codes -------------------------------------------------------
 
 VALIDATION_ERROR = {
-    "data": None,
     "errors": [
         {
             "message": "Cannot query field 'nope' on type 'Query'.",
@@ -208,7 +283,6 @@ VALIDATION_ERROR = {
     ],
 }
 PARSE_ERROR = {
-    "data": None,
     "errors": [
         {
             "message": "Syntax Error: Expected Name, found <EOF>.",
@@ -251,13 +325,125 @@ async def test_graphql_response_json_answers_400_when_the_operation_cannot_run(
     assert response.json() == result
 
 
+# ---- request errors: no `data` entry ----------------------------------------------------
+# GraphQL spec, "Response": when an error is raised before execution begins, `data` is absent.
+
+COUNT_USERS = "query Count($first: Int) { users(first: $first) { totalCount } }"
+NOT_AN_INT = {
+    "errors": [
+        {
+            "message": "Variable '$first' has invalid value: Int cannot represent non-integer "
+            "value: 'x'",
+            "locations": [{"line": 1, "column": 13}],
+            "extensions": {"code": "BAD_USER_INPUT"},
+        }
+    ]
+}
+BAD_TOKEN = {
+    "errors": [
+        {
+            "message": "Your session is invalid or has expired; log in again.",
+            "extensions": {"code": "UNAUTHENTICATED"},
+        }
+    ]
+}
+ACCEPT_SPEC = {"Accept": GRAPHQL_RESPONSE}
+
+
+def request_error(response: httpx.Response) -> dict[str, Any]:
+    """The body of a request error answered in graphql-response+json: 400, and no `data`."""
+    assert (response.status_code, response.headers["content-type"]) == (400, GRAPHQL_RESPONSE)
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@pytest.mark.parametrize(
+    ("query", "result"),
+    [
+        pytest.param("{ nope }", VALIDATION_ERROR, id="validation-error"),
+        pytest.param("{", PARSE_ERROR, id="parse-error"),
+    ],
+)
+async def test_a_request_error_over_get_has_no_data_entry(
+    api: Api, query: str, result: dict[str, Any]
+) -> None:
+    response = await api.raw("GET", params={"query": query}, headers={**ACCEPT_SPEC, **PREFLIGHT})
+    assert request_error(response) == result
+
+
+async def test_variables_that_do_not_coerce_are_a_request_error(api: Api) -> None:
+    response = await api.post(COUNT_USERS, {"first": "x"}, headers=ACCEPT_SPEC)
+    assert request_error(response) == NOT_AN_INT
+
+
+async def test_variables_that_do_not_coerce_are_a_request_error_after_the_fast_lane(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    # Answered once, the document is known: the next request is tried on the fast lane, which
+    # hands a failing one to Strawberry's way.
+    token = token_for(await make_user(sessionmaker, is_admin=True))
+    ran = await api.post(COUNT_USERS, {"first": 1}, token=token, headers=ACCEPT_SPEC)
+    refused = await api.post(COUNT_USERS, {"first": "x"}, token=token, headers=ACCEPT_SPEC)
+    assert (ran.status_code, ran.json()) == (200, {"data": {"users": {"totalCount": 1}}})
+    assert request_error(refused) == NOT_AN_INT
+
+
+async def test_a_bad_token_is_a_request_error(api: Api) -> None:
+    response = await api.post("{ me { id } }", token="garbage", headers=ACCEPT_SPEC)
+    assert request_error(response) == BAD_TOKEN
+
+
+async def test_a_persisted_query_refused_before_it_runs_has_no_data_entry(api: Api) -> None:
+    extensions = {
+        "persistedQuery": {
+            "version": 1,
+            "sha256Hash": hashlib.sha256(COUNT_USERS.encode()).hexdigest(),
+        }
+    }
+    unknown = await api.post(None, extensions=extensions, headers=ACCEPT_SPEC)
+    registered = await api.post(COUNT_USERS, {"first": 1}, extensions=extensions)
+    by_hash = await api.post(None, {"first": "x"}, extensions=extensions, headers=ACCEPT_SPEC)
+    over_get = await api.raw(
+        "GET",
+        params={"variables": '{"first": "x"}', "extensions": json.dumps(extensions)},
+        headers={**ACCEPT_SPEC, **JSON_HEADERS},
+    )
+    assert request_error(unknown) == {
+        "errors": [
+            {
+                "message": "PersistedQueryNotFound",
+                "extensions": {"code": "PERSISTED_QUERY_NOT_FOUND"},
+            }
+        ]
+    }
+    # It ran (and so was stored): a field error that nulls the whole answer keeps `"data": null`.
+    assert (registered.status_code, registered.json()) == (
+        200,
+        {
+            "data": None,
+            "errors": [
+                {
+                    "message": "You must be logged in.",
+                    "locations": [{"line": 1, "column": 28}],
+                    "path": ["users"],
+                    "extensions": {"code": "UNAUTHENTICATED"},
+                }
+            ],
+        },
+    )
+    assert request_error(by_hash) == NOT_AN_INT
+    assert request_error(over_get) == NOT_AN_INT
+
+
 async def test_a_limit_is_400_in_graphql_response_json(api: Api) -> None:
     response = await api.post(TOO_DEEP, headers={"Accept": GRAPHQL_RESPONSE})
-    assert response.status_code == 400
-    assert response.json()["errors"][0]["extensions"] == {
-        "code": "QUERY_TOO_COMPLEX",
-        "limit": 12,
-        "actual": 13,
+    assert request_error(response) == {
+        "errors": [
+            {
+                "message": "The query is 13 levels deep; the limit is 12.",
+                "extensions": {"code": "QUERY_TOO_COMPLEX", "limit": 12, "actual": 13},
+            }
+        ]
     }
 
 

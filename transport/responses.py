@@ -66,6 +66,13 @@ class Refusal(Exception):
         self.extensions = {"code": code, **extensions}
         self.headers = dict(headers or {})
 
+    @property
+    def outcome(self) -> str:
+        """What the request log and the metrics record: `http_STATUS`, or the code of a
+        request that is refused whatever its status (PERSISTED_QUERY_NOT_FOUND)."""
+        code: str = self.extensions["code"]
+        return code if self.status is None else f"http_{self.status}"
+
     def response(self, media_type: str) -> Response:
         status = self.status
         if status is None:

@@ -1,16 +1,23 @@
 """The GraphQL view with the transport rules of RULES.md around Strawberry's.
 
 Before anything runs (and before the viewer is looked up): the method (GET and POST; any other
-is 405) and CSRF (a GET, or a POST that is not `application/json`, needs a non-empty
-`X-Requested-With` or `Apollo-Require-Preflight` header; GraphiQL's page is exempt). Then
-Strawberry parses the request, persisted queries are resolved, the operation runs, and:
+is 405) and CSRF, Apollo Server's rule: a request a browser could send cross-site without a
+preflight (no `Content-Type`, or `text/plain`, `application/x-www-form-urlencoded` or
+`multipart/form-data`) needs a non-empty `X-Requested-With`, `Apollo-Require-Preflight` or
+`X-Apollo-Operation-Name` header (GraphiQL's page is exempt). Then Strawberry parses the request,
+persisted queries are resolved, the operation runs, and:
 
 - the answer is in `application/graphql-response+json` when the client prefers it, else JSON;
-- an operation that could not run (parse or validation error, a limit, an unknown persisted
-  query) is 400 in `application/graphql-response+json` and 200 in `application/json`; one that
-  ran is 200, even with field errors;
-- a malformed request (not JSON, no query, ...) is 400 and a mutation over GET 405, each with a
-  GraphQL error body and `extensions.code` BAD_REQUEST;
+- an operation that could not run (a request error: parse or validation error, a limit,
+  variables that do not coerce, a bad token, an unknown persisted query) is answered with
+  `errors` and no `data` entry (GraphQL spec, "Response": when an error is raised before
+  execution begins, `data` is not present), 400 in `application/graphql-response+json` and
+  200 in `application/json`; one that ran is 200, even with field errors;
+- a malformed request (not JSON, no query, an unknown `operationName`, several operations and
+  none named, ...) is 400 and a mutation over GET 405, each with a GraphQL error body and
+  `extensions.code` BAD_REQUEST;
+- every refusal leaves its outcome in `request.state.refused` (`http_STATUS`, or the code of
+  one that is not a fixed status, such as PERSISTED_QUERY_NOT_FOUND) for the request log;
 - anything unexpected (in the context, the database, this layer) is logged with the request id
   and answered 500 with INTERNAL_SERVER_ERROR and no detail.
 """
@@ -31,7 +38,7 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
 from strawberry.schema.base import BaseSchema
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
@@ -39,6 +46,7 @@ from strawberry.types.unset import UNSET
 
 from schema.context import Context, Services
 from schema.errors import INTERNAL
+from schema.operation import OPERATION_NAME_REQUIRED, OperationNameRequired
 from transport.body import BodyTooLarge
 from transport.fast import FastLane
 from transport.persisted import PersistedQueries, requested_hash
@@ -50,13 +58,19 @@ logger = logging.getLogger("chatql.http")
 METHOD_NOT_ALLOWED = "GraphQL is served over GET and POST."
 MUTATION_OVER_GET = "Mutations are sent with POST; GET runs queries only."
 CSRF_REFUSED = (
-    "A GET request, or a POST that is not application/json, needs a non-empty "
-    "X-Requested-With or Apollo-Require-Preflight header (CSRF protection)."
+    "A request with no Content-Type, or with text/plain, application/x-www-form-urlencoded or "
+    "multipart/form-data, needs a non-empty X-Requested-With, Apollo-Require-Preflight or "
+    "X-Apollo-Operation-Name header (CSRF protection)."
 )
 NOT_AN_OBJECT = "Expected a JSON object."
 BAD_OPERATION_NAME = "The operationName must be a string or null."
 NOT_JSON = "Unable to parse request body as JSON"
-PREFLIGHT_HEADERS = ("x-requested-with", "apollo-require-preflight")
+PREFLIGHT_HEADERS = ("x-requested-with", "apollo-require-preflight", "x-apollo-operation-name")
+# What a browser sends cross-site without a preflight (the Fetch standard's CORS-safelisted
+# request header `Content-Type`); a request with no Content-Type at all is one of these too.
+SIMPLE_CONTENT_TYPES = frozenset(
+    {"", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
+)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -125,16 +139,16 @@ class BaseGraphQLView(GraphQL[Context, None]):
             else:
                 response = await self.run(request, context=answer or UNSET)
         except Refusal as refusal:
-            return refusal.response(media_type)
+            return self.refuse(request, refusal, media_type)
         except HTTPException as exc:
-            return self.translate(request, exc).response(media_type)
+            return self.refuse(request, self.translate(request, exc), media_type)
         except BodyTooLarge:
             raise  # answered by the body limit
         except Exception:
             request_id = request_id_of(request)
             logger.exception("unexpected error answering a request (request %s)", request_id)
             internal = Refusal(500, INTERNAL, code="INTERNAL_SERVER_ERROR", requestId=request_id)
-            return internal.response(media_type)
+            return self.refuse(request, internal, media_type)
         ran: bool | None = getattr(request.state, "graphql_ran", None)
         if ran is not None and response.media_type == JSON:
             response.headers["content-type"] = media_type
@@ -149,13 +163,21 @@ class BaseGraphQLView(GraphQL[Context, None]):
         if self.should_render_graphql_ide(self.request_adapter_class(request)):
             return
         content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if request.method == "POST" and content_type == JSON:
-            return
+        if content_type not in SIMPLE_CONTENT_TYPES:
+            return  # a browser asks the server first (a preflight), and CORS decides
         if not any(request.headers.get(name, "").strip() for name in PREFLIGHT_HEADERS):
             raise Refusal(400, CSRF_REFUSED)
 
+    def refuse(self, request: Request, refusal: Refusal, media_type: str) -> Response:
+        request.state.refused = refusal.outcome
+        return refusal.response(media_type)
+
     def translate(self, request: Request, exc: HTTPException) -> Refusal:
         cause = exc.__cause__
+        if isinstance(cause, CannotGetOperationTypeError) and isinstance(
+            cause.__cause__, OperationNameRequired
+        ):
+            return Refusal(400, OPERATION_NAME_REQUIRED)
         if (
             isinstance(cause, InvalidOperationTypeError)
             and cause.operation_type is OperationType.MUTATION
@@ -198,8 +220,19 @@ class BaseGraphQLView(GraphQL[Context, None]):
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
         ran = not isinstance(result, PreExecutionError)
-        request.state.graphql_ran = ran
+        request.state.graphql_ran = ran and not is_request_error(result)
         persist: tuple[str, str] | None = getattr(request.state, "persist", None)
         if ran and persist is not None:
             await self.persisted_queries(request).add(*persist)
-        return await super().process_result(request, result)
+        answer = await super().process_result(request, result)
+        if not request.state.graphql_ran:
+            answer.pop("data", None)
+        return answer
+
+
+def is_request_error(result: ExecutionResult) -> bool:
+    """Whether the operation was stopped before execution began: no data, and no error at a
+    field (every field error has a `path`). Parse and validation errors, limits, variables that
+    do not coerce, a bad token. Such an answer has no `data` entry (GraphQL spec, "Response")."""
+    errors = result.errors or ()
+    return result.data is None and bool(errors) and all(error.path is None for error in errors)

@@ -10,7 +10,6 @@ from tests.helpers import Api, StatementCounter
 
 def refused(*paths: str) -> dict[str, object]:
     return {
-        "data": None,
         "errors": [
             {
                 "message": NUL_REFUSED,
