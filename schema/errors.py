@@ -26,6 +26,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from schema.config import config_of
+from schema.operation import OPERATION_NAME_REQUIRED, names_no_operation
 
 # Strawberry's exceptions for a request that names no operation it can run.
 UNRUNNABLE = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
@@ -151,7 +152,8 @@ def public_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
     if isinstance(original, UNRUNNABLE):
         # No operation to run (no document, an unknown operationName, a type the transport
         # does not carry): the client's request, answered as HTTP answers it.
-        return GraphQLError(error.message, extensions={"code": "BAD_REQUEST"})
+        message = OPERATION_NAME_REQUIRED if names_no_operation(original) else error.message
+        return GraphQLError(message, extensions={"code": "BAD_REQUEST"})
     # A variable that failed to coerce (an unreadable DateTime, say) keeps the scalar's
     # exception as its original error, but it is the client's input, not our fault.
     if original is None or (error.path is None and error.message.startswith("Variable '$")):
@@ -206,3 +208,15 @@ def without_suggestions(message: str) -> str:
     """graphql-core ends a message with its suggestions: drop them (they map the schema)."""
     head, found, _ = message.partition(" Did you mean ")
     return head if found else message
+
+
+def is_request_error(result: Any) -> bool:
+    """Whether the operation was stopped before execution began: no data, and no error at a
+    field (every field error has a `path`). Parse and validation errors, limits, variables that
+    do not coerce, a bad token. Such an answer has no `data` entry (GraphQL spec, "Response")."""
+    errors = getattr(result, "errors", None) or ()
+    return (
+        getattr(result, "data", None) is None
+        and bool(errors)
+        and all(error.path is None for error in errors)
+    )

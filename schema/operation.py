@@ -12,6 +12,7 @@ cannot be found, so Strawberry refuses it before validation, as it refuses an un
 from __future__ import annotations
 
 from graphql import OperationDefinitionNode
+from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
@@ -21,6 +22,14 @@ OPERATION_NAME_REQUIRED = "Must provide operation name if query contains multipl
 
 class OperationNameRequired(RuntimeError):
     """Strawberry turns it into `CannotGetOperationTypeError`, chained `from` this."""
+
+
+def names_no_operation(error: BaseException | None) -> bool:
+    """Whether Strawberry's error is the refusal of several operations with no name (every
+    transport answers it with `OPERATION_NAME_REQUIRED`)."""
+    return isinstance(error, CannotGetOperationTypeError) and isinstance(
+        error.__cause__, OperationNameRequired
+    )
 
 
 class OperationContext(ExecutionContext):

@@ -38,15 +38,15 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
 from strawberry.schema.base import BaseSchema
-from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET
 
 from schema.context import Context, Services
-from schema.errors import INTERNAL
-from schema.operation import OPERATION_NAME_REQUIRED, OperationNameRequired
+from schema.errors import INTERNAL, is_request_error
+from schema.operation import OPERATION_NAME_REQUIRED, names_no_operation
 from transport.body import BodyTooLarge
 from transport.fast import FastLane
 from transport.persisted import PersistedQueries, requested_hash
@@ -174,9 +174,7 @@ class BaseGraphQLView(GraphQL[Context, None]):
 
     def translate(self, request: Request, exc: HTTPException) -> Refusal:
         cause = exc.__cause__
-        if isinstance(cause, CannotGetOperationTypeError) and isinstance(
-            cause.__cause__, OperationNameRequired
-        ):
+        if names_no_operation(cause):
             return Refusal(400, OPERATION_NAME_REQUIRED)
         if (
             isinstance(cause, InvalidOperationTypeError)
@@ -228,11 +226,3 @@ class BaseGraphQLView(GraphQL[Context, None]):
         if not request.state.graphql_ran:
             answer.pop("data", None)
         return answer
-
-
-def is_request_error(result: ExecutionResult) -> bool:
-    """Whether the operation was stopped before execution began: no data, and no error at a
-    field (every field error has a `path`). Parse and validation errors, limits, variables that
-    do not coerce, a bad token. Such an answer has no `data` entry (GraphQL spec, "Response")."""
-    errors = result.errors or ()
-    return result.data is None and bool(errors) and all(error.path is None for error in errors)

@@ -30,7 +30,7 @@ import json
 import logging
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, suppress
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import orjson
 from starlette.websockets import WebSocketDisconnect
@@ -54,7 +54,7 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
 from schema.context import Context
-from schema.errors import BAD_TOKEN, TooManyOperations
+from schema.errors import BAD_TOKEN, TooManyOperations, is_request_error
 
 logger = logging.getLogger("chatql.ws")
 
@@ -68,6 +68,14 @@ def close_reason(reason: str) -> str:
     """`reason` cut to what a close frame can carry (123 bytes of valid UTF-8)."""
     encoded = reason.encode("utf-8", "replace")[:MAX_CLOSE_REASON]
     return encoded.decode("utf-8", "ignore")
+
+
+def request_error(result: object) -> TypeGuard[ExecutionResult]:
+    """Whether a stream's first result stopped the operation before it ran: it is sent as one
+    `error` message, with no `data` (HTTP answers such a result without a `data` entry)."""
+    return isinstance(result, PreExecutionError) or (
+        isinstance(result, ExecutionResult) and is_request_error(result)
+    )
 
 
 class TextWebSocketAdapter(ASGIWebSocketAdapter):
@@ -157,9 +165,8 @@ class TransportWSProtocol(BaseGraphQLTransportWSHandler[Context, None]):
                 async with aclosing(stream):
                     first = True
                     async for result in stream:
-                        if first and isinstance(result, PreExecutionError):
-                            assert result.errors
-                            await operation.send_initial_errors(result.errors)
+                        if first and request_error(result):
+                            await operation.send_initial_errors(result.errors or [])
                             return
                         first = False
                         if not isinstance(result, ExecutionResult):
@@ -253,13 +260,12 @@ class LegacyWSProtocol(BaseGraphQLWSHandler[Context, None]):
                 self.subscriptions[operation_id] = stream
                 first = True
                 async for result in stream:
-                    if first and isinstance(result, PreExecutionError):
-                        assert result.errors
+                    if first and request_error(result):
                         await self.websocket.send_json(
                             {
                                 "type": "error",
                                 "id": operation_id,
-                                "payload": [error.formatted for error in result.errors],
+                                "payload": [error.formatted for error in result.errors or ()],
                             }
                         )
                         return

@@ -73,7 +73,6 @@ async def test_an_account_closed_after_connecting_can_no_longer_write_over_its_s
         ):
             result = await socket.execute(str(number), query, variables)
             assert result == {
-                "data": None,
                 "errors": [
                     {"message": BAD_TOKEN, "extensions": {"code": "UNAUTHENTICATED"}},
                 ],
