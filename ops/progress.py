@@ -32,7 +32,10 @@ class _RateColumn(ProgressColumn):
     """Rows per second: while writing, over the last seconds; once done, over the whole."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
+        if task.finished and task.finished_time:
+            speed: float | None = task.completed / task.finished_time
+        else:
+            speed = task.speed
         return Text(f"{speed:,.0f} rows/s" if speed else "", style="progress.data.speed")
 
 
