@@ -442,6 +442,19 @@ def _reason(exc: BaseException) -> str:
     return text[0] if text else type(cause).__name__
 
 
+def keep_secret_key(settings: Settings) -> None:
+    """The signing key, made and kept now if need be: a folder it cannot be kept in is a
+    `CommandError` (the commands that sign or hash need it; `migrate` does not)."""
+    try:
+        settings.resolved_secret_key()
+    except OSError as exc:
+        cause = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+        raise CommandError(
+            f"cannot keep a secret key in {DATA_DIR / 'secret_key'} ({cause}): "
+            "set CHATQL_SECRET_KEY, or run where that folder can be written"
+        ) from exc
+
+
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
     asyncio.run(_migrate(settings))
     print("database is at the newest revision")
@@ -481,8 +494,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.workers > 1 and args.reload:
         print(RELOAD_ONE_PROCESS, file=sys.stderr)
         return 2
+    keep_secret_key(settings)  # once, before any worker starts
     asyncio.run(_migrate(settings))
-    settings.resolved_secret_key()  # once, before any worker starts
     print(f"chatql: GraphiQL at http://{args.host}:{args.port}/graphql", file=sys.stderr)
     # uvicorn calls `http` with (config, server_state, app_state) for each connection; a
     # partial (unlike a class made here) also pickles into spawned workers.
@@ -566,6 +579,7 @@ def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
         # The names first: a typo in them is not worth typing a password twice.
         raise_for({"username": username_problem(args.username), "email": email_problem(args.email)})
         password = admin_password(settings)
+        keep_secret_key(settings)
         asyncio.run(_create_admin(settings, args.username, args.email, password))
     except BadUserInput as exc:
         raise CommandError(str(exc), status=2) from exc
@@ -618,6 +632,7 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     negative = [f"{option} must not be negative" for option, size in sizes.items() if size < 0]
     if negative:
         raise CommandError("; ".join(negative), status=2)
+    keep_secret_key(settings)
     progress = RowProgress(sys.stderr)
     try:
         counts = asyncio.run(_seed(settings, args, progress))

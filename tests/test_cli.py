@@ -247,6 +247,28 @@ def test_bad_settings_are_named_one_line_each(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [["serve"], ["seed"], ["create-admin", "root", "root@example.com"]],
+    ids=lambda arguments: arguments[0],
+)
+def test_a_secret_key_that_cannot_be_kept_is_one_line(arguments: list[str], tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file where the data folder should be")
+    finished = run_command(
+        arguments,
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/db.sqlite",
+        cwd=tmp_path,
+        CHATQL_SECRET_KEY="",
+        CHATQL_ADMIN_PASSWORD="s3cret-pw",
+    )
+    assert (finished.returncode, finished.stdout, finished.stderr) == (
+        1,
+        "",
+        "error: cannot keep a secret key in data/secret_key (File exists: data): "
+        "set CHATQL_SECRET_KEY, or run where that folder can be written\n",
+    )
+
+
 def unreachable_url() -> tuple[str, str]:
     """A PostgreSQL URL on a port nobody listens on, and the line that refuses it."""
     port = free_port()
