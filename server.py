@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     # auto: JSON lines unless stdout is a terminal.
     log_format: Literal["auto", "json", "text"] = "auto"
     ready_timeout: float = 2.0
-    # Read by `create-admin` alone; it prompts when unset.
+    # Read by `create-admin` alone; unset, it asks twice at a terminal (and refuses elsewhere).
     admin_password: str | None = None
 
     def log_config(self, *, stderr: bool = False) -> dict[str, Any]:
