@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import functools
 import gc
 import getpass
 import json
@@ -20,14 +21,15 @@ import secrets
 import shutil
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -39,13 +41,13 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UnsetType
 
 import explorer
-from db.engine import is_sqlite, make_engine, make_reader, make_sessionmaker
+from db.engine import is_sqlite, make_engine, make_reader, make_sessionmaker, ping
 from db.migrate import upgrade_to_head
 from db.reads import DriverReads, make_reads
 from ops import health
 from ops.instrument import OperationRecorder, answered_query, instrument_engine
 from ops.logs import log_config
-from ops.metrics import exposition
+from ops.metrics import metrics_endpoint
 from ops.middleware import RequestLog, operation_record
 from ops.record import RequestRecord, current_request_id
 from realtime.broker import make_broker
@@ -57,13 +59,17 @@ from schema.config import Config
 from schema.context import Context, Services, build_context
 from transport.body import BodyLimit
 from transport.fast import FastLane
+from transport.http_protocol import HeaderTimeoutProtocol
 from transport.view import PREFLIGHT_HEADERS, BaseGraphQLView
 from transport.websockets import LegacyWSProtocol, TransportWSProtocol
 
 if TYPE_CHECKING:
     from db.seed import SeedCounts
+    from ops.progress import RowProgress
 
 logger = logging.getLogger("chatql")
+DATABASE_DRIVERS = {"sqlite+aiosqlite", "postgresql+asyncpg"}
+DATABASE_URL_FORMS = "use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER:PASSWORD@HOST/NAME"
 WS_AUTHENTICATED = "ws_authenticated"
 WS_AUTHORIZATION = "ws_authorization"
 DATA_DIR = Path("data")
@@ -135,7 +141,7 @@ class Settings(BaseSettings):
     # auto: JSON lines unless stdout is a terminal.
     log_format: Literal["auto", "json", "text"] = "auto"
     ready_timeout: float = 2.0
-    # Read by `create-admin` alone; it prompts when unset.
+    # Read by `create-admin` alone; unset, it asks twice at a terminal (and refuses elsewhere).
     admin_password: str | None = None
 
     def log_config(self, *, stderr: bool = False) -> dict[str, Any]:
@@ -148,6 +154,25 @@ class Settings(BaseSettings):
     query_plan: bool = True
     document_cache: int = 256
     gc_threshold: int = 700
+
+    # Resource bounds and operators' access (issue 11).
+    # Seconds a client has to send a whole request head (transport/http_protocol.py).
+    header_timeout: float = Field(default=10.0, gt=0)
+    # Open connections and WebSockets per process above which requests are answered 503.
+    max_connections: int | None = Field(default=None, ge=1)
+    # When set, /metrics answers only `Authorization: Bearer <token>`.
+    metrics_token: str | None = Field(default=None, min_length=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        try:
+            driver = make_url(value).drivername
+        except ArgumentError:
+            raise ValueError(f"not a database URL; {DATABASE_URL_FORMS}") from None
+        if driver not in DATABASE_DRIVERS:
+            raise ValueError(f"{driver!r} is not supported; {DATABASE_URL_FORMS}")
+        return value
 
     def resolved_secret_key(self) -> str:
         """The configured key, else one generated once and kept in the data folder."""
@@ -344,19 +369,18 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             else None
         ),
     )
-    multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-
-    async def metrics(_: Request) -> Response:
-        body, media_type = exposition(multiprocess_dir)
-        return Response(body, media_type=media_type)
-
     routes = [
         # Every method reaches the view, which answers 405 in GraphQL's error format.
         Route("/graphql", graphql),
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz(settings.ready_timeout)),
-        Route("/metrics", metrics),
+        Route(
+            "/metrics",
+            metrics_endpoint(
+                os.environ.get("PROMETHEUS_MULTIPROC_DIR"), token=settings.metrics_token
+            ),
+        ),
         *explorer.routes(),
     ]
     # The request log stays outermost, so refusals at the edge are logged too.
@@ -388,12 +412,47 @@ def serving_app() -> Starlette:
 # ---- command line -----------------------------------------------------------------------
 
 
+class CommandError(Exception):
+    """What a command could not do, in one line: `main` prints it and exits with `status`
+    (2 for bad input or settings, 1 for anything else), without a traceback."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 async def _migrate(settings: Settings) -> None:
+    """Connect, then migrate; a database that cannot be reached is a `CommandError`."""
     engine = make_engine(settings.database_url)
     try:
+        try:
+            await ping(engine)
+        except Exception as exc:  # any driver, network or file failure: say which, in a line
+            shown = make_url(settings.database_url).render_as_string(hide_password=True)
+            raise CommandError(f"cannot reach the database {shown}: {_reason(exc)}") from exc
         await upgrade_to_head(engine)
     finally:
         await engine.dispose()
+
+
+def _reason(exc: BaseException) -> str:
+    """A driver's own message, first line only (SQLAlchemy's wrapper adds SQL and a link)."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip().splitlines()
+    return text[0] if text else type(cause).__name__
+
+
+def keep_secret_key(settings: Settings) -> None:
+    """The signing key, made and kept now if need be: a folder it cannot be kept in is a
+    `CommandError` (the commands that sign or hash need it; `migrate` does not)."""
+    try:
+        settings.resolved_secret_key()
+    except OSError as exc:
+        cause = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+        raise CommandError(
+            f"cannot keep a secret key in {DATA_DIR / 'secret_key'} ({cause}): "
+            "set CHATQL_SECRET_KEY, or run where that folder can be written"
+        ) from exc
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
@@ -435,9 +494,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.workers > 1 and args.reload:
         print(RELOAD_ONE_PROCESS, file=sys.stderr)
         return 2
+    keep_secret_key(settings)  # once, before any worker starts
     asyncio.run(_migrate(settings))
-    settings.resolved_secret_key()  # once, before any worker starts
     print(f"chatql: GraphiQL at http://{args.host}:{args.port}/graphql", file=sys.stderr)
+    # uvicorn calls `http` with (config, server_state, app_state) for each connection; a
+    # partial (unlike a class made here) also pickles into spawned workers.
+    protocol = functools.partial(HeaderTimeoutProtocol, header_timeout=settings.header_timeout)
     with metrics_directory(args.workers):
         uvicorn.run(
             "server:serving_app",
@@ -446,6 +508,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             reload=args.reload,
+            http=protocol,  # type: ignore[arg-type]
+            limit_concurrency=settings.max_connections,
             log_config=settings.log_config(),
             log_level=settings.log_level.lower(),
             access_log=False,
@@ -462,17 +526,33 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+NO_ADMIN_PASSWORD = (
+    "no password: set CHATQL_ADMIN_PASSWORD, or run create-admin at a terminal to be asked"
+)
+PASSWORDS_DIFFER = "the two passwords differ"
+
+
+def admin_password(settings: Settings) -> str:
+    """`CHATQL_ADMIN_PASSWORD`, else asked for twice at the terminal (without echo)."""
+    if settings.admin_password:
+        return settings.admin_password
+    if not sys.stdin.isatty():
+        raise CommandError(NO_ADMIN_PASSWORD, status=2)
+    try:
+        password = getpass.getpass("Password: ")
+        again = getpass.getpass("Password again: ")
+    except EOFError:
+        raise CommandError(NO_ADMIN_PASSWORD, status=2) from None
+    if password != again:
+        raise CommandError(PASSWORDS_DIFFER, status=2)
+    return password
+
+
 async def _create_admin(settings: Settings, username: str, email: str, password: str) -> None:
     from db import users as user_data
-    from schema.validation import email_problem, password_problem, raise_for, username_problem
+    from schema.validation import password_problem, raise_for
 
-    raise_for(
-        {
-            "username": username_problem(username),
-            "email": email_problem(email),
-            "password": password_problem(password),
-        }
-    )
+    raise_for({"password": password_problem(password)})
     await _migrate(settings)
     passwords = Passwords.from_config(settings.schema_config())
     engine = make_engine(settings.database_url)
@@ -493,21 +573,23 @@ async def _create_admin(settings: Settings, username: str, email: str, password:
 def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
     from db.errors import Conflict
     from schema.errors import BadUserInput
+    from schema.validation import email_problem, raise_for, username_problem
 
-    password = settings.admin_password or getpass.getpass("Password: ")
     try:
+        # The names first: a typo in them is not worth typing a password twice.
+        raise_for({"username": username_problem(args.username), "email": email_problem(args.email)})
+        password = admin_password(settings)
+        keep_secret_key(settings)
         asyncio.run(_create_admin(settings, args.username, args.email, password))
     except BadUserInput as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc), status=2) from exc
     except Conflict as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise CommandError(str(exc)) from exc
     print(f"admin {args.username} created")
     return 0
 
 
-async def _seed(settings: Settings, args: argparse.Namespace) -> SeedCounts:
+async def _seed(settings: Settings, args: argparse.Namespace, progress: RowProgress) -> SeedCounts:
     from db.seed import SeedPlan, seed
 
     await _migrate(settings)
@@ -520,67 +602,48 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> SeedCounts:
     )
     passwords = Passwords.from_config(settings.schema_config())
     engine = make_engine(settings.database_url)
-    bar = ProgressBar(sys.stderr)
     try:
         return await seed(
             engine,
             plan=plan,
             hashed_password=await passwords.hash(args.password),
             reset=args.reset,
-            progress=bar.update,
+            progress=progress.update,
         )
     finally:
-        bar.close()
+        progress.close()
         await engine.dispose()
-
-
-class ProgressBar:
-    """One line that redraws itself: the table being written, a bar, and rows per second."""
-
-    def __init__(self, stream: Any, width: int = 30) -> None:
-        self._stream = stream
-        self._width = width
-        self._started = time.perf_counter()
-        self._table = ""
-        self._drawn = False
-
-    def update(self, table: str, done: int, total: int) -> None:
-        if table != self._table:
-            if self._drawn:
-                self._stream.write("\n")
-            self._table, self._started = table, time.perf_counter()
-        share = done / total if total else 1.0
-        filled = int(share * self._width)
-        rate = done / max(time.perf_counter() - self._started, 1e-9)
-        line = f"{table:<13} [{'#' * filled}{'.' * (self._width - filled)}] {done:>10,}/{total:,}"
-        self._stream.write(f"\r{line}  {rate:,.0f} rows/s ")
-        self._stream.flush()
-        self._drawn = True
-
-    def close(self) -> None:
-        if self._drawn:
-            self._stream.write("\n")
 
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     from db.seed import NotEmpty
+    from ops.progress import RowProgress
     from schema.validation import password_problem
 
     problem = password_problem(args.password)
     if problem:
-        print(f"error: --password {problem}", file=sys.stderr)
-        return 2
-    started = time.perf_counter()
+        raise CommandError(f"--password {problem}", status=2)
+    sizes = {
+        "--users": args.users,
+        "--conversations-per-user": args.conversations_per_user,
+        "--messages-per-conversation": args.messages_per_conversation,
+        "--mean-length": args.mean_length,
+    }
+    negative = [f"{option} must not be negative" for option, size in sizes.items() if size < 0]
+    if negative:
+        raise CommandError("; ".join(negative), status=2)
+    keep_secret_key(settings)
+    progress = RowProgress(sys.stderr)
     try:
-        counts = asyncio.run(_seed(settings, args))
+        counts = asyncio.run(_seed(settings, args, progress))
     except NotEmpty as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    elapsed = time.perf_counter() - started
+        raise CommandError(str(exc)) from exc
+    seconds = progress.writing_seconds
     rows = counts.users + counts.conversations + counts.messages
+    rate = f"{rows / seconds:,.0f}" if seconds else "-"
     print(
         f"seeded {counts.users:,} users, {counts.conversations:,} conversations and "
-        f"{counts.messages:,} messages in {elapsed:.1f} s ({rows / elapsed:,.0f} rows/s); "
+        f"{counts.messages:,} messages in {seconds:.2f} s ({rate} rows/s); "
         f"log in as user1..user{counts.users} with password {args.password!r} (user1 is an admin)"
     )
     return 0
@@ -612,6 +675,13 @@ def _command(commands: Any, name: str, summary: str, details: str) -> argparse.A
     return command
 
 
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
+    return port
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="python server.py",
@@ -630,7 +700,7 @@ def parser() -> argparse.ArgumentParser:
         "object a line unless stdout is a terminal (CHATQL_LOG_FORMAT).",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    serve.add_argument("--port", type=_port, default=8000, help="port to bind (default 8000)")
     serve.add_argument(
         "--workers",
         type=int,
@@ -657,8 +727,9 @@ def parser() -> argparse.ArgumentParser:
         commands,
         "create-admin",
         "create an admin account",
-        "The password comes from CHATQL_ADMIN_PASSWORD, else a prompt. "
-        "Exits 2 on invalid input and 1 when the username or email is taken.",
+        "The password comes from CHATQL_ADMIN_PASSWORD, else is asked for twice at a "
+        "terminal. Exits 2 on invalid input or no password, and 1 when the username or email "
+        "is taken.",
     )
     admin.add_argument("username", help="3-50 letters, digits, '_', '.', '-'")
     admin.add_argument("email", help="the account's email address")
@@ -711,10 +782,30 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0] not in COMMANDS and argv[0] not in {"-h", "--help"}):
         argv.insert(0, "serve")
     args = parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            print(f"error: {_setting_problem(error)}", file=sys.stderr)
+        return 2
     logging.config.dictConfig(settings.log_config(stderr=args.command != "serve"))
     handler: Any = args.handler
-    return int(handler(settings, args))
+    try:
+        return int(handler(settings, args))
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _setting_problem(error: Any) -> str:
+    """One line naming the variable a setting came from and what is wrong with it."""
+    name = str(error["loc"][0]) if error["loc"] else "?"
+    variable = f"CHATQL_{name.upper()}" if name in Settings.model_fields else name
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{variable}: {message}"
 
 
 if __name__ == "__main__":

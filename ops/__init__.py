@@ -1,4 +1,5 @@
-"""What an operator sees: request records, metrics, structured logs, health checks.
+"""What an operator sees: request records, metrics, structured logs, health checks, and the
+progress of a long write (`seed`).
 
 `server.py` wires it in; `ops` imports nothing of ours but `db.engine`. Open subscriptions
 are counted by the schema extension `ops.instrument.OperationRecorder`, for every transport,

@@ -4,11 +4,17 @@ merges every process's files.
 
 Operation names come from clients, so at most `MAX_OPERATION_NAMES` distinct ones become
 labels per process; the rest count as `other`.
+
+`/metrics` answers anyone unless `CHATQL_METRICS_TOKEN` is set; then only a request with
+`Authorization: Bearer <token>` (what Prometheus sends for a scrape job's `authorization`
+setting), and any other 401 with `WWW-Authenticate: Bearer`.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,6 +27,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 
 from ops.record import RequestRecord
 
@@ -88,3 +96,30 @@ def exposition(multiprocess_dir: str | None) -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+UNAUTHORIZED = "unauthorized"
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="metrics"'}
+
+
+def metrics_endpoint(
+    multiprocess_dir: str | None, *, token: str | None
+) -> Callable[[Request], Awaitable[Response]]:
+    """`GET /metrics`: the exposition, to anyone, or with a `token` only to its bearer (the
+    token compared in constant time, so its answer times tell nothing of it)."""
+    expected = token.encode() if token else None
+
+    async def endpoint(request: Request) -> Response:
+        if expected is not None and not _bears(request.headers.get("authorization"), expected):
+            return PlainTextResponse(UNAUTHORIZED, status_code=401, headers=CHALLENGE)
+        body, media_type = exposition(multiprocess_dir)
+        return Response(body, media_type=media_type)
+
+    return endpoint
+
+
+def _bears(authorization: str | None, expected: bytes) -> bool:
+    scheme, _, credentials = (authorization or "").partition(" ")
+    # Header values arrive decoded as Latin-1: encoding them back gives the bytes sent.
+    given = credentials.strip().encode("latin-1")
+    return scheme.lower() == "bearer" and secrets.compare_digest(given, expected)

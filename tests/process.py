@@ -40,8 +40,8 @@ def server_environment(database_url: str, **extra: str) -> dict[str, str]:
         CHATQL_ARGON2_TIME_COST="1",
         CHATQL_ARGON2_MEMORY_COST="1024",
         CHATQL_ARGON2_PARALLELISM="1",
-        **extra,
     )
+    environment.update(extra)
     return environment
 
 
@@ -52,6 +52,7 @@ def run_command(
         [sys.executable, str(SERVER), *arguments],
         cwd=cwd,
         env=server_environment(database_url, **extra),
+        stdin=subprocess.DEVNULL,  # never a terminal, whoever runs the tests
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -25,6 +25,7 @@ from ops.logs import JsonFormatter, TextFormatter
 from ops.record import RequestRecord
 from schema.context import Context
 from server import Settings, create_app
+from tests.conftest import ApiFactory
 from tests.factories import TEST_SECRET, Sessionmaker, make_user, token_for
 from tests.helpers import Api, StatementCounter
 from tests.process import free_port
@@ -312,6 +313,40 @@ async def test_metrics_endpoint_exposes_every_metric_in_the_text_format(api: Api
         ("chatql_subscriptions_open", "gauge"),
         ("chatql_db_pool_connections_in_use", "gauge"),
     }
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        pytest.param(None, id="none"),
+        pytest.param(b"Bearer wrong", id="wrong-token"),
+        pytest.param(b"Bearer scrape-m", id="a-prefix-of-the-token"),
+        pytest.param(b"Bearer scrape-me-too", id="the-token-and-more"),
+        pytest.param(b"Basic c2NyYXBlLW1l", id="another-scheme"),
+        pytest.param(b"scrape-me", id="no-scheme"),
+        pytest.param("Bearer scrapé-me".encode(), id="not-ascii"),
+    ],
+)
+async def test_metrics_with_a_token_refuse_anyone_without_it(
+    other_app: ApiFactory, authorization: bytes | None
+) -> None:
+    headers = {b"Authorization": authorization} if authorization is not None else {}
+    async with other_app(metrics_token="scrape-me") as api:
+        response = await api.client.get("/metrics", headers=headers)
+    assert (response.status_code, response.text) == (401, metrics.UNAUTHORIZED)
+    assert response.headers["www-authenticate"] == 'Bearer realm="metrics"'
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer"])
+async def test_metrics_with_a_token_answer_its_bearer(other_app: ApiFactory, scheme: str) -> None:
+    async with other_app(metrics_token="scrape-me") as api:
+        await api.post(ME)
+        response = await api.client.get(
+            "/metrics", headers={"Authorization": f"{scheme} scrape-me"}
+        )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "# TYPE chatql_graphql_requests_total counter" in response.text
 
 
 def test_operation_names_become_labels_up_to_a_limit(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ import pytest
 
 import server
 from tests.process import Served, run_command, serve
+from tests.ws import TRANSPORT_WS, process_socket
 
 SIGN_UP = "mutation SignUp($input: SignUpInput!) { signUp(input: $input) { token } }"
 LOG_IN = "mutation LogIn($input: LogInInput!) { logIn(input: $input) { token } }"
@@ -197,3 +201,120 @@ def test_migrate_brings_a_new_database_to_the_newest_revision(tmp_path: Path) ->
     upgrades = [json.loads(line)["message"] for line in finished.stderr.splitlines()]
     assert (finished.returncode, finished.stdout) == (0, "database is at the newest revision\n")
     assert [message for message in upgrades if message.startswith("Running upgrade  -> 0001")]
+
+
+# ---- the connection: request-head timeout and connection cap -------------------------------
+
+HEAD_TIMEOUT = 1.0
+SLACK = 2.5  # for a loaded machine: the timer fires on time, the loop may not
+
+
+@pytest.fixture(scope="module")
+def impatient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A server process that gives a request head `HEAD_TIMEOUT` seconds."""
+    folder = tmp_path_factory.mktemp("impatient")
+    with serve(
+        f"sqlite+aiosqlite:///{folder}/db.sqlite", folder, CHATQL_HEADER_TIMEOUT=str(HEAD_TIMEOUT)
+    ) as served:
+        yield served
+
+
+def address(served: Served) -> tuple[str, int]:
+    host, _, port = served.url.removeprefix("http://").partition(":")
+    return host, int(port)
+
+
+async def seconds_until_closed(served: Served, head: bytes, lines: list[bytes] | None) -> float:
+    """Connect, send `head`, then one of `lines` every quarter second (`None`: nothing more);
+    the seconds until the server closes the connection (at most 10)."""
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection(*address(served))
+    try:
+        writer.write(head)
+        for line in itertools.cycle(lines or [b""]):
+            try:
+                if await asyncio.wait_for(reader.read(1024), 0.25) == b"":
+                    break
+            except TimeoutError:
+                writer.write(line)
+            except ConnectionError:
+                break
+            if time.monotonic() - started > 10:
+                break
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return time.monotonic() - started
+
+
+async def test_connections_slow_to_send_a_request_head_are_closed(impatient: Served) -> None:
+    dribbled = [
+        seconds_until_closed(
+            impatient,
+            b"GET /healthz HTTP/1.1\r\nHost: chatql\r\n",
+            [f"X-Slow-{i}: {'a' * i}\r\n".encode() for i in range(50)],
+        )
+        for _ in range(200)
+    ]
+    silent = [seconds_until_closed(impatient, b"", None) for _ in range(20)]
+    half_a_line = [seconds_until_closed(impatient, b"GET /heal", None) for _ in range(20)]
+    waiting = asyncio.gather(*dribbled, *silent, *half_a_line)
+    await asyncio.sleep(0.2)
+    # Meanwhile, a client that sends its request at once is answered.
+    async with httpx.AsyncClient() as client:
+        answered = await client.get(f"{impatient.url}/healthz")
+    seconds = await waiting
+
+    assert answered.status_code == 200
+    assert len(seconds) == 240
+    assert HEAD_TIMEOUT - 0.1 <= min(seconds) and max(seconds) <= HEAD_TIMEOUT + SLACK
+
+
+async def test_a_slow_body_and_a_kept_alive_connection_are_not_cut(impatient: Served) -> None:
+    body = json.dumps({"query": "{ __typename }"}).encode()
+    reader, writer = await asyncio.open_connection(*address(impatient))
+    try:
+        for _ in range(2):  # the second request on the same connection, after a pause
+            writer.write(
+                b"POST /graphql HTTP/1.1\r\nHost: chatql\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            )
+            for chunk in [body[:5], body[5:10], body[10:]]:
+                await asyncio.sleep(HEAD_TIMEOUT * 0.6)
+                writer.write(chunk)
+            status = await asyncio.wait_for(reader.readline(), 10)
+            headers = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            length = int(re.search(rb"content-length: (\d+)", headers, re.I).group(1))  # type: ignore[union-attr]
+            answer = await asyncio.wait_for(reader.readexactly(length), 10)
+            assert (status, json.loads(answer)) == (
+                b"HTTP/1.1 200 OK\r\n",
+                {"data": {"__typename": "Query"}},
+            )
+            await asyncio.sleep(HEAD_TIMEOUT * 1.5)  # idle, within the keep-alive timeout (5 s)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_websocket_outlives_the_head_timeout(impatient: Served) -> None:
+    async with process_socket(impatient.url, TRANSPORT_WS) as socket:
+        await asyncio.sleep(HEAD_TIMEOUT + 1)
+        ack = await socket.init()
+    assert ack.kind == "connection_ack"
+
+
+async def test_requests_past_the_connection_cap_are_answered_503(tmp_path: Path) -> None:
+    with serve(
+        f"sqlite+aiosqlite:///{tmp_path}/db.sqlite", tmp_path, CHATQL_MAX_CONNECTIONS="3"
+    ) as served:
+        held = [await asyncio.open_connection(*address(served)) for _ in range(3)]
+        async with httpx.AsyncClient() as client:
+            refused = await client.get(f"{served.url}/healthz")
+            for _, writer in held:
+                writer.close()
+                await writer.wait_closed()
+            await asyncio.sleep(0.5)
+            answered = await client.get(f"{served.url}/healthz", headers={"Connection": "close"})
+    assert (refused.status_code, refused.text) == (503, "Service Unavailable")
+    assert (answered.status_code, answered.text) == (200, "ok")

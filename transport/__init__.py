@@ -2,5 +2,6 @@
 
 `view` (the GraphQL view: CSRF, persisted queries, status codes, media types, masking),
 `body` (the request body limit), `persisted` (the persisted query store), `responses` (error
-bodies and media types). Like `server.py`, it reads request headers; the schema never does.
+bodies and media types), `http_protocol` (uvicorn's HTTP protocol with a request-head
+timeout). Like `server.py`, it reads request headers; the schema never does.
 """

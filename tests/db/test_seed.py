@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,10 @@ def test_seeding_writes_the_requested_numbers_of_rows(
     assert mean > 20
     out = capsys.readouterr()
     assert "seeded 3 users, 6 conversations and 24 messages" in out.out
-    assert "rows/s" in out.err
+    assert "rows/s" in out.out
+    # stderr is not a terminal: no bar, a log line for each table written.
+    progress = [json.loads(line) for line in out.err.splitlines() if "chatql.progress" in line]
+    assert [(line["table"], line["rows"]) for line in progress] == [("users", 3), ("messages", 24)]
 
 
 def test_seeding_a_database_with_users_is_refused_unless_reset(
