@@ -61,7 +61,8 @@ class AccountMutations:
             raise Conflict(exc.field) from exc
         info.context.loaders.user_by_id.put(row.id, row)
         return AuthPayload(
-            token=issue_token(services.config, row.id), user=User.from_row(row, as_self=True)
+            token=issue_token(services.config, row.id, row.account_key),
+            user=User.from_row(row, as_self=True),
         )
 
     @strawberry.mutation(description="Exchange a username or email and a password for a token.")
@@ -82,7 +83,8 @@ class AccountMutations:
             raise Unauthenticated(WRONG_CREDENTIALS)
         await end_login_attempt(services, attempt)
         return AuthPayload(
-            token=issue_token(services.config, row.id), user=User.from_row(row, as_self=True)
+            token=issue_token(services.config, row.id, row.account_key),
+            user=User.from_row(row, as_self=True),
         )
 
     @strawberry.mutation(description="Self or admin; only an admin may set isActive.")

@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from db import login_failures
 from db.engine import read_session, write_transaction
+from db.folding import fold
 from db.models import utcnow
 from schema.context import Services
 from schema.errors import RateLimited
@@ -39,7 +40,9 @@ async def begin_login_attempt(
     config = services.config
     window = timedelta(seconds=config.login_failure_window)
     now = utcnow()
-    name, address = login.lower(), _address(client_address)
+    # Keyed as logins are matched (caselessly), so every spelling of a name shares its limit;
+    # the column holds 100 characters.
+    name, address = fold(login)[:100], _address(client_address)
     async with write_transaction(services.sessionmaker) as session:
         await login_failures.prune_login_failures(session, before=now - window)
         failure_id = await login_failures.record_login_failure(
