@@ -50,7 +50,7 @@ class Passwords:
             return False
 
 
-class Bearer(NamedTuple):
+class TokenSubject(NamedTuple):
     """Whom a verified token was issued to: the account's id and its `account_key`.
 
     The key tells the account apart from any later one given the same id (a database restored,
@@ -68,7 +68,7 @@ def issue_token(config: Config, user_id: int, account_key: str) -> str:
     return jwt.encode(claims, config.secret_key, algorithm=ALGORITHM)
 
 
-def read_token(config: Config, token: str, *, now: float | None = None) -> Bearer | None:
+def read_token(config: Config, token: str, *, now: float | None = None) -> TokenSubject | None:
     """Whom a token was issued to, or None when it is forged, malformed, from before account
     keys (no `key`) or expired (or not yet valid) at `now`, by default the current time."""
     # Ours are some 180 characters: longer ones are checked without taking room in the cache.
@@ -76,14 +76,14 @@ def read_token(config: Config, token: str, *, now: float | None = None) -> Beare
     claims = verify(config.secret_key, token)
     if claims is None:
         return None
-    bearer, valid_from, expires = claims
+    subject, valid_from, expires = claims
     # The time checks of `jwt.decode` (no leeway), made on every use of a verified token.
     if now is None:
         now = datetime.now(tz=UTC).timestamp()
-    return bearer if valid_from <= now < expires else None
+    return subject if valid_from <= now < expires else None
 
 
-def _verify(secret_key: str, token: str) -> tuple[Bearer, int, int] | None:
+def _verify(secret_key: str, token: str) -> tuple[TokenSubject, int, int] | None:
     """Whom a token was issued to and the times it is valid between, once its signature and
     claims check out. Verifying is the same work for the same token on every request; only the
     time checks change, so they are left to `read_token`."""
@@ -106,7 +106,7 @@ def _verify(secret_key: str, token: str) -> tuple[Bearer, int, int] | None:
         valid_from = int(claims["iat"])
         if "nbf" in claims:
             valid_from = max(valid_from, int(claims["nbf"]))
-        return Bearer(int(subject), key), valid_from, int(claims["exp"])
+        return TokenSubject(int(subject), key), valid_from, int(claims["exp"])
     except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError):
         return None
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from schema.auth import Bearer, read_token
+from schema.auth import TokenSubject, read_token
 from schema.config import Config
 from tests.factories import TEST_SECRET
 
 CONFIG = Config(secret_key=TEST_SECRET)
 
 
-SEVEN = Bearer(user_id=7, account_key="k7")
+SEVEN = TokenSubject(user_id=7, account_key="k7")
 
 
 def token(**claims: object) -> str:
@@ -43,7 +43,7 @@ def token(**claims: object) -> str:
     ],
 )
 def test_each_use_of_a_token_checks_its_times(
-    claims: dict[str, object], moments: list[float], expected: list[Bearer | None]
+    claims: dict[str, object], moments: list[float], expected: list[TokenSubject | None]
 ) -> None:
     issued = token(**claims)
     assert [read_token(CONFIG, issued, now=now) for now in moments] == expected
