@@ -121,8 +121,8 @@ async def update_conversation(
 async def touch_conversation(
     session: AsyncSession, *, conversation: Row[Any], at: datetime | None = None
 ) -> Row[Any]:
-    """Bump `updated_at` of a locked conversation to `at` (default now), never backwards:
-    imported history may be older than the last change."""
+    """Bump `updated_at` of a locked conversation to `at`, the moment of the write (default
+    now), never backwards: the processes that write may not share one clock exactly."""
     moment = max(conversation.updated_at, at or utcnow())
     if moment == conversation.updated_at:
         return conversation

@@ -21,8 +21,11 @@ class Conflict(DataError):
 
 
 UNIQUE_FIELDS = {
-    "uq_users_username_lower": "username",
-    "uq_users_email_lower": "email",
+    # PostgreSQL names the index, SQLite the indexed column.
+    "uq_users_username_key": "username",
+    "users.username_key": "username",
+    "uq_users_email_key": "email",
+    "users.email_key": "email",
 }
 
 
@@ -32,10 +35,4 @@ def conflicting_field(exc: BaseException) -> str | None:
     for constraint, name in UNIQUE_FIELDS.items():
         if constraint in text:
             return name
-    # SQLite names the indexed expression rather than the index.
-    lowered = text.lower()
-    if "unique" in lowered:
-        for name in ("username", "email"):
-            if f"lower({name})" in lowered or f"users.{name}" in lowered:
-                return name
     return None

@@ -6,10 +6,16 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class BrokenForeignKeys(Exception):
+    def __str__(self) -> str:
+        return "the migration left rows whose foreign keys point at nothing; it was rolled back"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -19,10 +25,36 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def _upgrade(connection: Connection) -> None:
-    command.upgrade(alembic_config(connection), "head")
+def _foreign_keys(connection: Connection, *, on: bool) -> None:
+    # A PRAGMA that changes nothing inside a transaction: sent on the driver's connection, so
+    # that SQLAlchemy begins none first (the engine's BEGIN comes from its `begin` event).
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    cursor.close()
 
 
 async def upgrade_to_head(engine: AsyncEngine) -> None:
-    async with engine.begin() as connection:
-        await connection.run_sync(_upgrade)
+    await migrate(engine, "head")
+
+
+async def migrate(engine: AsyncEngine, revision: str, *, down: bool = False) -> None:
+    """Upgrade (or with `down`, downgrade) the database to `revision`, in one transaction.
+
+    SQLite alters a table by copying it into a new one and dropping the old one, and with
+    foreign keys enforced, dropping `users` would delete every conversation (ON DELETE
+    CASCADE). So there the migration runs with them off and is checked before it commits, as
+    SQLite's own procedure for altering tables prescribes (sqlite.org/lang_altertable.html).
+    """
+    step = command.downgrade if down else command.upgrade
+    async with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            await connection.run_sync(_foreign_keys, on=False)
+        try:
+            async with connection.begin():
+                await connection.run_sync(lambda sync: step(alembic_config(sync), revision))
+                if sqlite and (await connection.execute(text("PRAGMA foreign_key_check"))).first():
+                    raise BrokenForeignKeys()
+        finally:
+            if sqlite:
+                await connection.run_sync(_foreign_keys, on=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -78,13 +78,26 @@ class Base(DeclarativeBase):
     pass
 
 
+def new_account_key() -> str:
+    return secrets.token_urlsafe(16)
+
+
 class User(Base):
+    """An account. `username`, `email` and `full_name` are kept as given; each has its caseless
+    key (`db.folding.fold`) beside it, which uniqueness and lookups compare. `account_key` is
+    random and fixed for the account's life: tokens carry it, so a token names this account and
+    no later one, whatever id that one is given."""
+
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(50))
     email: Mapped[str] = mapped_column(String(100))
     full_name: Mapped[str | None] = mapped_column(String(100))
+    username_key: Mapped[str] = mapped_column(Text)
+    email_key: Mapped[str] = mapped_column(Text)
+    full_name_key: Mapped[str | None] = mapped_column(Text)
+    account_key: Mapped[str] = mapped_column(String(32), default=new_account_key)
     hashed_password: Mapped[str] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -96,8 +109,10 @@ class User(Base):
     )
 
     __table_args__ = (
-        Index("uq_users_username_lower", func.lower(username), unique=True),
-        Index("uq_users_email_lower", func.lower(email), unique=True),
+        Index("uq_users_username_key", username_key, unique=True),
+        Index("uq_users_email_key", email_key, unique=True),
+        # Ids reach clients and tokens: SQLite must never hand out a deleted row's id again.
+        {"sqlite_autoincrement": True},
     )
 
 
@@ -142,6 +157,7 @@ class Message(Base):
     __table_args__ = (
         Index("ix_messages_conversation_created", conversation_id, created_at, id),
         UniqueConstraint("conversation_id", "client_id", name="uq_messages_conversation_client"),
+        {"sqlite_autoincrement": True},
     )
 
 

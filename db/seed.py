@@ -4,7 +4,9 @@ Users `user1`..`userN` (user1 an admin, all with one known password), each with 
 of alternating user and assistant messages of varied length (about 200 characters on average).
 PostgreSQL takes the rows through `COPY` (asyncpg's binary copy); SQLite through multi-row
 `INSERT`s. Ids are assigned here, so messages can point at their conversations without reading
-anything back, and the sequences are moved past them afterwards.
+anything back: they are drawn from where the database's own would go next (the sequence, or
+SQLite's AUTOINCREMENT counter), which then moves past them. `--reset` keeps those counters, so
+no id of a deleted row ever comes back (a token or a global id kept from before stays dead).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from db.models import Conversation, Message, User
+from db.folding import fold
+from db.models import Conversation, Message, User, new_account_key
 
 Progress = Callable[[str, int, int], None]
 BATCH = 20_000
@@ -112,12 +115,17 @@ def _users(plan: SeedPlan, first_id: int, hashed: str, now: datetime) -> list[tu
     for n in range(1, plan.users + 1):
         joined = now - timedelta(days=400) + timedelta(minutes=n)
         name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
+        username, email = f"user{n}", f"user{n}@example.com"
         rows.append(
             (
                 first_id + n - 1,
-                f"user{n}",
-                f"user{n}@example.com",
+                username,
+                email,
                 name,
+                fold(username),
+                fold(email),
+                fold(name),
+                new_account_key(),
                 hashed,
                 True,
                 n == 1,
@@ -139,7 +147,8 @@ def _threads(
     span = 365 * 24 * 3600
     for user_id in user_ids:
         for _ in range(plan.conversations_per_user):
-            conversation_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            # Random, not drawn from `rng`: a reseed must not bring back the ids of before.
+            conversation_id = str(uuid.uuid4())
             moment = start + timedelta(seconds=rng.randrange(span // 2))
             created = moment
             messages = []
@@ -163,6 +172,10 @@ USER_COLUMNS = (
     "username",
     "email",
     "full_name",
+    "username_key",
+    "email_key",
+    "full_name_key",
+    "account_key",
     "hashed_password",
     "is_active",
     "is_admin",
@@ -206,10 +219,28 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
-async def _next_id(connection: AsyncConnection, column: Any) -> int:
-    return (
-        int((await connection.execute(select(func.coalesce(func.max(column), 0)))).scalar_one()) + 1
+async def _reserve_ids(connection: AsyncConnection, table: str, count: int) -> int:
+    """The first of `count` new ids for `table`, which its own counter then skips.
+
+    PostgreSQL: the serial sequence moves past them (its table is locked against other writers,
+    see `seed`). SQLite: AUTOINCREMENT never goes below the largest id it has seen, and an
+    explicit id above that raises it.
+    """
+    if connection.dialect.name == "postgresql":
+        sequence = f"pg_get_serial_sequence('{table}', 'id')"
+        first = (await connection.execute(text(f"SELECT nextval({sequence})"))).scalar_one()
+        await connection.execute(
+            text(f"SELECT setval({sequence}, :next, false)"), {"next": first + count}
+        )
+        return int(first)
+    largest = await connection.scalar(
+        text(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = :table), 0), "
+            f"(SELECT coalesce(max(id), 0) FROM {table}))"
+        ),
+        {"table": table},
     )
+    return int(largest) + 1
 
 
 async def seed(
@@ -225,15 +256,19 @@ async def seed(
     now = datetime.now(UTC)
     async with engine.begin() as connection:
         writer = _Writer(connection)
+        if writer.postgres:
+            # Nobody else draws from the sequences while ids are reserved from them.
+            await connection.execute(text("LOCK TABLE users, messages IN EXCLUSIVE MODE"))
         if reset:
             await _truncate(connection, postgres=writer.postgres)
         elif (await connection.execute(select(func.count()).select_from(User))).scalar_one():
             raise NotEmpty()
         report("users", 0, plan.users)
-        user_rows = _users(plan, await _next_id(connection, User.id), hashed_password, now)
+        first_user = await _reserve_ids(connection, User.__tablename__, plan.users)
+        user_rows = _users(plan, first_user, hashed_password, now)
         await writer.write("users", USER_COLUMNS, user_rows)
         report("users", len(user_rows), plan.users)
-        first_message = await _next_id(connection, Message.id)
+        first_message = await _reserve_ids(connection, Message.__tablename__, plan.messages)
         conversation_batch: list[tuple[Any, ...]] = []
         message_batch: list[tuple[Any, ...]] = []
         written = 0
@@ -253,14 +288,6 @@ async def seed(
         await writer.write("messages", MESSAGE_COLUMNS, message_batch)
         written += len(message_batch)
         report("messages", written, plan.messages)
-        if writer.postgres:
-            for table in ("users", "messages"):
-                await connection.execute(
-                    text(
-                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                        f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"
-                    )
-                )
     if writer.postgres:
         async with engine.connect() as connection:
             autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
@@ -270,8 +297,9 @@ async def seed(
 
 async def _truncate(connection: AsyncConnection, *, postgres: bool) -> None:
     tables = [Message.__tablename__, Conversation.__tablename__, User.__tablename__]
+    # Without RESTART IDENTITY, and SQLite's DELETE keeps `sqlite_sequence`: ids go on.
     if postgres:
-        await connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        await connection.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
         return
     for table in tables:
         await connection.execute(text(f"DELETE FROM {table}"))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Row,
     Table,
     bindparam,
@@ -22,7 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.errors import Conflict, conflicting_field
-from db.models import User, utcnow
+from db.folding import fold
+from db.models import User, new_account_key, utcnow
 from db.pagination import Ordering, Page, PageRequest, fetch_pages
 from db.reads import Reads
 
@@ -53,37 +55,38 @@ async def get_user_for_share(session: AsyncSession, *, user_id: int) -> Row[Any]
 
 
 async def find_user_by_login(session: AsyncSession, *, login: str) -> Row[Any] | None:
-    """A user by username or email, both case-insensitive."""
-    needle = login.lower()
-    statement = select(users).where(
-        or_(func.lower(users.c.username) == needle, func.lower(users.c.email) == needle)
-    )
+    """A user by username or email, both caseless (`db.folding.fold`)."""
+    key = fold(login)
+    statement = select(users).where(or_(users.c.username_key == key, users.c.email_key == key))
     return (await session.execute(statement.limit(1))).first()
 
 
 async def users_by_usernames(
     session: AsyncSession, *, usernames: Sequence[str]
 ) -> dict[str, Row[Any]]:
-    """Keyed by the lowercased username."""
-    lowered = {name.lower() for name in usernames}
-    statement = select(users).where(func.lower(users.c.username).in_(lowered))
-    return {row.username.lower(): row for row in (await session.execute(statement)).all()}
+    """Keyed by each of `usernames` that names a user, caselessly."""
+    keys = {name: fold(name) for name in usernames}
+    statement = select(users).where(users.c.username_key.in_(set(keys.values())))
+    found = {row.username_key: row for row in (await session.execute(statement)).all()}
+    return {name: found[key] for name, key in keys.items() if key in found}
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def _matching(search: str | None) -> ColumnElement[bool] | None:
+    """A caseless substring of the username or the full name."""
+    if not search:
+        return None
+    needle = fold(search)
+    return or_(
+        users.c.username_key.contains(needle, autoescape=True),
+        users.c.full_name_key.contains(needle, autoescape=True),
+    )
 
 
 async def users_page(session: AsyncSession, *, request: PageRequest, search: str | None) -> Page:
     base = select(users)
-    if search:
-        pattern = f"%{_escape_like(search.lower())}%"
-        base = base.where(
-            or_(
-                func.lower(users.c.username).like(pattern, escape="\\"),
-                func.lower(func.coalesce(users.c.full_name, "")).like(pattern, escape="\\"),
-            )
-        )
+    condition = _matching(search)
+    if condition is not None:
+        base = base.where(condition)
     pages = await fetch_pages(
         session, base=base, partition=None, parents=[None], ordering=USER_ORDER, request=request
     )
@@ -92,15 +95,21 @@ async def users_page(session: AsyncSession, *, request: PageRequest, search: str
 
 async def count_users(session: AsyncSession, *, search: str | None) -> int:
     statement = select(func.count()).select_from(users)
-    if search:
-        pattern = f"%{_escape_like(search.lower())}%"
-        statement = statement.where(
-            or_(
-                func.lower(users.c.username).like(pattern, escape="\\"),
-                func.lower(func.coalesce(users.c.full_name, "")).like(pattern, escape="\\"),
-            )
-        )
+    condition = _matching(search)
+    if condition is not None:
+        statement = statement.where(condition)
     return int((await session.execute(statement)).scalar_one())
+
+
+def with_keys(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` of a users row, with the caseless key of each of username, email and full name
+    among them (a None full name has a None key)."""
+    keyed = dict(values)
+    for column in ("username", "email", "full_name"):
+        if column in values:
+            text = values[column]
+            keyed[f"{column}_key"] = fold(text) if text is not None else None
+    return keyed
 
 
 async def create_user(
@@ -125,33 +134,22 @@ async def create_user(
             await session.execute(select(func.pg_advisory_xact_lock(FIRST_ACCOUNT_LOCK)))
     now = utcnow()
     first_account = ~exists(select(users.c.id))
-    admin = literal(True) if is_admin else first_account
-    statement = (
-        insert(users)
-        .from_select(
-            [
-                "username",
-                "email",
-                "full_name",
-                "hashed_password",
-                "is_active",
-                "is_admin",
-                "created_at",
-                "updated_at",
-            ],
-            select(
-                literal(username),
-                literal(email),
-                literal(full_name, users.c.full_name.type),
-                literal(hashed_password),
-                literal(True),
-                admin,
-                literal(now, users.c.created_at.type),
-                literal(now, users.c.updated_at.type),
-            ),
-        )
-        .returning(*users.c)
+    values = with_keys(
+        {
+            "username": username,
+            "email": email,
+            "full_name": full_name,
+            "hashed_password": hashed_password,
+            "account_key": new_account_key(),
+            "is_active": True,
+            "created_at": now,
+            "updated_at": now,
+        }
     )
+    columns = [*values, "is_admin"]
+    selected = [literal(value, users.c[name].type) for name, value in values.items()]
+    admin = literal(True) if is_admin else first_account
+    statement = insert(users).from_select(columns, select(*selected, admin)).returning(*users.c)
     try:
         return (await session.execute(statement)).one()
     except IntegrityError as exc:
@@ -164,7 +162,7 @@ async def update_user(
     statement = (
         update(users)
         .where(users.c.id == user_id)
-        .values(**values, updated_at=utcnow())
+        .values(**with_keys(values), updated_at=utcnow())
         .returning(*users.c)
     )
     try:

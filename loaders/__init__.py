@@ -91,7 +91,7 @@ def make_loaders(
         session: AsyncSession, names: Sequence[str]
     ) -> dict[Any, Row[Any] | None]:
         found = await users.users_by_usernames(session, usernames=names)
-        return {name: found.get(name.lower()) for name in names}
+        return {name: found.get(name) for name in names}
 
     async def conversation_rows(ids: Sequence[str]) -> dict[Any, Row[Any] | None]:
         found = await conversations.conversations_by_ids(source, ids=ids, owner_id=owner_scope)

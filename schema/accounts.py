@@ -51,7 +51,8 @@ def _signed_in(info: Info, row: Row[Any]) -> AuthPayload:
     as the token it carries says (a `me`, in effect: conversations, email and all)."""
     info.context.sign_in_as(row)
     return AuthPayload(
-        token=issue_token(info.context.config, row.id), user=User.from_row(row, as_self=True)
+        token=issue_token(info.context.config, row.id, row.account_key),
+        user=User.from_row(row, as_self=True),
     )
 
 

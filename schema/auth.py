@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import jwt
 from argon2 import PasswordHasher, Type
@@ -110,30 +110,42 @@ class Passwords:
             return False
 
 
-def issue_token(config: Config, user_id: int) -> str:
+class TokenSubject(NamedTuple):
+    """Whom a verified token was issued to: the account's id and its `account_key`.
+
+    The key tells the account apart from any later one given the same id (a database restored,
+    reseeded or with its ids reset): the viewer's row is refused unless both match.
+    """
+
+    user_id: int
+    account_key: str
+
+
+def issue_token(config: Config, user_id: int, account_key: str) -> str:
+    """A JWT with `sub` (the id as a string), `iat`, `exp` and `key` (the account key)."""
     now = int(time.time())
-    claims = {"sub": str(user_id), "iat": now, "exp": now + config.token_ttl}
+    claims = {"sub": str(user_id), "key": account_key, "iat": now, "exp": now + config.token_ttl}
     return jwt.encode(claims, config.secret_key, algorithm=ALGORITHM)
 
 
-def read_token(config: Config, token: str, *, now: float | None = None) -> int | None:
-    """The user id a token was issued to, or None when it is forged, malformed or expired
-    (or not yet valid) at `now`, by default the current time."""
-    # Ours are some 150 characters: longer ones are checked without taking room in the cache.
+def read_token(config: Config, token: str, *, now: float | None = None) -> TokenSubject | None:
+    """Whom a token was issued to, or None when it is forged, malformed, from before account
+    keys (no `key`) or expired (or not yet valid) at `now`, by default the current time."""
+    # Ours are some 180 characters: longer ones are checked without taking room in the cache.
     verify = _verified if len(token) <= MAX_CACHED_TOKEN else _verify
     claims = verify(config.secret_key, token)
     if claims is None:
         return None
-    user_id, valid_from, expires = claims
+    subject, valid_from, expires = claims
     # The time checks of `jwt.decode` (no leeway), made on every use of a verified token.
     if now is None:
         now = datetime.now(tz=UTC).timestamp()
-    return user_id if valid_from <= now < expires else None
+    return subject if valid_from <= now < expires else None
 
 
-def _verify(secret_key: str, token: str) -> tuple[int, int, int] | None:
-    """A token's user id and the times it is valid between, once its signature and claims
-    check out. Verifying is the same work for the same token on every request; only the
+def _verify(secret_key: str, token: str) -> tuple[TokenSubject, int, int] | None:
+    """Whom a token was issued to and the times it is valid between, once its signature and
+    claims check out. Verifying is the same work for the same token on every request; only the
     time checks change, so they are left to `read_token`."""
     try:
         claims = jwt.decode(
@@ -141,20 +153,20 @@ def _verify(secret_key: str, token: str) -> tuple[int, int, int] | None:
             secret_key,
             algorithms=[ALGORITHM],
             options={
-                "require": ["sub", "iat", "exp"],
+                "require": ["sub", "key", "iat", "exp"],
                 "verify_exp": False,
                 "verify_iat": False,
                 "verify_nbf": False,
             },
         )
-        subject = claims["sub"]
-        if not isinstance(subject, str) or not subject.isdecimal():
+        subject, key = claims["sub"], claims["key"]
+        if not isinstance(subject, str) or not subject.isdecimal() or not isinstance(key, str):
             return None
         # Read as `jwt.decode` reads them when it checks the times.
         valid_from = int(claims["iat"])
         if "nbf" in claims:
             valid_from = max(valid_from, int(claims["nbf"]))
-        return int(subject), valid_from, int(claims["exp"])
+        return TokenSubject(int(subject), key), valid_from, int(claims["exp"])
     except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError):
         return None
 

@@ -112,9 +112,11 @@ async def build_context(
     viewer_row: Row[Any] | None = None
     auth_error: Unauthenticated | None = None
     if token is not None:
-        user_id = read_token(services.config, token) if token else None
-        if user_id is not None:
-            viewer_row = await get_user(services.reads, user_id=user_id)
+        subject = read_token(services.config, token) if token else None
+        if subject is not None:
+            viewer_row = await get_user(services.reads, user_id=subject.user_id)
+            if viewer_row is not None and viewer_row.account_key != subject.account_key:
+                viewer_row = None  # another account, given the id of the token's deleted one
         if viewer_row is None or not viewer_row.is_active:
             viewer_row, auth_error = None, Unauthenticated(BAD_TOKEN)
     viewer = Viewer(id=viewer_row.id, is_admin=viewer_row.is_admin) if viewer_row else None

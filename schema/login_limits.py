@@ -30,6 +30,7 @@ from datetime import timedelta
 
 from db import login_failures as attempts
 from db.engine import read_session, write_transaction
+from db.folding import fold
 from db.login_failures import FAILURE, LOGIN, SIGNUP, Tally
 from db.models import utcnow
 from schema.context import Services
@@ -57,10 +58,11 @@ class _Limit:
 
 
 def login_key(*, user_id: int | None, login: str) -> str:
-    """The key a login's failures are counted under: the account's, when there is one."""
+    """The key a login's failures are counted under: the account's, when there is one; else
+    the name as logins match it (`db.folding.fold`), so every spelling shares one limit."""
     if user_id is not None:
         return f"user:{user_id}"
-    key = f"name:{login.casefold()}"
+    key = f"name:{fold(login)}"
     # Folding may lengthen a name ("ß" is "ss"); a long one is kept as its digest.
     if len(key) > MAX_KEY:
         key = f"sha256:{hashlib.sha256(key.encode()).hexdigest()}"

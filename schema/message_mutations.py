@@ -1,7 +1,8 @@
 """Message mutations: send one (idempotent on its clientId) or import many (all or none).
 
-Both lock the conversation row, bump its `updatedAt`, and publish the new messages through
-the broker inside the transaction; the broker delivers them once it has committed.
+Both lock the conversation row, bump its `updatedAt` to the time of the write (not the times
+of imported messages, which may be older, and are never later), and publish the new messages
+through the broker inside the transaction; the broker delivers them once it has committed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from schema.inputs import ImportMessagesInput, SendMessageInput
 from schema.permissions import require_viewer
 from schema.relay import decode_conversation_id
 from schema.types import ImportMessagesPayload, Info, Message
-from schema.validation import client_id_problem, content_problem, raise_for
+from schema.validation import (
+    client_id_problem,
+    content_problem,
+    created_at_problem,
+    raise_for,
+)
 
 
 @strawberry.type
@@ -70,13 +76,12 @@ class MessageMutations:
         most = info.context.config.max_import_messages
         if not 1 <= len(input.messages) <= most:
             raise BadUserInput.one("messages", f"must hold 1-{most} messages")
-        raise_for(
-            {
-                f"messages.{index}.content": content_problem(item.content)
-                for index, item in enumerate(input.messages)
-            }
-        )
         now = utcnow()
+        problems: dict[str, str | None] = {}
+        for index, item in enumerate(input.messages):
+            problems[f"messages.{index}.content"] = content_problem(item.content)
+            problems[f"messages.{index}.createdAt"] = created_at_problem(item.created_at, now=now)
+        raise_for(problems)
         items = [
             NewMessage(role=item.role, content=item.content, created_at=item.created_at or now)
             for item in input.messages
@@ -89,8 +94,9 @@ class MessageMutations:
             rows = await message_data.insert_messages(
                 session, conversation_id=conversation_id, items=items
             )
+            # The time of this write, however old the history it brings.
             conversation = await conversation_data.touch_conversation(
-                session, conversation=conversation, at=max(row.created_at for row in rows)
+                session, conversation=conversation, at=now
             )
             await services.broker.publish(
                 session, conversation_id=conversation_id, message_ids=[row.id for row in rows]

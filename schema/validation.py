@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 
 from schema.errors import BadUserInput
 
@@ -62,6 +63,14 @@ def content_problem(value: str) -> str | None:
 
 def client_id_problem(value: str) -> str | None:
     return _text(value, low=1, high=64)
+
+
+def created_at_problem(value: datetime | None, *, now: datetime) -> str | None:
+    """An imported message's time: not after the import (one dated later would stay the
+    conversation's last message whatever is written after it)."""
+    if value is not None and value > now:
+        return "must not be in the future"
+    return None
 
 
 def login_problem(value: str) -> str | None:

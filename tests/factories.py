@@ -10,6 +10,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Conversation, Message, MessageRole, User, new_conversation_id
+from db.users import with_keys
 from schema.auth import issue_token
 from schema.config import Config
 from schema.relay import to_global_id
@@ -23,8 +24,19 @@ BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 Sessionmaker = async_sessionmaker[AsyncSession]
 
 
+# The account key of each user `make_user` wrote, by id (ids start again in every test's
+# database, so the last one written is the one that exists).
+_account_keys: dict[int, str] = {}
+
+
+def account_key(user_id: int) -> str:
+    """The key a token for `user_id` carries; one that fits no account if `make_user` did not
+    write that user."""
+    return _account_keys.get(user_id, "no-such-account")
+
+
 def token_for(user_id: int, *, ttl: int = 3600) -> str:
-    return issue_token(Config(secret_key=TEST_SECRET, token_ttl=ttl), user_id)
+    return issue_token(Config(secret_key=TEST_SECRET, token_ttl=ttl), user_id, account_key(user_id))
 
 
 def gid(type_name: str, key: int | str) -> str:
@@ -42,20 +54,18 @@ async def make_user(
 ) -> int:
     n = next(_counter)
     username = username or f"user{n}"
+    values = with_keys(
+        {"username": username, "email": email or f"{username}@example.com", "full_name": full_name}
+    )
     async with sm() as session, session.begin():
         result = await session.execute(
             insert(User)
-            .values(
-                username=username,
-                email=email or f"{username}@example.com",
-                full_name=full_name,
-                hashed_password=_HASH,
-                is_admin=is_admin,
-                is_active=is_active,
-            )
-            .returning(User.id)
+            .values(**values, hashed_password=_HASH, is_admin=is_admin, is_active=is_active)
+            .returning(User.id, User.account_key)
         )
-        return int(result.scalar_one())
+        user_id, key = result.one()
+    _account_keys[user_id] = key
+    return int(user_id)
 
 
 async def make_conversation(

@@ -8,6 +8,7 @@ from tests.factories import (
     PASSWORD,
     TEST_SECRET,
     Sessionmaker,
+    account_key,
     gid,
     make_conversation,
     make_user,
@@ -93,13 +94,14 @@ async def test_bad_forged_and_expired_tokens_fail_every_operation(
 ) -> None:
     user_id = await make_user(sessionmaker)
     now = int(time.time())
+    key = account_key(user_id)
     forged = jwt.encode(
-        {"sub": str(user_id), "iat": now, "exp": now + 60},
+        {"sub": str(user_id), "key": key, "iat": now, "exp": now + 60},
         "other-secret-key-0123456789abcdef",
         "HS256",
     )
     expired = jwt.encode(
-        {"sub": str(user_id), "iat": now - 120, "exp": now - 60}, TEST_SECRET, "HS256"
+        {"sub": str(user_id), "key": key, "iat": now - 120, "exp": now - 60}, TEST_SECRET, "HS256"
     )
     for token in ("garbage", forged, expired):
         result = await api.run(ME, token=token)

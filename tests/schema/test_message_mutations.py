@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -9,7 +10,8 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.applications import Starlette
 
-from db.models import Message
+from db.formats import stamp
+from db.models import Message, utcnow
 from schema.validation import HAS_NUL
 from tests.factories import (
     BASE_TIME,
@@ -184,7 +186,7 @@ async def test_an_admin_may_send_to_anyones_conversation(
     assert data["sendMessage"]["content"] == "from admin"
 
 
-async def test_an_import_keeps_given_times_and_bumps_updated_at_to_the_newest(
+async def test_an_import_keeps_given_times_and_bumps_updated_at_to_the_moment_of_the_import(
     api: Api, sessionmaker: Sessionmaker, broker: RecordingBroker
 ) -> None:
     user = await make_user(sessionmaker)
@@ -196,12 +198,15 @@ async def test_an_import_keeps_given_times_and_bumps_updated_at_to_the_newest(
         {"role": "USER", "content": "hello", "createdAt": "2025-05-01T12:00:00+02:00"},
         {"role": "ASSISTANT", "content": "hi!", "createdAt": "2025-05-01T10:00:01Z"},
     ]
+    before = stamp(utcnow())
     data = await api.data(IMPORT, import_input(conversation, messages), token=token_for(user))
+    updated_at = data["importMessages"]["conversation"]["updatedAt"]
+    assert before <= updated_at <= stamp(utcnow())
     assert data == {
         "importMessages": {
             "importedCount": 3,
             "conversation": {
-                "updatedAt": "2025-05-01T10:00:01.000000+00:00",
+                "updatedAt": updated_at,
                 "messageCount": 3,
                 "messages": {
                     "edges": [
@@ -248,14 +253,73 @@ async def test_imported_messages_without_times_get_now_in_their_given_order(
     assert imported["updatedAt"] > BASE_TIME.isoformat()
 
 
-async def test_importing_old_history_never_moves_updated_at_backwards(
+async def test_importing_old_history_bumps_updated_at_to_now_and_keeps_the_last_message(
     api: Api, sessionmaker: Sessionmaker
 ) -> None:
+    """A client that syncs by `updatedAt` must see the import (RULES, "updatedAt")."""
+    user = await make_user(sessionmaker)
+    older = await make_conversation(sessionmaker, owner_id=user, updated_at=BASE_TIME)
+    newer = await make_conversation(
+        sessionmaker, owner_id=user, updated_at=BASE_TIME + timedelta(days=1)
+    )
+    await make_messages(sessionmaker, conversation_id=older, count=1, content="latest")
+    messages = [{"role": "USER", "content": "old", "createdAt": "2001-01-01T00:00:00Z"}]
+    before = stamp(utcnow())
+    await api.data(IMPORT, import_input(older, messages), token=token_for(user))
+    data = await api.data(
+        "{ me { conversations { edges { node { id updatedAt messageCount lastMessage {"
+        " content createdAt } } } } } }",
+        token=token_for(user),
+    )
+    edges = data["me"]["conversations"]["edges"]
+    updated_at = edges[0]["node"]["updatedAt"]
+    assert before <= updated_at <= stamp(utcnow())
+    assert edges == [
+        {
+            "node": {
+                "id": gid("Conversation", older),
+                "updatedAt": updated_at,
+                "messageCount": 2,
+                "lastMessage": {"content": "latest", "createdAt": stamp(BASE_TIME)},
+            }
+        },
+        {
+            "node": {
+                "id": gid("Conversation", newer),
+                "updatedAt": stamp(BASE_TIME + timedelta(days=1)),
+                "messageCount": 0,
+                "lastMessage": None,
+            }
+        },
+    ]
+
+
+async def test_an_import_dated_after_now_is_bad_input_and_stores_nothing(
+    api: Api, sessionmaker: Sessionmaker, broker: RecordingBroker
+) -> None:
+    """A message from 2999 would be the last message, and `updatedAt`, for good."""
     user = await make_user(sessionmaker)
     conversation = await make_conversation(sessionmaker, owner_id=user, updated_at=BASE_TIME)
-    messages = [{"role": "USER", "content": "old", "createdAt": "2001-01-01T00:00:00Z"}]
-    data = await api.data(IMPORT, import_input(conversation, messages), token=token_for(user))
-    assert data["importMessages"]["conversation"]["updatedAt"] == "2026-01-01T00:00:00.000000+00:00"
+    soon = stamp(utcnow() + timedelta(minutes=1))
+    messages = [
+        {"role": "USER", "content": "now"},
+        {"role": "USER", "content": "past", "createdAt": "2001-01-01T00:00:00Z"},
+        {"role": "USER", "content": "far", "createdAt": "2999-01-01T00:00:00Z"},
+        {"role": "USER", "content": "soon", "createdAt": soon},
+    ]
+    error = await api.error(IMPORT, import_input(conversation, messages), token=token_for(user))
+    assert error["extensions"] == {
+        "code": "BAD_USER_INPUT",
+        "fields": {
+            "messages.2.createdAt": "must not be in the future",
+            "messages.3.createdAt": "must not be in the future",
+        },
+    }
+    assert await stored_ids(sessionmaker) == []
+    assert broker.delivered == []
+    assert await api.data(
+        CONVERSATION, {"id": gid("Conversation", conversation)}, token=token_for(user)
+    ) == {"conversation": {"updatedAt": stamp(BASE_TIME), "messageCount": 0, "lastMessage": None}}
 
 
 async def test_an_import_with_one_bad_item_stores_nothing_and_names_it(
