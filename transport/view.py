@@ -44,7 +44,7 @@ from schema.context import Context, Services
 from schema.errors import INTERNAL
 from transport.body import BodyTooLarge
 from transport.fast import FastLane
-from transport.persisted import PersistedQueries, requested_hash
+from transport.persisted import Bounds, PersistedQueries, registration_of, requested_hash
 from transport.responses import GRAPHQL_RESPONSE, JSON, Refusal, media_type_of
 
 logger = logging.getLogger("chatql.http")
@@ -102,11 +102,13 @@ class BaseGraphQLView(GraphQL[Context, None]):
         schema: BaseSchema,
         *,
         persisted_query_cache_size: int = 1000,
+        persisted_query_bounds: Bounds | None = None,
         fast_lane: FastLane | None = None,
         **options: Any,
     ) -> None:
         super().__init__(schema, **options)
         self.persisted_query_cache_size = persisted_query_cache_size
+        self.persisted_query_bounds = persisted_query_bounds
         self.store: PersistedQueries | None = None
         self.fast_lane = fast_lane
 
@@ -115,7 +117,9 @@ class BaseGraphQLView(GraphQL[Context, None]):
         if self.store is None:
             services: Services = request.app.state.services
             self.store = PersistedQueries(
-                services.sessionmaker, capacity=self.persisted_query_cache_size
+                services.sessionmaker,
+                capacity=self.persisted_query_cache_size,
+                bounds=self.persisted_query_bounds,
             )
         return self.store
 
@@ -201,17 +205,15 @@ class BaseGraphQLView(GraphQL[Context, None]):
         sha256 = requested_hash(data.extensions)
         if sha256 is not None:
             request: Request = request_adapter.request
-            data.query, store = await self.persisted_queries(request).resolve(sha256, data.query)
-            if store:
-                request.state.persist = (sha256, data.query)
+            store = self.persisted_queries(request)
+            data.query, request.state.registration = await store.resolve(sha256, data.query)
         return data
 
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
-        ran = not isinstance(result, PreExecutionError)
-        request.state.graphql_ran = ran
-        persist: tuple[str, str] | None = getattr(request.state, "persist", None)
-        if ran and persist is not None:
-            await self.persisted_queries(request).add(*persist)
+        request.state.graphql_ran = not isinstance(result, PreExecutionError)
+        registration = registration_of(request)
+        if registration is not None and registration.failure is not None:
+            raise registration.failure  # nothing ran: answered 500 by `respond`
         return await super().process_result(request, result)
