@@ -296,6 +296,12 @@ def inputs_of(document: DocumentNode) -> Inputs:
 INPUTS = PerDocument(inputs_of)
 
 
+def printable(text: str) -> str:
+    """Text as a path may name it in an answer: a lone surrogate as its escape (no JSON
+    encoder of ours writes one)."""
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
 def variable_problems(value: Any, path: str) -> Iterator[tuple[str, str]]:
     if isinstance(value, str):
         reason = text_problem(value)
@@ -307,7 +313,7 @@ def variable_problems(value: Any, path: str) -> Iterator[tuple[str, str]]:
     elif isinstance(value, dict):
         for key, item in value.items():
             # A key is text too: graphql-core would name a bad one in its error message.
-            named = f"{path}.{key.encode('utf-8', 'backslashreplace').decode()}"
+            named = f"{path}.{printable(key)}"
             reason = text_problem(key)
             if reason:
                 yield named, reason
@@ -333,7 +339,7 @@ def text_refusal(
     for name, value in (variables or {}).items():
         if isinstance(value, str) and text_problem(value) is None:
             continue
-        home = inputs.homes.get(name, name)
+        home = inputs.homes.get(name) or printable(name)
         problems.extend(
             (inside_argument(f"{home}{path[len(name) :]}"), reason)
             for path, reason in variable_problems(value, name)

@@ -42,6 +42,8 @@ from strawberry.types.unset import UNSET
 
 from schema.context import Context, Services
 from schema.errors import INTERNAL
+from schema.limits import OPERATION_NAME, TEXT_REFUSED
+from schema.validation import text_problem
 from transport.body import BodyTooLarge
 from transport.fast import FastLane
 from transport.persisted import Bounds, PersistedQueries, registration_of, requested_hash
@@ -202,6 +204,11 @@ class BaseGraphQLView(GraphQL[Context, None]):
             return data
         if not isinstance(data.operation_name, str | None):
             raise HTTPException(400, BAD_OPERATION_NAME)
+        # Such a name names no operation: refused as text, like the rest of the request's.
+        problem = text_problem(data.operation_name or "")
+        if problem:
+            fields = {OPERATION_NAME: problem}
+            raise Refusal(None, TEXT_REFUSED, code="BAD_USER_INPUT", fields=fields)
         sha256 = requested_hash(data.extensions)
         if sha256 is not None:
             request: Request = request_adapter.request
