@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text, update
 
 from db.models import Conversation, PersistedQuery, utcnow
 from schema.errors import INTERNAL
-from schema.limits import TEXT_REFUSED
+from schema.limits import TEXT_REFUSED, TOO_DEEP
 from schema.validation import HAS_NUL, NOT_UNICODE
 from server import Settings
 from tests.conftest import ApiFactory
@@ -114,6 +114,21 @@ async def test_a_query_that_fails_validation_is_not_stored(
     assert await stored(sessionmaker) == {}
     again = await api.post(None, extensions=persisted(sha256))
     assert again.json() == NOT_FOUND_RESULT
+
+
+async def test_a_query_over_a_limit_is_not_stored(
+    other_app: ApiFactory, sessionmaker: Sessionmaker, token: str
+) -> None:
+    query = "{ me { conversations { totalCount } } }"
+    async with other_app(max_query_depth=2) as api:
+        response = await api.post(query, extensions=persisted(sha(query)), token=token)
+    extensions = {"code": "QUERY_TOO_COMPLEX", "limit": 2, "actual": 3}
+    message = TOO_DEEP.format(limit=2, actual=3)
+    assert response.json() == {
+        "data": None,
+        "errors": [{"message": message, "extensions": extensions}],
+    }
+    assert await stored(sessionmaker) == {}
 
 
 @pytest.mark.parametrize(
