@@ -60,6 +60,7 @@ from schema.context import Context, Services, build_context
 from transport.body import BodyLimit
 from transport.fast import FastLane
 from transport.http_protocol import HeaderTimeoutProtocol
+from transport.persisted import Bounds, StoreRegistered
 from transport.view import PREFLIGHT_HEADERS, BaseGraphQLView
 from transport.websockets import LegacyWSProtocol, TransportWSProtocol
 
@@ -100,6 +101,10 @@ class Settings(BaseSettings):
     debug: bool = False
     cors_origins: Annotated[list[str], NoDecode] = []
     persisted_query_cache_size: int = 1000
+    # The shared table of persisted queries: document size, rows, and how long each is kept.
+    persisted_query_max_bytes: int = 16_384
+    persisted_query_max_rows: int = 5_000
+    persisted_query_ttl: int = 2_592_000
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -355,13 +360,22 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
     # Browsers on the CORS origins may open subscriptions too (same-origin ones always may).
     graphql = GraphQLView(
         make_schema(
-            extensions=[*(caches if settings.document_cache > 0 else []), OperationRecorder],
+            extensions=[
+                *(caches if settings.document_cache > 0 else []),
+                OperationRecorder,
+                StoreRegistered,
+            ],
             planned=settings.query_plan,
         ),
         allowed_origins=settings.cors_origins,
         connection_init_wait_timeout=datetime.timedelta(seconds=settings.ws_init_timeout),
         max_subscriptions_per_connection=settings.ws_max_operations,
         persisted_query_cache_size=settings.persisted_query_cache_size,
+        persisted_query_bounds=Bounds(
+            max_bytes=settings.persisted_query_max_bytes,
+            max_rows=settings.persisted_query_max_rows,
+            ttl=settings.persisted_query_ttl,
+        ),
         # Queries answered before skip Strawberry's view (their answers stay Strawberry's).
         fast_lane=(
             FastLane(documents, answered_query)

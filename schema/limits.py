@@ -10,10 +10,11 @@ Over a limit, the operation is refused with QUERY_TOO_COMPLEX, `extensions.limit
 Page sizes are checked where the arguments are read (`schema.pagination`), the request body at
 the HTTP edge. Introspection can be switched off (`Config.introspection`).
 
-And text no database can store: a NUL character (U+0000) in any string input is
-BAD_USER_INPUT. PostgreSQL refuses NUL in text, so such a string would otherwise fail deep in
-the driver as an unexpected error. It is refused in argument literals and in variables alike,
-with the path of each bad value (`input.login`, or `$input.login` in a variable).
+And text no database can store: a NUL character (U+0000), which PostgreSQL refuses, or a lone
+surrogate ("\\ud800" is valid JSON, but no UTF-8), in any text of the request is BAD_USER_INPUT
+before anything runs; it would otherwise fail deep in the driver as an unexpected error. The
+text is the document itself, its argument literals and variables' defaults, the variables and
+the operation name, each bad value named by its path (`login` inside `input`, `ids.1`, `query`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from graphql import (
     OperationDefinitionNode,
     StringValueNode,
     ValueNode,
+    VariableDefinitionNode,
     VariableNode,
     get_operation_ast,
     visit,
@@ -48,7 +50,7 @@ from schema.caches import PerDocument
 from schema.complexity import Measures, measure
 from schema.config import Config, config_of
 from schema.errors import BadUserInput, QueryTooComplex
-from schema.validation import HAS_NUL
+from schema.validation import text_problem
 
 TOO_MANY_TOKENS = "The query has {actual} tokens; the limit is {limit}."
 TOO_DEEP = "The query is {actual} levels deep; the limit is {limit}."
@@ -116,7 +118,9 @@ class Limits(SchemaExtension):
             if errors:
                 context.result = PreExecutionError(data=None, errors=errors)
             else:
-                context.result = nul_refusal(context.graphql_document, context.variables)
+                context.result = text_refusal(
+                    context.graphql_document, context.variables, context.operation_name
+                )
         yield
 
     def refusals(self) -> list[QueryTooComplex]:
@@ -229,8 +233,9 @@ MEASURED: PerDocument[DocumentNode, Measured] = PerDocument(lambda _: Measured()
 
 # ---- text ---------------------------------------------------------------------------------
 
-NUL = "\x00"
-NUL_REFUSED = "Text must not contain NUL characters (U+0000)."
+TEXT_REFUSED = "Text must be valid Unicode, without NUL characters (U+0000)."
+# The request's own text fields, named as the client sends them.
+DOCUMENT, OPERATION_NAME = "query", "operationName"
 
 
 def inside_argument(path: str) -> str:
@@ -242,20 +247,30 @@ def inside_argument(path: str) -> str:
 
 @dataclass(frozen=True)
 class Inputs:
-    """A document's argument literals that hold a NUL (as the contract names them), and where
-    each variable stands: the argument, and the path inside it (`input.login`)."""
+    """What the text check needs of a document: the bad text in the document itself and in
+    its literals (as the contract names each place, with the reason), and where each variable
+    stands: the argument, and the path inside it (`input.login`)."""
 
-    nul_literals: tuple[str, ...]
+    problems: tuple[tuple[str, str], ...]
     homes: dict[str, str]
 
 
 def inputs_of(document: DocumentNode) -> Inputs:
-    found: list[str] = []
+    problems: list[tuple[str, str]] = []
     homes: dict[str, str] = {}
+    defaults: list[tuple[str, ValueNode]] = []
+    if document.loc is not None:  # a NUL in a comment, say: the document is stored as it is
+        reason = text_problem(document.loc.source.body)
+        if reason:
+            problems.append((DOCUMENT, reason))
 
     def walk(node: ValueNode, path: str) -> None:
         if isinstance(node, VariableNode):
             homes.setdefault(node.name.value, path)
+        elif isinstance(node, StringValueNode):
+            reason = text_problem(node.value)
+            if reason:
+                problems.append((inside_argument(path), reason))
         elif isinstance(node, ListValueNode):
             for index, item in enumerate(node.values):
                 walk(item, f"{path}.{index}")
@@ -265,53 +280,74 @@ def inputs_of(document: DocumentNode) -> Inputs:
 
     class Arguments(Visitor):
         def enter_argument(self, node: ArgumentNode, *_: Any) -> None:
-            found.extend(_value_paths(node.value, node.name.value))
             walk(node.value, node.name.value)
 
+        def enter_variable_definition(self, node: VariableDefinitionNode, *_: Any) -> None:
+            if node.default_value is not None:
+                defaults.append((node.variable.name.value, node.default_value))
+
     visit(document, Arguments())
-    return Inputs(nul_literals=tuple(inside_argument(path) for path in found), homes=homes)
+    # A variable's default value stands where the variable does.
+    for name, value in defaults:
+        walk(value, homes.get(name, f"${name}"))
+    return Inputs(problems=tuple(problems), homes=homes)
 
 
 INPUTS = PerDocument(inputs_of)
 
 
-def _value_paths(node: ValueNode, path: str) -> Iterator[str]:
-    if isinstance(node, StringValueNode) and NUL in node.value:
-        yield path
-    elif isinstance(node, ListValueNode):
-        for index, item in enumerate(node.values):
-            yield from _value_paths(item, f"{path}.{index}")
-    elif isinstance(node, ObjectValueNode):
-        for field in node.fields:
-            yield from _value_paths(field.value, f"{path}.{field.name.value}")
+def printable(text: str) -> str:
+    """Text as a path may name it in an answer: a lone surrogate as its escape (no JSON
+    encoder of ours writes one)."""
+    return text.encode("utf-8", "backslashreplace").decode()
 
 
-def variable_paths(value: Any, path: str) -> Iterator[str]:
+def variable_problems(value: Any, path: str) -> Iterator[tuple[str, str]]:
     if isinstance(value, str):
-        if NUL in value:
-            yield path
+        reason = text_problem(value)
+        if reason:
+            yield path, reason
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from variable_paths(item, f"{path}.{index}")
+            yield from variable_problems(item, f"{path}.{index}")
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from variable_paths(item, f"{path}.{key}")
+            # A key is text too: graphql-core would name a bad one in its error message.
+            named = f"{path}.{printable(key)}"
+            reason = text_problem(key)
+            if reason:
+                yield named, reason
+            yield from variable_problems(item, named)
 
 
-def nul_refusal(
-    document: DocumentNode, variables: dict[str, Any] | None
+def text_refusal(
+    document: DocumentNode,
+    variables: dict[str, Any] | None,
+    operation_name: str | None = None,
 ) -> PreExecutionError | None:
-    """The refusal of an operation with a NUL in its arguments or variables, if it has one."""
+    """The refusal of an operation with text no database keeps in its document, its literals,
+    its variables or its operation name, if it has any: one BAD_USER_INPUT whose `fields` name
+    every bad place (a variable's by where it stands in the document). What the document
+    alone decides is found once per document; a plain string variable costs a scan or two.
+    Every transport calls this before an operation runs (HTTP through `Limits`)."""
     inputs = INPUTS(document)
-    paths = list(inputs.nul_literals)
+    problems = list(inputs.problems)
+    if operation_name is not None:
+        reason = text_problem(operation_name)
+        if reason:
+            problems.append((OPERATION_NAME, reason))
     for name, value in (variables or {}).items():
-        if isinstance(value, str) and NUL not in value:
+        if isinstance(value, str) and text_problem(value) is None:
             continue
-        home = inputs.homes.get(name, name)
-        paths.extend(
-            inside_argument(f"{home}{path[len(name) :]}") for path in variable_paths(value, name)
+        home = inputs.homes.get(name) or printable(name)
+        problems.extend(
+            (inside_argument(f"{home}{path[len(name) :]}"), reason)
+            for path, reason in variable_problems(value, name)
         )
-    if not paths:
+    if not problems:
         return None
-    error = BadUserInput(dict.fromkeys(paths, HAS_NUL), NUL_REFUSED)
+    fields: dict[str, str] = {}
+    for path, reason in problems:
+        fields.setdefault(path, reason)
+    error = BadUserInput(fields, TEXT_REFUSED)
     return PreExecutionError(data=None, errors=[GraphQLError(error.message, original_error=error)])

@@ -7,13 +7,13 @@ import binascii
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
 import strawberry
 from sqlalchemy import Row
 
 from db.formats import encode_cursor as encode_cursor  # the cursors' format lives there
+from db.formats import is_key, parse_stamp
 from db.pagination import Keyset, Page, PageRequest
 from schema.config import Config
 from schema.errors import BadUserInput
@@ -30,11 +30,23 @@ def row_keyset(kind: CursorKind, row: Row[Any]) -> Keyset:
     return (row.created_at, row.id)
 
 
+# Ours are at most 110 characters (a conversation's); anything much longer is not one.
+MAX_CURSOR_LENGTH = 200
+
+
 def decode_cursor(kind: CursorKind, cursor: str, *, field: str) -> Keyset:
+    """The keyset of one of our cursors, each value within its column's domain; anything else
+    is BAD_USER_INPUT naming `field`. The JSON inside is read only once it is short and flat
+    (one list, no objects), so decoding never recurses."""
     bad = BadUserInput.one(field, "not a valid cursor for this connection")
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise bad
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        raw = base64.urlsafe_b64decode(padded.encode("ascii"))
+        if raw.count(b"[") != 1 or b"{" in raw:
+            raise ValueError
+        values = json.loads(raw)
     except (binascii.Error, UnicodeError, ValueError):
         raise bad from None
     if not isinstance(values, list) or not values or values[0] != kind[0]:
@@ -42,18 +54,18 @@ def decode_cursor(kind: CursorKind, cursor: str, *, field: str) -> Keyset:
     try:
         if kind == "user":
             (_, user_id) = values
-            if type(user_id) is not int:
+            if not is_key(user_id):
                 raise ValueError
             return (user_id,)
         (_, stamp, key) = values
-        moment = datetime.fromisoformat(stamp)
-        if moment.tzinfo is None:
+        if not isinstance(stamp, str):
             raise ValueError
+        moment = parse_stamp(stamp)
         if kind == "conversation":
-            return (moment.astimezone(UTC), str(uuid.UUID(key)))
-        if type(key) is not int:
+            return (moment, str(uuid.UUID(key)))
+        if not is_key(key):
             raise ValueError
-        return (moment.astimezone(UTC), key)
+        return (moment, key)
     except (ValueError, TypeError, AttributeError):
         raise bad from None
 

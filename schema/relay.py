@@ -1,4 +1,8 @@
-"""Relay global ids: base64 of "Type:key", opaque to clients."""
+"""Relay global ids: base64 of "Type:key", opaque to clients.
+
+An integer key outside what the id columns hold (`db.formats.is_key`) makes a malformed id,
+like `User:abc`: BAD_USER_INPUT, never a query the driver would refuse.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,12 @@ import re
 import uuid
 from typing import Literal
 
-from db.formats import global_id
+from db.formats import global_id, is_key
 from schema.errors import BadUserInput
 
 TypeName = Literal["User", "Conversation", "Message"]
-INTEGER = re.compile(r"[1-9][0-9]{0,17}")
+# No more digits than KEY_MAX has (ten): int() never reads a long string.
+INTEGER = re.compile(r"[1-9][0-9]{0,9}")
 
 
 def to_global_id(type_name: TypeName, key: int | str) -> str:
@@ -35,7 +40,7 @@ def parse_global_id(global_id: str) -> tuple[TypeName, int | str] | None:
         return None
     type_name, key = parts
     if type_name in ("User", "Message"):
-        if not INTEGER.fullmatch(key):
+        if not INTEGER.fullmatch(key) or not is_key(int(key)):
             return None
         return ("User" if type_name == "User" else "Message"), int(key)
     if type_name == "Conversation":

@@ -9,24 +9,26 @@ from datetime import datetime
 from schema.errors import BadUserInput
 
 HAS_NUL = "must not contain NUL characters (U+0000)"
+NOT_UNICODE = "must be valid Unicode text"
+SURROGATE = re.compile("[\ud800-\udfff]")
 USERNAME = re.compile(r"[A-Za-z0-9_.\-]{3,50}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
 
-def _storable(value: str) -> bool:
-    """Whether a database can keep the text: no lone surrogates (JSON allows "\\ud800")."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+def text_problem(value: str) -> str | None:
+    """Why no database can keep the text, if none can: a NUL (PostgreSQL refuses it), or a
+    lone surrogate (UTF-8 has none; JSON allows "\\ud800", and Python keeps it as it is)."""
+    if "\x00" in value:
+        return HAS_NUL
+    if not value.isascii() and SURROGATE.search(value):
+        return NOT_UNICODE
+    return None
 
 
 def _text(value: str, *, low: int, high: int) -> str | None:
-    if "\x00" in value:
-        return HAS_NUL
-    if not _storable(value):
-        return "must be valid Unicode text"
+    problem = text_problem(value)
+    if problem:
+        return problem
     if not low <= len(value) <= high:
         return f"must be {low}-{high} characters" if low else f"must be at most {high} characters"
     return None

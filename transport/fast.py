@@ -6,7 +6,7 @@ adapter, the sub-response, body parsing through the standard library), its execu
 context, and the extension runner that enters and leaves a context manager per hook per
 extension. Here a plain `POST application/json` of a known document goes straight to the same
 executor Strawberry would use (the plan, with Strawberry's resolvers behind it), after the
-same checks: the same context (viewer and loaders), the limits and the NUL check of
+same checks: the same context (viewer and loaders), the limits and the text check of
 `schema.limits`. Only an answer with no errors is given this way; anything else (a bad token, a
 limit, a variable that does not coerce, a field error) is declined, and the request goes the
 usual way, with the context already built, so the answer is Strawberry's own. Queries have no
@@ -28,7 +28,7 @@ from strawberry.execution import optimized_is_awaitable
 
 from schema.caches import DocumentCache, PerDocument
 from schema.context import Context
-from schema.limits import nul_refusal, refusals
+from schema.limits import refusals, text_refusal
 from transport.responses import JSON
 
 REQUEST_KEYS = frozenset({"query", "variables", "operationName"})
@@ -77,7 +77,7 @@ class FastLane:
         schema: Any = view.schema
         if refusals(schema._schema, document, operation_name, variables, context.config):
             return context
-        if nul_refusal(document, variables) is not None:
+        if text_refusal(document, variables, operation_name) is not None:
             return context
         result = execute(
             schema._schema,

@@ -46,10 +46,12 @@ from strawberry.types.unset import UNSET
 
 from schema.context import Context, Services
 from schema.errors import INTERNAL, is_request_error
+from schema.limits import OPERATION_NAME, TEXT_REFUSED
 from schema.operation import OPERATION_NAME_REQUIRED, names_no_operation
+from schema.validation import text_problem
 from transport.body import BodyTooLarge
 from transport.fast import FastLane
-from transport.persisted import PersistedQueries, requested_hash
+from transport.persisted import Bounds, PersistedQueries, registration_of, requested_hash
 from transport.responses import GRAPHQL_RESPONSE, JSON, Refusal, media_type_of
 from transport.websockets import TextWebSocketAdapter
 
@@ -104,11 +106,13 @@ class BaseGraphQLView(GraphQL[Context, None]):
         schema: BaseSchema,
         *,
         persisted_query_cache_size: int = 1000,
+        persisted_query_bounds: Bounds | None = None,
         fast_lane: FastLane | None = None,
         **options: Any,
     ) -> None:
         super().__init__(schema, **options)
         self.persisted_query_cache_size = persisted_query_cache_size
+        self.persisted_query_bounds = persisted_query_bounds
         self.store: PersistedQueries | None = None
         self.fast_lane = fast_lane
 
@@ -117,7 +121,9 @@ class BaseGraphQLView(GraphQL[Context, None]):
         if self.store is None:
             services: Services = request.app.state.services
             self.store = PersistedQueries(
-                services.sessionmaker, capacity=self.persisted_query_cache_size
+                services.sessionmaker,
+                capacity=self.persisted_query_cache_size,
+                bounds=self.persisted_query_bounds,
             )
         return self.store
 
@@ -206,12 +212,16 @@ class BaseGraphQLView(GraphQL[Context, None]):
             return data
         if not isinstance(data.operation_name, str | None):
             raise HTTPException(400, BAD_OPERATION_NAME)
+        # Such a name names no operation: refused as text, like the rest of the request's.
+        problem = text_problem(data.operation_name or "")
+        if problem:
+            fields = {OPERATION_NAME: problem}
+            raise Refusal(None, TEXT_REFUSED, code="BAD_USER_INPUT", fields=fields)
         sha256 = requested_hash(data.extensions)
         if sha256 is not None:
             request: Request = request_adapter.request
-            data.query, store = await self.persisted_queries(request).resolve(sha256, data.query)
-            if store:
-                request.state.persist = (sha256, data.query)
+            store = self.persisted_queries(request)
+            data.query, request.state.registration = await store.resolve(sha256, data.query)
         return data
 
     async def process_result(
@@ -219,9 +229,9 @@ class BaseGraphQLView(GraphQL[Context, None]):
     ) -> GraphQLHTTPResponse:
         ran = not isinstance(result, PreExecutionError)
         request.state.graphql_ran = ran and not is_request_error(result)
-        persist: tuple[str, str] | None = getattr(request.state, "persist", None)
-        if ran and persist is not None:
-            await self.persisted_queries(request).add(*persist)
+        registration = registration_of(request)
+        if registration is not None and registration.failure is not None:
+            raise registration.failure  # nothing ran: answered 500 by `respond`
         answer = await super().process_result(request, result)
         if not request.state.graphql_ran:
             answer.pop("data", None)

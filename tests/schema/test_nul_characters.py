@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schema.limits import NUL_REFUSED
+from schema.limits import TEXT_REFUSED
 from schema.validation import HAS_NUL
 from tests.factories import Sessionmaker, make_user, token_for
 from tests.helpers import Api, StatementCounter
@@ -12,7 +12,7 @@ def refused(*paths: str) -> dict[str, object]:
     return {
         "errors": [
             {
-                "message": NUL_REFUSED,
+                "message": TEXT_REFUSED,
                 "extensions": {
                     "code": "BAD_USER_INPUT",
                     "fields": dict.fromkeys(paths, HAS_NUL),
