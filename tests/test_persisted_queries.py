@@ -124,10 +124,7 @@ async def test_a_query_over_a_limit_is_not_stored(
         response = await api.post(query, extensions=persisted(sha(query)), token=token)
     extensions = {"code": "QUERY_TOO_COMPLEX", "limit": 2, "actual": 3}
     message = TOO_DEEP.format(limit=2, actual=3)
-    assert response.json() == {
-        "data": None,
-        "errors": [{"message": message, "extensions": extensions}],
-    }
+    assert response.json() == {"errors": [{"message": message, "extensions": extensions}]}
     assert await stored(sessionmaker) == {}
 
 

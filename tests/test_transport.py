@@ -214,15 +214,23 @@ async def test_a_get_with_a_content_type_a_browser_sends_cross_site_is_refused(
     assert (response.status_code, response.json()) == (400, bad_request(CSRF_REFUSED))
 
 
-async def test_apollo_clients_get_for_hashed_persisted_queries_runs(api: Api) -> None:
+async def test_apollo_clients_get_for_hashed_persisted_queries_runs(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
     # What Apollo Client's HttpLink sends with the persisted-queries link's
     # `useGETForHashedQueries`: its default headers and no preflight header; the query itself
-    # is registered over POST when the hash is unknown.
+    # is registered over POST when the hash is unknown (by a logged-in client: see
+    # tests/test_persisted_queries.py for who may store).
     query = "query Q { __typename }"
     extensions = {
         "persistedQuery": {"version": 1, "sha256Hash": hashlib.sha256(query.encode()).hexdigest()}
     }
-    apollo = {"accept": GRAPHQL_RESPONSE, "content-type": "application/json"}
+    token = token_for(await make_user(sessionmaker))
+    apollo = {
+        "accept": GRAPHQL_RESPONSE,
+        "content-type": "application/json",
+        "authorization": f"Bearer {token}",
+    }
     params = {"operationName": "Q", "variables": "{}", "extensions": json.dumps(extensions)}
     unknown = await api.raw("GET", params=params, headers=apollo)
     body = {"operationName": "Q", "variables": {}, "extensions": extensions, "query": query}
@@ -393,7 +401,10 @@ async def test_a_bad_token_is_a_request_error(api: Api) -> None:
     assert request_error(response) == BAD_TOKEN
 
 
-async def test_a_persisted_query_refused_before_it_runs_has_no_data_entry(api: Api) -> None:
+async def test_a_persisted_query_refused_before_it_runs_has_no_data_entry(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    token = token_for(await make_user(sessionmaker))
     extensions = {
         "persistedQuery": {
             "version": 1,
@@ -401,7 +412,7 @@ async def test_a_persisted_query_refused_before_it_runs_has_no_data_entry(api: A
         }
     }
     unknown = await api.post(None, extensions=extensions, headers=ACCEPT_SPEC)
-    registered = await api.post(COUNT_USERS, {"first": 1}, extensions=extensions)
+    registered = await api.post(COUNT_USERS, {"first": 1}, extensions=extensions, token=token)
     by_hash = await api.post(None, {"first": "x"}, extensions=extensions, headers=ACCEPT_SPEC)
     over_get = await api.raw(
         "GET",
@@ -416,20 +427,10 @@ async def test_a_persisted_query_refused_before_it_runs_has_no_data_entry(api: A
             }
         ]
     }
-    # It ran (and so was stored): a field error that nulls the whole answer keeps `"data": null`.
+    # It ran (and so was stored).
     assert (registered.status_code, registered.json()) == (
         200,
-        {
-            "data": None,
-            "errors": [
-                {
-                    "message": "You must be logged in.",
-                    "locations": [{"line": 1, "column": 28}],
-                    "path": ["users"],
-                    "extensions": {"code": "UNAUTHENTICATED"},
-                }
-            ],
-        },
+        {"data": {"users": {"totalCount": 1}}},
     )
     assert request_error(by_hash) == NOT_AN_INT
     assert request_error(over_get) == NOT_AN_INT
@@ -721,3 +722,24 @@ async def test_limits_hold_over_websocket(app: Starlette) -> None:
                 }
             ],
         }
+
+
+async def test_a_field_error_that_nulls_the_whole_answer_keeps_its_data_entry(api: Api) -> None:
+    # The operation ran: a field error that reaches the root is `"data": null`, not a request
+    # error (GraphQL spec, "Response"), in either media type.
+    for accept in (GRAPHQL_RESPONSE, "application/json"):
+        response = await api.post(COUNT_USERS, {"first": 1}, headers={"Accept": accept})
+        assert (response.status_code, response.json()) == (
+            200,
+            {
+                "data": None,
+                "errors": [
+                    {
+                        "message": "You must be logged in.",
+                        "locations": [{"line": 1, "column": 28}],
+                        "path": ["users"],
+                        "extensions": {"code": "UNAUTHENTICATED"},
+                    }
+                ],
+            },
+        )
