@@ -4,6 +4,7 @@
      ├── Unauthenticated        UNAUTHENTICATED
      ├── Forbidden              FORBIDDEN
      ├── NotFound               NOT_FOUND
+     ├── BadRequest             BAD_REQUEST (a request no operation can come of)
      ├── BadUserInput           BAD_USER_INPUT, with `extensions.fields`
      ├── Conflict               CONFLICT, with `extensions.fields`
      ├── RateLimited            RATE_LIMITED
@@ -77,6 +78,10 @@ class NotFound(PublicError):
         super().__init__(message)
 
 
+class BadRequest(PublicError):
+    code = "BAD_REQUEST"
+
+
 class BadUserInput(PublicError):
     code = "BAD_USER_INPUT"
 
@@ -104,6 +109,12 @@ class RateLimited(PublicError):
         super().__init__(message, retryAfterSeconds=retry_after)
 
 
+def formatted(error: PublicError) -> dict[str, Any]:
+    """`error` as an entry of a response's `errors` (for a transport that answers it before
+    any operation runs)."""
+    return dict(GraphQLError(error.message, extensions=error.extensions).formatted)
+
+
 class TooManyOperations(PublicError):
     code = "RATE_LIMITED"
 
@@ -113,11 +124,6 @@ class TooManyOperations(PublicError):
             "complete one first.",
             limit=limit,
         )
-
-    @property
-    def formatted(self) -> dict[str, Any]:
-        """As an entry of a response's `errors`."""
-        return dict(GraphQLError(self.message, extensions=self.extensions).formatted)
 
 
 class QueryTooComplex(PublicError):

@@ -49,7 +49,7 @@ from strawberry.types.execution import PreExecutionError
 from schema.caches import PerDocument
 from schema.complexity import Measures, measure
 from schema.config import Config, config_of
-from schema.errors import BadUserInput, QueryTooComplex
+from schema.errors import BadRequest, BadUserInput, QueryTooComplex
 from schema.validation import text_problem
 
 TOO_MANY_TOKENS = "The query has {actual} tokens; the limit is {limit}."
@@ -234,6 +234,7 @@ MEASURED: PerDocument[DocumentNode, Measured] = PerDocument(lambda _: Measured()
 # ---- text ---------------------------------------------------------------------------------
 
 TEXT_REFUSED = "Text must be valid Unicode, without NUL characters (U+0000)."
+BAD_OPERATION_NAME = "The operationName must be a string or null."
 # The request's own text fields, named as the client sends them.
 DOCUMENT, OPERATION_NAME = "query", "operationName"
 
@@ -318,6 +319,16 @@ def variable_problems(value: Any, path: str) -> Iterator[tuple[str, str]]:
             if reason:
                 yield named, reason
             yield from variable_problems(item, named)
+
+
+def operation_name_refusal(name: object) -> BadRequest | BadUserInput | None:
+    """The refusal of a request's `operationName`, checked by every transport as it reads the
+    request (before the name can be echoed in an error): not a string, or text no database
+    keeps."""
+    if not isinstance(name, str | None):
+        return BadRequest(BAD_OPERATION_NAME)
+    problem = text_problem(name or "")
+    return BadUserInput({OPERATION_NAME: problem}, TEXT_REFUSED) if problem else None
 
 
 def text_refusal(

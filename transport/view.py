@@ -45,10 +45,9 @@ from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET
 
 from schema.context import Context, Services
-from schema.errors import INTERNAL, is_request_error
-from schema.limits import OPERATION_NAME, TEXT_REFUSED
+from schema.errors import INTERNAL, BadRequest, is_request_error
+from schema.limits import operation_name_refusal
 from schema.operation import OPERATION_NAME_REQUIRED, names_no_operation
-from schema.validation import text_problem
 from transport.body import BodyTooLarge
 from transport.fast import FastLane
 from transport.persisted import Bounds, PersistedQueries, registration_of, requested_hash
@@ -65,7 +64,6 @@ CSRF_REFUSED = (
     "X-Apollo-Operation-Name header (CSRF protection)."
 )
 NOT_AN_OBJECT = "Expected a JSON object."
-BAD_OPERATION_NAME = "The operationName must be a string or null."
 NOT_JSON = "Unable to parse request body as JSON"
 PREFLIGHT_HEADERS = ("x-requested-with", "apollo-require-preflight", "x-apollo-operation-name")
 # What a browser sends cross-site without a preflight (the Fetch standard's CORS-safelisted
@@ -210,13 +208,11 @@ class BaseGraphQLView(GraphQL[Context, None]):
         data = await super().parse_http_body(request_adapter)
         if not isinstance(data, GraphQLRequestData):
             return data
-        if not isinstance(data.operation_name, str | None):
-            raise HTTPException(400, BAD_OPERATION_NAME)
-        # Such a name names no operation: refused as text, like the rest of the request's.
-        problem = text_problem(data.operation_name or "")
-        if problem:
-            fields = {OPERATION_NAME: problem}
-            raise Refusal(None, TEXT_REFUSED, code="BAD_USER_INPUT", fields=fields)
+        refusal = operation_name_refusal(data.operation_name)
+        if isinstance(refusal, BadRequest):
+            raise HTTPException(400, refusal.message)
+        if refusal is not None:  # a name no operation has: refused as text, like the rest
+            raise Refusal(None, refusal.message, **refusal.extensions)
         sha256 = requested_hash(data.extensions)
         if sha256 is not None:
             request: Request = request_adapter.request

@@ -54,7 +54,8 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
 from schema.context import Context
-from schema.errors import BAD_TOKEN, TooManyOperations, is_request_error
+from schema.errors import BAD_TOKEN, TooManyOperations, formatted, is_request_error
+from schema.limits import operation_name_refusal
 
 logger = logging.getLogger("chatql.ws")
 
@@ -136,10 +137,16 @@ class TransportWSProtocol(BaseGraphQLTransportWSHandler[Context, None]):
         if limit is not None and len(self.operations) >= limit:
             error = TooManyOperations(limit)
             await self.websocket.send_json(
-                {"id": message["id"], "type": "error", "payload": [error.formatted]}
+                {"id": message["id"], "type": "error", "payload": [formatted(error)]}
             )
             return
         payload = message["payload"]
+        refusal = operation_name_refusal(payload.get("operationName"))
+        if refusal is not None:
+            await self.websocket.send_json(
+                {"id": message["id"], "type": "error", "payload": [formatted(refusal)]}
+            )
+            return
         operation: Operation[Context, None] = Operation(
             self,
             message["id"],
@@ -235,7 +242,15 @@ class LegacyWSProtocol(BaseGraphQLWSHandler[Context, None]):
         ):
             error = TooManyOperations(limit)
             await self.websocket.send_json(
-                {"type": "error", "id": message["id"], "payload": [error.formatted]}
+                {"type": "error", "id": message["id"], "payload": [formatted(error)]}
+            )
+            return
+        payload = message.get("payload")
+        name = payload.get("operationName") if isinstance(payload, dict) else None
+        refusal = operation_name_refusal(name)
+        if self.connection_acknowledged and refusal is not None:
+            await self.websocket.send_json(
+                {"type": "error", "id": message["id"], "payload": [formatted(refusal)]}
             )
             return
         await super().handle_start(message)

@@ -4,6 +4,7 @@ the socket survives what a client may send (a long operation name, a slow init).
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -14,6 +15,8 @@ from starlette.applications import Starlette
 
 from db.models import Conversation, Message
 from schema.errors import BAD_TOKEN, INTERNAL
+from schema.limits import BAD_OPERATION_NAME, TEXT_REFUSED
+from schema.validation import NOT_UNICODE
 from tests.factories import (
     Sessionmaker,
     gid,
@@ -307,3 +310,44 @@ async def test_the_legacy_protocol_runs_queries_and_mutations(
         created = await socket.execute("1", CREATE)
     assert set(created["data"]["createConversation"]) == {"id"}
     assert await counts(sessionmaker) == (1, 0)
+
+
+@protocols
+@pytest.mark.parametrize(
+    ("name", "answer"),
+    [
+        (
+            "\ud800",
+            {
+                "message": TEXT_REFUSED,
+                "extensions": {
+                    "code": "BAD_USER_INPUT",
+                    "fields": {"operationName": NOT_UNICODE},
+                },
+            },
+        ),
+        (7, {"message": BAD_OPERATION_NAME, "extensions": {"code": "BAD_REQUEST"}}),
+    ],
+    ids=["lone surrogate", "not a string"],
+)
+async def test_an_operation_name_no_operation_can_have_is_refused_as_over_http(
+    app: Starlette,
+    api: Api,
+    sessionmaker: Sessionmaker,
+    protocol: str,
+    name: object,
+    answer: dict[str, object],
+) -> None:
+    ada = await make_user(sessionmaker, username="ada")
+    async with asgi_socket(app, protocol) as socket:
+        await socket.login(token_for(ada))
+        result = await socket.execute("1", "query A { me { id } }", operation_name=name)  # type: ignore[arg-type]
+        assert result == {"errors": [answer]}
+        assert await socket.execute("2", "{ me { username } }") == {
+            "data": {"me": {"username": "ada"}}
+        }
+    body = json.dumps({"query": "query A { me { id } }", "operationName": name})
+    over_http = await api.raw(
+        "POST", content=body, headers={"Content-Type": "application/json"}, token=token_for(ada)
+    )
+    assert over_http.json() == {"errors": [answer]}
