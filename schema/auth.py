@@ -119,6 +119,8 @@ class TokenSubject(NamedTuple):
 
     user_id: int
     account_key: str
+    # When the token stops working (seconds since the epoch): a subscription ends then.
+    expires: float = math.inf
 
 
 def issue_token(config: Config, user_id: int, account_key: str) -> str:
@@ -166,7 +168,8 @@ def _verify(secret_key: str, token: str) -> tuple[TokenSubject, int, int] | None
         valid_from = int(claims["iat"])
         if "nbf" in claims:
             valid_from = max(valid_from, int(claims["nbf"]))
-        return TokenSubject(int(subject), key), valid_from, int(claims["exp"])
+        expires = int(claims["exp"])
+        return TokenSubject(int(subject), key, expires), valid_from, expires
     except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError):
         return None
 

@@ -52,6 +52,9 @@ class Context:
     auth_error: Unauthenticated | None
     request_id: str
     client_address: str | None = None
+    # When the viewer's token stops working (seconds since the epoch): a subscription, which
+    # outlives the moment its token was checked, ends then.
+    token_expires: float | None = None
     # Strawberry sets these on WebSocket connections.
     connection_params: dict[str, Any] | None = None
     request: Any = None
@@ -111,9 +114,11 @@ async def build_context(
     token = bearer_token(authorization)
     viewer_row: Row[Any] | None = None
     auth_error: Unauthenticated | None = None
+    expires: float | None = None
     if token is not None:
         subject = read_token(services.config, token) if token else None
         if subject is not None:
+            expires = subject.expires
             viewer_row = await get_user(services.reads, user_id=subject.user_id)
             if viewer_row is not None and viewer_row.account_key != subject.account_key:
                 viewer_row = None  # another account, given the id of the token's deleted one
@@ -131,4 +136,5 @@ async def build_context(
         client_address=client_address,
         request=request,
         response=response,
+        token_expires=expires if viewer_row is not None else None,
     )

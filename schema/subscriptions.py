@@ -2,12 +2,15 @@
 
 The broker hands over message ids only; each batch is loaded through a fresh set of loaders
 (the connection lives for hours, so nothing is cached from one batch to the next), under the
-subscriber's own permissions, so nested fields resolve exactly as they would in a query.
+subscriber's own permissions, so nested fields resolve exactly as they would in a query. A
+subscription ends with UNAUTHENTICATED when the token it was opened with expires, as every
+request after that moment would be refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator
 
 import strawberry
@@ -18,6 +21,11 @@ from schema.errors import BAD_TOKEN, NotFound, TooSlow, Unauthenticated
 from schema.permissions import require_viewer
 from schema.relay import decode_conversation_id
 from schema.types import Info, Message
+
+
+def _until(moment: float | None) -> float | None:
+    """Seconds from now until `moment` (seconds since the epoch), None for never."""
+    return None if moment is None else max(moment - time.time(), 0.0)
 
 
 @strawberry.type
@@ -39,7 +47,10 @@ class Subscription:
                 raise NotFound()
             while True:
                 try:
-                    batch = await subscription.next_batch()
+                    async with asyncio.timeout(_until(context.token_expires)):
+                        batch = await subscription.next_batch()
+                except TimeoutError as exc:  # the token it was opened with has expired
+                    raise Unauthenticated(BAD_TOKEN) from exc
                 except SubscriberTooSlow as exc:
                     raise TooSlow(exc.queue_size) from exc
                 except ViewerGone as exc:

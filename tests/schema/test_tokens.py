@@ -12,7 +12,7 @@ from tests.factories import TEST_SECRET
 CONFIG = Config(secret_key=TEST_SECRET)
 
 
-SEVEN = TokenSubject(user_id=7, account_key="k7")
+SEVEN = TokenSubject(user_id=7, account_key="k7", expires=2000)
 
 
 def token(**claims: object) -> str:

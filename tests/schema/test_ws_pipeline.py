@@ -351,3 +351,22 @@ async def test_an_operation_name_no_operation_can_have_is_refused_as_over_http(
         "POST", content=body, headers={"Content-Type": "application/json"}, token=token_for(ada)
     )
     assert over_http.json() == {"errors": [answer]}
+
+
+@protocols
+async def test_a_subscription_ends_when_its_token_expires(
+    app: Starlette, sessionmaker: Sessionmaker, protocol: str
+) -> None:
+    ada = await make_user(sessionmaker, username="ada")
+    conversation = await make_conversation(sessionmaker, owner_id=ada)
+    async with asgi_socket(app, protocol) as socket:
+        await socket.login(token_for(ada, ttl=2))
+        await socket.subscribe(
+            "1",
+            "subscription ($id: ID!) { messageAdded(conversationId: $id) { id } }",
+            {"id": gid("Conversation", conversation)},
+        )
+        errors = await socket.errors("1")
+    assert [(error["message"], error["extensions"]["code"]) for error in errors] == [
+        (BAD_TOKEN, "UNAUTHENTICATED")
+    ]
