@@ -81,12 +81,12 @@ def is_subscription(context: ExecutionContext) -> bool:
         return False
 
 
-def answered_query(name: str | None) -> None:
+def answered_query(name: str | None, outcome: str = "ok") -> None:
     """A query was answered without Strawberry's extensions (the fast lane): record it as
     `OperationRecorder` and `settle` would have."""
     record = CURRENT.get()
     if record is not None:
-        record.operation, record.operation_type, record.outcome = name, "query", "ok"
+        record.operation, record.operation_type, record.outcome = name, "query", outcome
 
 
 def settle(record: RequestRecord, *, refused: str | None = None) -> None:
@@ -110,4 +110,6 @@ def settle(record: RequestRecord, *, refused: str | None = None) -> None:
         record.operation_type = context.operation_type.value
     except RuntimeError:  # a document that did not parse has no operation
         record.operation_type = None
-    record.outcome = outcome(getattr(context.result, "errors", None))
+    # No result: the operation was cut off (the request deadline), so its outcome is the status.
+    result = context.result
+    record.outcome = outcome(getattr(result, "errors", None)) if result is not None else None
