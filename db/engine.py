@@ -28,8 +28,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import event, exc, text
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, ExceptionContext, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -130,14 +131,12 @@ def make_engine(
     return engine
 
 
-def _refuse_closed(
-    _: Any, record: ConnectionPoolEntry, __: PoolProxiedConnection
-) -> None:
+def _refuse_closed(_: Any, record: ConnectionPoolEntry, __: PoolProxiedConnection) -> None:
     # The driver saw the socket close (the server restarted or ended the session): the pool
     # connects afresh instead of handing this one out.
     driver = record.driver_connection
     if driver is not None and driver.is_closed():
-        raise exc.DisconnectionError("the connection was closed")
+        raise DisconnectionError("the connection was closed")
 
 
 def _invalidate_broken(context: ExceptionContext) -> None:

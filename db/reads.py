@@ -118,9 +118,7 @@ class DriverReads:
 
     dialect = "postgresql"
 
-    def __init__(
-        self, engine: AsyncEngine, *, size: int, timeouts: Timeouts | None = None
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, *, size: int, timeouts: Timeouts | None = None) -> None:
         self._engine = engine
         self._size = size
         self._timeouts = timeouts or Timeouts()
