@@ -110,6 +110,4 @@ def settle(record: RequestRecord, *, refused: str | None = None) -> None:
         record.operation_type = context.operation_type.value
     except RuntimeError:  # a document that did not parse has no operation
         record.operation_type = None
-    # No result: the operation was cut off (the request deadline), so its outcome is the status.
-    result = context.result
-    record.outcome = outcome(getattr(result, "errors", None)) if result is not None else None
+    record.outcome = outcome(getattr(context.result, "errors", None))

@@ -72,6 +72,8 @@ class RequestDeadline:
             if started:
                 raise
             answered = True
+            # The outcome the request log and the metrics record, as for the view's refusals.
+            state["refused"] = ServiceUnavailable.code
             logger.warning("answered 503 (request %s): %s", state.get("request_id"), problem)
             response = refusal(problem.retry_after).response(media_type_of(Headers(scope=scope)))
             await response(scope, receive, send)
