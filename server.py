@@ -41,7 +41,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UnsetType
 
 import explorer
-from db.engine import is_sqlite, make_engine, make_reader, make_sessionmaker, ping
+from db.engine import Timeouts, is_sqlite, make_engine, make_reader, make_sessionmaker, ping
 from db.migrate import upgrade_to_head
 from db.reads import DriverReads, make_reads
 from ops import health
@@ -58,6 +58,7 @@ from schema.caches import DocumentCache
 from schema.config import Config
 from schema.context import Context, Services, build_context
 from transport.body import BodyLimit
+from transport.deadline import RequestDeadline
 from transport.fast import FastLane
 from transport.http_protocol import HeaderTimeoutProtocol
 from transport.persisted import Bounds, StoreRegistered
@@ -146,6 +147,11 @@ class Settings(BaseSettings):
     # auto: JSON lines unless stdout is a terminal.
     log_format: Literal["auto", "json", "text"] = "auto"
     ready_timeout: float = 2.0
+    # Faults (issue 11): seconds a statement, a wait for a pooled connection and a whole HTTP
+    # request may take before the client is answered SERVICE_UNAVAILABLE (503); 0: no limit.
+    db_statement_timeout: float = 10.0
+    db_pool_timeout: float = 5.0
+    request_timeout: float = 30.0
     # Read by `create-admin` alone; unset, it asks twice at a terminal (and refuses elsewhere).
     admin_password: str | None = None
 
@@ -307,6 +313,9 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
     settings = settings or Settings()
     config = settings.schema_config()
     passwords = Passwords.from_config(config)
+    timeouts = Timeouts(
+        statement=settings.db_statement_timeout or None, pool=settings.db_pool_timeout or None
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -315,6 +324,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             pre_ping=settings.db_pre_ping,
+            timeouts=timeouts,
         )
         sessionmaker = make_sessionmaker(engine)
         broker = make_broker(settings.database_url, queue_size=settings.subscription_queue_size)
@@ -322,7 +332,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             broker.hub, sessionmaker, interval=settings.subscription_recheck_seconds
         )
         reader = make_reader(engine)
-        reads = make_reads(engine, reader, size=settings.db_pool_size)
+        reads = make_reads(engine, reader, size=settings.db_pool_size, timeouts=timeouts)
         services = Services(
             sessionmaker=sessionmaker,
             reader=reader,
@@ -385,7 +395,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
     )
     routes = [
         # Every method reaches the view, which answers 405 in GraphQL's error format.
-        Route("/graphql", graphql),
+        Route("/graphql", RequestDeadline(graphql, seconds=settings.request_timeout)),
         WebSocketRoute("/graphql", graphql),
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz(settings.ready_timeout)),

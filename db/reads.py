@@ -11,13 +11,20 @@ ROLLBACK) and skip the reset query on release, since reads leave no state behind
 Elsewhere (SQLite) `SessionReads` runs the same statements in a read session. The statements
 are written once, for both: lists of keys are bound as one array (`one_of`), which PostgreSQL
 reads as `= ANY(...)` and SQLite as an expanding `IN (...)`.
+
+Both raise `db.errors.Unavailable` when the database does not answer in time or the
+connection breaks, after running a read whose connection broke once more on a fresh one (see
+`db.engine`). A connection that failed as broken is closed before it goes back to the pool:
+its reset query is skipped, so nothing else would notice, and the next read would be handed
+a connection whose protocol is stuck mid-operation ("cannot switch to state ...").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 from sqlalchemy import ColumnElement, Executable, any_, bindparam
@@ -26,7 +33,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import KeyedColumnElement
 
-from db.engine import read_session
+from db.engine import Timeouts, idempotent_read
+from db.errors import Unavailable, connection_lost, unavailable
+
+T = TypeVar("T")
 
 
 class Reads(Protocol):
@@ -53,12 +63,16 @@ class SessionReads:
         self.dialect = bind.dialect.name if bind is not None else ""
 
     async def all(self, statement: Executable, values: Mapping[str, Any]) -> Sequence[Any]:
-        async with read_session(self.sessionmaker) as session:
+        async def fetch(session: AsyncSession) -> Sequence[Any]:
             return (await session.execute(statement, dict(values))).all()
 
+        return await idempotent_read(self.sessionmaker, fetch)
+
     async def first(self, statement: Executable, values: Mapping[str, Any]) -> Any | None:
-        async with read_session(self.sessionmaker) as session:
+        async def fetch(session: AsyncSession) -> Any | None:
             return (await session.execute(statement, dict(values))).first()
+
+        return await idempotent_read(self.sessionmaker, fetch)
 
 
 class Record(asyncpg.Record):  # type: ignore[misc]
@@ -104,9 +118,10 @@ class DriverReads:
 
     dialect = "postgresql"
 
-    def __init__(self, engine: AsyncEngine, *, size: int) -> None:
+    def __init__(self, engine: AsyncEngine, *, size: int, timeouts: Timeouts | None = None) -> None:
         self._engine = engine
         self._size = size
+        self._timeouts = timeouts or Timeouts()
         self._pool: asyncpg.Pool | None = None
         self._compiled: dict[Executable, Prepared] = {}
         # Called with each statement's SQL before it runs (metrics, the tests' counters).
@@ -123,6 +138,7 @@ class DriverReads:
             # the request that released it, and keep it alive for minutes.
             max_inactive_connection_lifetime=0,
             record_class=Record,
+            **self._timeouts.asyncpg_arguments(),
         )
 
     async def close(self) -> None:
@@ -141,22 +157,60 @@ class DriverReads:
 
     async def all(self, statement: Executable, values: Mapping[str, Any]) -> Sequence[Any]:
         sql, arguments = self._arguments(statement, values)
-        assert self._pool is not None, "DriverReads.start() was not awaited"
-        async with self._pool.acquire() as connection:
-            rows: list[Any] = await connection.fetch(sql, *arguments)
-            return rows
+        rows: list[Any] = await self._run(lambda connection: connection.fetch(sql, *arguments))
+        return rows
 
     async def first(self, statement: Executable, values: Mapping[str, Any]) -> Any | None:
         sql, arguments = self._arguments(statement, values)
+        return await self._run(lambda connection: connection.fetchrow(sql, *arguments))
+
+    async def _run(self, fetch: Callable[[Any], Awaitable[T]]) -> T:
+        """`fetch(connection)` on a pooled connection; once more on a new one when the first
+        broke before answering."""
+        try:
+            return await self._once(fetch)
+        except Unavailable as problem:
+            if not problem.lost:
+                raise
+        return await self._once(fetch)
+
+    async def _once(self, fetch: Callable[[Any], Awaitable[T]]) -> T:
+        # The pool's timeout bounds the wait for a connection and, on release, the wait for a
+        # cancelled statement to end (past it asyncpg closes the connection).
         assert self._pool is not None, "DriverReads.start() was not awaited"
-        async with self._pool.acquire() as connection:
-            return await connection.fetchrow(sql, *arguments)
+        try:
+            async with self._pool.acquire(timeout=self._timeouts.pool) as connection:
+                try:
+                    return await fetch(connection)
+                except Exception as error:
+                    lost = connection_lost(error)
+                    # Broken, or gone silent mid-statement (asyncpg's command timeout): not
+                    # worth waiting for, and never to be handed out again.
+                    if lost or isinstance(error, TimeoutError):
+                        with contextlib.suppress(asyncpg.InterfaceError):  # closed already
+                            connection.terminate()
+                    if lost:
+                        # What broke one connection (a restart, pg_terminate_backend) has
+                        # usually broken its idle siblings too: each is replaced when next
+                        # acquired, as SQLAlchemy's pool does on a disconnect.
+                        await self._pool.expire_connections()
+                    raise
+        except Exception as error:
+            problem = unavailable(error)
+            if problem is None or problem is error:
+                raise
+            raise problem from error
 
 
 def make_reads(
-    engine: AsyncEngine, reader: async_sessionmaker[AsyncSession], *, size: int
+    engine: AsyncEngine,
+    reader: async_sessionmaker[AsyncSession],
+    *,
+    size: int,
+    timeouts: Timeouts | None = None,
 ) -> DriverReads | SessionReads:
-    """`DriverReads` where the engine speaks asyncpg, else `SessionReads` over `reader`."""
+    """`DriverReads` where the engine speaks asyncpg, else `SessionReads` over `reader` (whose
+    engine has the timeouts already)."""
     if engine.url.get_driver_name() == "asyncpg":
-        return DriverReads(engine, size=size)
+        return DriverReads(engine, size=size, timeouts=timeouts)
     return SessionReads(reader)

@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 from aiodataloader import DataLoader
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.engine import read_session
+from db.engine import idempotent_read
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -25,11 +25,10 @@ Load = Callable[[Sequence[K]], Awaitable[dict[Any, V]]]
 
 
 def in_session(sessionmaker: async_sessionmaker[AsyncSession], fetch: Fetch[K, V]) -> Load[K, V]:
-    """`fetch` run in a read session of its own."""
+    """`fetch` run in a read session of its own (a second one if the first's connection broke)."""
 
     async def load(keys: Sequence[K]) -> dict[Any, V]:
-        async with read_session(sessionmaker) as session:
-            return await fetch(session, keys)
+        return await idempotent_read(sessionmaker, lambda session: fetch(session, keys))
 
     return load
 

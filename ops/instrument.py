@@ -81,12 +81,12 @@ def is_subscription(context: ExecutionContext) -> bool:
         return False
 
 
-def answered_query(name: str | None) -> None:
+def answered_query(name: str | None, outcome: str = "ok") -> None:
     """A query was answered without Strawberry's extensions (the fast lane): record it as
     `OperationRecorder` and `settle` would have."""
     record = CURRENT.get()
     if record is not None:
-        record.operation, record.operation_type, record.outcome = name, "query", "ok"
+        record.operation, record.operation_type, record.outcome = name, "query", outcome
 
 
 def settle(record: RequestRecord, *, refused: str | None = None) -> None:

@@ -10,7 +10,10 @@
      ├── RateLimited            RATE_LIMITED
      ├── TooManyOperations      RATE_LIMITED (operations open at once on one WebSocket)
      ├── QueryTooComplex        QUERY_TOO_COMPLEX
-     └── TooSlow                SUBSCRIBER_TOO_SLOW (a subscription whose consumer fell behind)
+     ├── TooSlow                SUBSCRIBER_TOO_SLOW (a subscription whose consumer fell behind)
+     └── ServiceUnavailable     SERVICE_UNAVAILABLE, with `extensions.retryAfter` (seconds): the
+                                database did not answer in time or its connection broke
+                                (`db.errors.Unavailable`); the same request may be sent again
 
 Anything else is unexpected: `ErrorCodes` masks it to INTERNAL_SERVER_ERROR and logs it.
 """
@@ -26,6 +29,7 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
+from db.errors import Unavailable
 from schema.config import config_of
 from schema.operation import OPERATION_NAME_REQUIRED, names_no_operation
 
@@ -43,6 +47,7 @@ INTERNAL = "Internal server error."
 INVALID_INPUT = "Invalid input."
 TOO_MANY_FAILURES = "Too many failed logins; try again later."
 TOO_SLOW = "You fell too far behind on this subscription; subscribe again."
+UNAVAILABLE = "The service is unavailable for a moment; send the request again shortly."
 
 
 class PublicError(Exception):
@@ -140,6 +145,18 @@ class TooSlow(PublicError):
         super().__init__(TOO_SLOW, queueSize=queue_size)
 
 
+class ServiceUnavailable(PublicError):
+    """Answered with HTTP 503 and `Retry-After` when nothing else was answered (see
+    `transport.deadline`). A write that failed this way may or may not have been stored:
+    resending a `sendMessage` with its `clientId` is safe."""
+
+    code = "SERVICE_UNAVAILABLE"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(UNAVAILABLE, retryAfter=retry_after)
+        self.retry_after = retry_after
+
+
 def classify(error: GraphQLError) -> str:
     """The code of an error graphql-core raised before any resolver ran."""
     if isinstance(error, GraphQLSyntaxError) or error.message.startswith("Syntax Error"):
@@ -152,6 +169,15 @@ def classify(error: GraphQLError) -> str:
 def public_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
     """The error as a client may see it: its code added, or masked when unexpected."""
     original = error.original_error
+    if isinstance(original, Unavailable):
+        logger.warning(
+            "%s at %s (request %s)",
+            original,
+            ".".join(map(str, error.path or [])) or "operation",
+            request_id,
+        )
+        original = error.original_error = ServiceUnavailable(original.retry_after)
+        error.message = original.message
     if isinstance(original, PublicError):
         error.extensions = original.extensions
         return error

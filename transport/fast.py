@@ -10,7 +10,9 @@ same checks: the same context (viewer and loaders), the limits and the text chec
 `schema.limits`. Only an answer with no errors is given this way; anything else (a bad token, a
 limit, a variable that does not coerce, a field error) is declined, and the request goes the
 usual way, with the context already built, so the answer is Strawberry's own. Queries have no
-side effects: running one again from the start is safe.
+side effects: running one again from the start is safe. Except when every error is the
+database's (`db.errors.Unavailable`): running it again would only wait as long again, so it
+is answered here, as Strawberry's error extension would have coded it (SERVICE_UNAVAILABLE).
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ from starlette.responses import Response
 from strawberry.asgi import GraphQL
 from strawberry.execution import optimized_is_awaitable
 
+from db.errors import Unavailable
 from schema.caches import DocumentCache, PerDocument
 from schema.context import Context
+from schema.errors import ServiceUnavailable, public_error
 from schema.limits import refusals, text_refusal
+from transport.deadline import note_result
 from transport.responses import JSON
 
 REQUEST_KEYS = frozenset({"query", "variables", "operationName"})
@@ -37,11 +42,13 @@ STREAMING = ("multipart/mixed", "text/event-stream")
 
 
 class FastLane:
-    """`recorded(name)` is told of each query answered here (Strawberry's own path has an
+    """`recorded(name, outcome)` is told of each query answered here (Strawberry's own path has an
     extension for that: the request log and the metrics)."""
 
     def __init__(
-        self, documents: DocumentCache, recorded: Callable[[str | None], None] = lambda _: None
+        self,
+        documents: DocumentCache,
+        recorded: Callable[[str | None, str], None] = lambda _, __: None,
     ) -> None:
         self.documents = documents
         self.recorded = recorded
@@ -91,13 +98,30 @@ class FastLane:
         )
         if isawaitable(result):
             result = await result
+        name = operation_name or (operation.name.value if operation.name else None)
         if not isinstance(result, ExecutionResult) or result.errors or result.extensions:
+            if isinstance(result, ExecutionResult) and _unavailable_only(result):
+                return self.unavailable(request, result, context, name)
             self.failed(document)[0] = True
             context.reset_loaders()
             return context
-        self.recorded(operation_name or (operation.name.value if operation.name else None))
+        self.recorded(name, "ok")
         request.state.graphql_ran = True
         return Response(orjson.dumps({"data": result.data}), media_type=JSON)
+
+    def unavailable(
+        self, request: Request, result: ExecutionResult, context: Context, name: str | None
+    ) -> Response:
+        errors = [public_error(error, context.request_id) for error in result.errors or ()]
+        note_result(request.state, result.data, errors)
+        self.recorded(name, ServiceUnavailable.code)
+        request.state.graphql_ran = True
+        body = {"data": result.data, "errors": [error.formatted for error in errors]}
+        return Response(orjson.dumps(body), media_type=JSON)
+
+
+def _unavailable_only(result: ExecutionResult) -> bool:
+    return all(isinstance(error.original_error, Unavailable) for error in result.errors or ())
 
 
 def _request_data(

@@ -44,11 +44,13 @@ from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET
 
+from db.errors import Unavailable
 from schema.context import Context, Services
 from schema.errors import INTERNAL, BadRequest, is_request_error
 from schema.limits import operation_name_refusal
 from schema.operation import OPERATION_NAME_REQUIRED, names_no_operation
 from transport.body import BodyTooLarge
+from transport.deadline import note_result
 from transport.fast import FastLane
 from transport.persisted import Bounds, PersistedQueries, registration_of, requested_hash
 from transport.responses import GRAPHQL_RESPONSE, JSON, Refusal, media_type_of
@@ -148,6 +150,8 @@ class BaseGraphQLView(GraphQL[Context, None]):
             return self.refuse(request, self.translate(request, exc), media_type)
         except BodyTooLarge:
             raise  # answered by the body limit
+        except Unavailable:
+            raise  # answered 503 by transport.deadline.RequestDeadline
         except Exception:
             request_id = request_id_of(request)
             logger.exception("unexpected error answering a request (request %s)", request_id)
@@ -225,6 +229,7 @@ class BaseGraphQLView(GraphQL[Context, None]):
     ) -> GraphQLHTTPResponse:
         ran = not isinstance(result, PreExecutionError)
         request.state.graphql_ran = ran and not is_request_error(result)
+        note_result(request.state, result.data, result.errors)  # 503 when it failed entirely
         registration = registration_of(request)
         if registration is not None and registration.failure is not None:
             raise registration.failure  # nothing ran: answered 500 by `respond`

@@ -1,0 +1,72 @@
+"""A time limit that the caller sees on time, however long the work takes to give up.
+
+`asyncio.timeout` (and `wait_for`) raise only once the cancelled work has unwound, and work
+that waits on a stalled database unwinds slowly: SQLAlchemy closes an invalidated asyncpg
+connection gracefully for up to 2 s, asyncpg waits for the server to confirm a cancelled
+query. `/readyz` with a 2 s limit answered after 4 s that way, a request after a minute. Here
+the work runs as a task of its own: at the deadline it is cancelled and left to finish
+unwinding in the background, and the caller gets `Unavailable` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from db.errors import Unavailable
+
+T = TypeVar("T")
+
+logger = logging.getLogger("chatql.deadline")
+
+# Work given up on but still unwinding: held here so that it is not garbage-collected.
+_unwinding: set[asyncio.Task[Any]] = set()
+
+
+async def within(
+    seconds: float | None,
+    work: Awaitable[T],
+    *,
+    committed: Callable[[], bool] = lambda: False,
+) -> T:
+    """`work`'s result, or `Unavailable` (`reason` "timed out after N s") once `seconds` have
+    passed (None or 0: no limit). Past the deadline, while `committed()` is true (say, a
+    response has begun), the work is not interrupted and is waited for to the end.
+
+    Cancelling the caller cancels the work, without waiting for it.
+    """
+    if not seconds:
+        return await work
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    gate: asyncio.Future[None] = loop.create_future()
+
+    def open_gate(_: object = None) -> None:
+        if not gate.done():
+            gate.set_result(None)
+
+    task.add_done_callback(open_gate)
+    timer = loop.call_later(seconds, open_gate)
+    try:
+        await gate
+        if not task.done() and committed():
+            await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        timer.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    _unwinding.add(task)
+    task.add_done_callback(_unwound)
+    raise Unavailable(f"timed out after {seconds:g} s")
+
+
+def _unwound(task: asyncio.Task[Any]) -> None:
+    _unwinding.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("work given up at its deadline failed", exc_info=task.exception())
