@@ -5,9 +5,10 @@ A socket lives for hours; what it carries must not outlive one operation. So, pe
 (a `subscribe` of `graphql-transport-ws`, a `start` of the legacy `graphql-ws`):
 
 - the token the connection logged in with is checked again and the viewer loaded again, with
-  fresh loaders (`OperationSource.operation_context`, the same `build_context` as HTTP): a user
-  deactivated or deleted since `connection_init` gets UNAUTHENTICATED, and nothing read by an
-  earlier operation is served from a cache;
+  fresh loaders (`OperationSource.operation_context`, the same `build_context` as HTTP, within
+  the request deadline: past it, SERVICE_UNAVAILABLE): a user deactivated or deleted since
+  `connection_init` gets UNAUTHENTICATED, and nothing read by an earlier operation is served
+  from a cache;
 - the schema's extensions run as for HTTP (limits, input checks, error codes and masking,
   applied to every streamed result by `schema.errors.ErrorCodes.on_stream_result`);
 - an error before execution (a document that does not parse or validate, an unknown operation
@@ -53,8 +54,15 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
+from db.errors import Unavailable
 from schema.context import Context
-from schema.errors import BAD_TOKEN, TooManyOperations, formatted, is_request_error
+from schema.errors import (
+    BAD_TOKEN,
+    ServiceUnavailable,
+    TooManyOperations,
+    formatted,
+    is_request_error,
+)
 from schema.limits import operation_name_refusal
 
 logger = logging.getLogger("chatql.ws")
@@ -69,6 +77,12 @@ def close_reason(reason: str) -> str:
     """`reason` cut to what a close frame can carry (123 bytes of valid UTF-8)."""
     encoded = reason.encode("utf-8", "replace")[:MAX_CLOSE_REASON]
     return encoded.decode("utf-8", "ignore")
+
+
+def unavailable(problem: Unavailable) -> list[dict[str, Any]]:
+    """The errors of an operation whose context could not be built in time (the viewer's
+    lookup, within the request deadline): SERVICE_UNAVAILABLE, as HTTP answers it."""
+    return [formatted(ServiceUnavailable(problem.retry_after))]
 
 
 def request_error(result: object) -> TypeGuard[ExecutionResult]:
@@ -161,7 +175,17 @@ class TransportWSProtocol(BaseGraphQLTransportWSHandler[Context, None]):
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         with _source(self).operation_record(TRANSPORT_WS) as record:
             try:
-                context = await _source(self).operation_context(self.context)
+                try:
+                    context = await _source(self).operation_context(self.context)
+                except Unavailable as problem:
+                    record.outcome = ServiceUnavailable.code
+                    error: Any = {
+                        "id": operation.id,
+                        "type": "error",
+                        "payload": unavailable(problem),
+                    }
+                    await operation.send_operation_message(error)
+                    return
                 record.request_id = context.request_id
                 stream = await self.schema.stream(
                     operation.query,
@@ -264,7 +288,14 @@ class LegacyWSProtocol(BaseGraphQLWSHandler[Context, None]):
     ) -> None:
         with _source(self).operation_record(LEGACY_WS) as record:
             try:
-                context = await _source(self).operation_context(self.context)
+                try:
+                    context = await _source(self).operation_context(self.context)
+                except Unavailable as problem:
+                    record.outcome = ServiceUnavailable.code
+                    await self.websocket.send_json(
+                        {"type": "error", "id": operation_id, "payload": unavailable(problem)}
+                    )
+                    return
                 record.request_id = context.request_id
                 stream = await self.schema.stream(
                     query=query,

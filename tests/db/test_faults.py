@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from db.models import Message, User
 from ops.health import NOT_READY, READY
 from schema.errors import UNAVAILABLE
+from server import Settings, create_app
 from tests.conftest import ApiFactory
 from tests.factories import (
     Sessionmaker,
@@ -35,6 +36,7 @@ from tests.factories import (
     token_for,
 )
 from tests.helpers import Api
+from tests.ws import PROTOCOLS, asgi_socket
 
 # Seconds a request may take past the limit that should end it (a busy 2-core test machine).
 SLACK = 1.0
@@ -414,3 +416,29 @@ async def test_connections_ended_under_load_fail_no_read_and_lose_no_write(
 
 def sent(client_id: str) -> dict[str, str]:
     return {"content": f"hello {client_id}", "clientId": client_id}
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_websocket_operation_on_a_stalled_database_is_answered_on_time(
+    settings: Settings, sessionmaker: Sessionmaker, database_url: str, protocol: str
+) -> None:
+    ada = await make_user(sessionmaker, username="ada")
+    async with Stall.before(database_url) as (stall, stalled_url):
+        changes = {"database_url": stalled_url, "request_timeout": 1.0, "db_pool_timeout": 0.5}
+        application = create_app(settings.model_copy(update=changes))
+        async with (
+            application.router.lifespan_context(application),
+            asgi_socket(application, protocol) as socket,
+        ):
+            await socket.login(token_for(ada))
+            assert await socket.execute("1", ME) == {"data": {"me": {"username": "ada"}}}
+            stall.flowing.clear()
+            started = time.monotonic()
+            stalled = await socket.execute("2", ME)
+            took = time.monotonic() - started
+            stall.flowing.set()
+            assert stalled == REFUSED
+            assert took < 1.0 + SLACK
+            # The socket and the app recover.
+            assert await socket.execute("3", ME) == {"data": {"me": {"username": "ada"}}}
