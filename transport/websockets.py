@@ -79,12 +79,6 @@ def close_reason(reason: str) -> str:
     return encoded.decode("utf-8", "ignore")
 
 
-def unavailable(problem: Unavailable) -> list[dict[str, Any]]:
-    """The errors of an operation whose context could not be built in time (the viewer's
-    lookup, within the request deadline): SERVICE_UNAVAILABLE, as HTTP answers it."""
-    return [formatted(ServiceUnavailable(problem.retry_after))]
-
-
 def request_error(result: object) -> TypeGuard[ExecutionResult]:
     """Whether a stream's first result stopped the operation before it ran: it is sent as one
     `error` message, with no `data` (HTTP answers such a result without a `data` entry)."""
@@ -136,6 +130,19 @@ def _source(handler: Any) -> OperationSource:
     return view
 
 
+async def _operation_context(handler: Any, record: Record) -> Context | list[dict[str, Any]]:
+    """The operation's own context, its id given to its record; or, when it could not be built
+    in time (the viewer's lookup, within the request deadline), the errors that answer the
+    operation: SERVICE_UNAVAILABLE, as HTTP answers it."""
+    try:
+        context = await _source(handler).operation_context(handler.context)
+    except Unavailable as problem:
+        record.outcome = ServiceUnavailable.code
+        return [formatted(ServiceUnavailable(problem.retry_after))]
+    record.request_id = context.request_id
+    return context
+
+
 class TransportWSProtocol(BaseGraphQLTransportWSHandler[Context, None]):
     """`graphql-transport-ws` (the graphql-ws library's protocol)."""
 
@@ -175,18 +182,11 @@ class TransportWSProtocol(BaseGraphQLTransportWSHandler[Context, None]):
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         with _source(self).operation_record(TRANSPORT_WS) as record:
             try:
-                try:
-                    context = await _source(self).operation_context(self.context)
-                except Unavailable as problem:
-                    record.outcome = ServiceUnavailable.code
-                    error: Any = {
-                        "id": operation.id,
-                        "type": "error",
-                        "payload": unavailable(problem),
-                    }
+                context = await _operation_context(self, record)
+                if isinstance(context, list):
+                    error: Any = {"id": operation.id, "type": "error", "payload": context}
                     await operation.send_operation_message(error)
                     return
-                record.request_id = context.request_id
                 stream = await self.schema.stream(
                     operation.query,
                     variable_values=operation.variables,
@@ -288,15 +288,11 @@ class LegacyWSProtocol(BaseGraphQLWSHandler[Context, None]):
     ) -> None:
         with _source(self).operation_record(LEGACY_WS) as record:
             try:
-                try:
-                    context = await _source(self).operation_context(self.context)
-                except Unavailable as problem:
-                    record.outcome = ServiceUnavailable.code
-                    await self.websocket.send_json(
-                        {"type": "error", "id": operation_id, "payload": unavailable(problem)}
-                    )
+                context = await _operation_context(self, record)
+                if isinstance(context, list):
+                    error = {"type": "error", "id": operation_id, "payload": context}
+                    await self.websocket.send_json(error)
                     return
-                record.request_id = context.request_id
                 stream = await self.schema.stream(
                     query=query,
                     variable_values=variables,
