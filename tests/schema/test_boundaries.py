@@ -479,12 +479,14 @@ async def twins(
         lite_names = await seed(make_sessionmaker(engine))
     finally:
         await engine.dispose()
+    # A token names its account by a random key: each database's admin has its own.
+    lite_token = token_for(1)
     names = await seed(sessionmaker)
     token = token_for(1)
     # Failed logins are counted with the time: no limit, so that answers do not depend on it.
     unlimited = {"login_failures_per_name": 10**9, "login_failures_per_address": 10**9}
     async with other_app(database_url=url, **unlimited) as lite, other_app(**unlimited) as pg:
-        yield [Twin(lite, token, lite_names), Twin(pg, token, names)]
+        yield [Twin(lite, lite_token, lite_names), Twin(pg, token, names)]
 
 
 async def differences(twins: list[Twin], slot: Slot, value: Any, *, literals: bool) -> list[str]:
