@@ -41,7 +41,6 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UnsetType
 
 import explorer
-from db.deadline import within
 from db.engine import Timeouts, is_sqlite, make_engine, make_reader, make_sessionmaker, ping
 from db.migrate import upgrade_to_head
 from db.reads import DriverReads, make_reads
@@ -253,8 +252,6 @@ class GraphQLView(BaseGraphQLView):
 
     graphql_transport_ws_handler_class = TransportWSProtocol
     graphql_ws_handler_class = LegacyWSProtocol
-    # Seconds a WebSocket operation's context may take to build (HTTP: `RequestDeadline`).
-    request_timeout: float | None = None
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         return await build_context(
@@ -292,11 +289,10 @@ class GraphQLView(BaseGraphQLView):
         context.extras[WS_AUTHORIZATION] = authorization
 
     async def operation_context(self, connection: Context) -> Context:
-        authorization = connection.extras.get(WS_AUTHORIZATION)
-        return await within(
-            self.request_timeout,
-            self.credentials_context(connection, authorization),
-        )
+        # Bounded by the database's own limits (statement and pool timeouts), not by a task
+        # of its own: an operation is cancelled whenever its socket closes, and work cut loose
+        # then would outlive the connection it reads on.
+        return await self.credentials_context(connection, connection.extras.get(WS_AUTHORIZATION))
 
     async def credentials_context(self, connection: Context, authorization: str | None) -> Context:
         return await build_context(
@@ -400,7 +396,6 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             else None
         ),
     )
-    graphql.request_timeout = settings.request_timeout
     routes = [
         # Every method reaches the view, which answers 405 in GraphQL's error format.
         Route("/graphql", RequestDeadline(graphql, seconds=settings.request_timeout)),

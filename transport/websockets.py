@@ -5,10 +5,10 @@ A socket lives for hours; what it carries must not outlive one operation. So, pe
 (a `subscribe` of `graphql-transport-ws`, a `start` of the legacy `graphql-ws`):
 
 - the token the connection logged in with is checked again and the viewer loaded again, with
-  fresh loaders (`OperationSource.operation_context`, the same `build_context` as HTTP, within
-  the request deadline: past it, SERVICE_UNAVAILABLE): a user deactivated or deleted since
-  `connection_init` gets UNAUTHENTICATED, and nothing read by an earlier operation is served
-  from a cache;
+  fresh loaders (`OperationSource.operation_context`, the same `build_context` as HTTP; a
+  database past its statement or pool timeout is SERVICE_UNAVAILABLE): a user deactivated or
+  deleted since `connection_init` gets UNAUTHENTICATED, and nothing read by an earlier
+  operation is served from a cache;
 - the schema's extensions run as for HTTP (limits, input checks, error codes and masking,
   applied to every streamed result by `schema.errors.ErrorCodes.on_stream_result`);
 - an error before execution (a document that does not parse or validate, an unknown operation
@@ -131,9 +131,9 @@ def _source(handler: Any) -> OperationSource:
 
 
 async def _operation_context(handler: Any, record: Record) -> Context | list[dict[str, Any]]:
-    """The operation's own context, its id given to its record; or, when it could not be built
-    in time (the viewer's lookup, within the request deadline), the errors that answer the
-    operation: SERVICE_UNAVAILABLE, as HTTP answers it."""
+    """The operation's own context, its id given to its record; or, when the database did not
+    answer the viewer's lookup in time, the errors that answer the operation:
+    SERVICE_UNAVAILABLE, as HTTP answers it."""
     try:
         context = await _source(handler).operation_context(handler.context)
     except Unavailable as problem:
@@ -317,8 +317,12 @@ class LegacyWSProtocol(BaseGraphQLWSHandler[Context, None]):
                     await self.send_data_message(result, operation_id)
                 await self.send_message({"type": "complete", "id": operation_id})
             except asyncio.CancelledError:
+                # A `stop`, or the socket closing: say so, unless the socket is gone (a send on
+                # it may then never return), and end as cancelled.
                 with suppress(Exception):
-                    await self.send_message({"type": "complete", "id": operation_id})
+                    async with asyncio.timeout(1):
+                        await self.send_message({"type": "complete", "id": operation_id})
+                raise
             except Exception:
                 record.outcome = "INTERNAL_SERVER_ERROR"
                 logger.exception(
