@@ -252,6 +252,8 @@ class GraphQLView(BaseGraphQLView):
 
     graphql_transport_ws_handler_class = TransportWSProtocol
     graphql_ws_handler_class = LegacyWSProtocol
+    # The largest WebSocket message, in bytes (the request body limit).
+    max_message_bytes: int | None = None
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         return await build_context(
@@ -396,6 +398,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             else None
         ),
     )
+    graphql.max_message_bytes = settings.max_body_bytes
     routes = [
         # Every method reaches the view, which answers 405 in GraphQL's error format.
         Route("/graphql", RequestDeadline(graphql, seconds=settings.request_timeout)),
@@ -489,9 +492,9 @@ def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
 
 
 SQLITE_ONE_PROCESS = (
-    "SQLite serves one process: use --workers 1, or set DATABASE_URL to PostgreSQL."
+    "error: SQLite serves one process: use --workers 1, or set DATABASE_URL to PostgreSQL."
 )
-RELOAD_ONE_PROCESS = "--reload runs one process: leave out --workers."
+RELOAD_ONE_PROCESS = "error: --reload runs one process: leave out --workers."
 
 
 @contextlib.contextmanager
@@ -537,6 +540,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             reload=args.reload,
             http=protocol,  # type: ignore[arg-type]
             limit_concurrency=settings.max_connections,
+            # A WebSocket message may be as large as a request body, no larger.
+            ws_max_size=settings.max_body_bytes,
             log_config=settings.log_config(),
             log_level=settings.log_level.lower(),
             access_log=False,
@@ -801,12 +806,10 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
-COMMANDS = {"serve", "migrate", "create-admin", "seed", "export-schema"}
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in {"-h", "--help"}):
+    # No command, or options alone, is `serve`; an unknown word is argparse's "invalid choice".
+    if not argv or (argv[0].startswith("-") and argv[0] not in {"-h", "--help"}):
         argv.insert(0, "serve")
     args = parser().parse_args(argv)
     try:

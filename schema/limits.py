@@ -348,6 +348,10 @@ def text_refusal(
         if reason:
             problems.append((OPERATION_NAME, reason))
     for name, value in (variables or {}).items():
+        # A variable's name is text too (and is echoed when no operation declares it).
+        named = text_problem(name)
+        if named:
+            problems.append((printable(name), named))
         if isinstance(value, str) and text_problem(value) is None:
             continue
         home = inputs.homes.get(name) or printable(name)

@@ -44,6 +44,8 @@ class Event:
 class JsonSocket(Protocol):
     async def send(self, data: dict[str, Any]) -> None: ...
 
+    async def send_text(self, text: str) -> None: ...
+
     async def receive(self, seconds: float) -> dict[str, Any]: ...
 
 
@@ -53,6 +55,9 @@ class HttpxSocket:
 
     async def send(self, data: dict[str, Any]) -> None:
         await self.session.send_json(data)
+
+    async def send_text(self, text: str) -> None:
+        await self.session.send_text(text)
 
     async def receive(self, seconds: float) -> dict[str, Any]:
         try:
@@ -68,6 +73,9 @@ class WebsocketsSocket:
 
     async def send(self, data: dict[str, Any]) -> None:
         await self.connection.send(json.dumps(data))
+
+    async def send_text(self, text: str) -> None:
+        await self.connection.send(text)
 
     async def receive(self, seconds: float) -> dict[str, Any]:
         try:

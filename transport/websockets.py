@@ -29,15 +29,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractContextManager, suppress
 from typing import Any, Protocol, TypeGuard
 
 import orjson
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.http.exceptions import (
+    NonJsonMessageReceived,
+    NonTextMessageReceived,
+    WebSocketDisconnected,
+)
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -58,12 +62,15 @@ from db.errors import Unavailable
 from schema.context import Context
 from schema.errors import (
     BAD_TOKEN,
+    BadRequest,
+    PublicError,
     ServiceUnavailable,
     TooManyOperations,
     formatted,
     is_request_error,
 )
 from schema.limits import operation_name_refusal
+from schema.validation import text_problem
 
 logger = logging.getLogger("chatql.ws")
 
@@ -71,6 +78,46 @@ TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
 # RFC 6455: a close frame's reason is at most 123 bytes of UTF-8.
 MAX_CLOSE_REASON = 123
+
+
+# An operation's id: the client's name for it, echoed in every message about it.
+MAX_ID = 128
+BAD_ID = f"Invalid message: an operation's id is a string of 1 to {MAX_ID} characters."
+BAD_PAYLOAD = "Invalid message: the payload of a subscribe or start is an object."
+# The words of the HTTP transport (Strawberry's) for the same faults of a request.
+NO_QUERY = "No GraphQL query found in the request"
+BAD_QUERY = "The GraphQL operation's `query` must be a string or null, if provided."
+BAD_VARIABLES = "The GraphQL operation's `variables` must be an object or null, if provided."
+BAD_EXTENSIONS = "The GraphQL operation's `extensions` must be an object or null, if provided."
+
+
+def message_problem(message: Mapping[str, object]) -> str | None:
+    """Why a `subscribe`/`start`/`complete`/`stop` is not a message of the protocol: its id,
+    or its payload's shape. None when it is one."""
+    op_id = message.get("id")
+    if not isinstance(op_id, str) or not 0 < len(op_id) <= MAX_ID or text_problem(op_id):
+        return BAD_ID
+    if message.get("type") in ("subscribe", "start") and not isinstance(
+        message.get("payload"), dict
+    ):
+        return BAD_PAYLOAD
+    return None
+
+
+def request_refusal(payload: Mapping[str, object]) -> PublicError | None:
+    """What HTTP refuses of the same fields of a request, before anything runs: BAD_REQUEST
+    (a query that is not a string, variables or extensions that are not objects) or the
+    refusal of its `operationName`."""
+    query = payload.get("query")
+    if query is None:
+        return BadRequest(NO_QUERY)
+    if not isinstance(query, str):
+        return BadRequest(BAD_QUERY)
+    if not isinstance(payload.get("variables"), dict | None):
+        return BadRequest(BAD_VARIABLES)
+    if not isinstance(payload.get("extensions"), dict | None):
+        return BadRequest(BAD_EXTENSIONS)
+    return operation_name_refusal(payload.get("operationName"))
 
 
 def close_reason(reason: str) -> str:
@@ -103,6 +150,33 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
 
     async def close(self, code: int, reason: str) -> None:
         await super().close(code, close_reason(reason))
+
+    async def iter_json(
+        self, *, ignore_parsing_errors: bool = False
+    ) -> AsyncGenerator[object, None]:
+        """Each message as a JSON object. One over the request body limit closes the socket
+        with 1009 (message too big); one that is not a JSON object (not JSON, nested past the
+        decoder's depth, an array, a number) is not a message of either protocol: the new one
+        closes with 4400, the legacy one skips it (`ignore_parsing_errors`)."""
+        limit: int | None = getattr(self.view, "max_message_bytes", None)
+        try:
+            while self.ws.application_state != WebSocketState.DISCONNECTED:
+                text = await self.ws.receive_text()
+                if limit is not None and len(text) > limit // 4 and len(text.encode()) > limit:
+                    await self.close(1009, f"A message may have at most {limit} bytes.")
+                    return
+                try:
+                    message = self.view.decode_json(text)
+                except (ValueError, RecursionError):
+                    message = None
+                if isinstance(message, dict):
+                    yield message
+                elif not ignore_parsing_errors:
+                    raise NonJsonMessageReceived()
+        except KeyError as exc:  # a binary frame
+            raise NonTextMessageReceived() from exc
+        except WebSocketDisconnect:
+            pass
 
 
 class Record(Protocol):
@@ -146,6 +220,18 @@ async def _operation_context(handler: Any, record: Record) -> Context | list[dic
 class TransportWSProtocol(BaseGraphQLTransportWSHandler[Context, None]):
     """`graphql-transport-ws` (the graphql-ws library's protocol)."""
 
+    async def handle_message(self, message: Any) -> None:
+        kind = message.get("type")
+        if kind in ("subscribe", "complete"):
+            problem = message_problem(message)
+            if problem is not None:
+                await self.handle_invalid_message(problem)
+                return
+        elif not isinstance(kind, str):
+            await self.handle_invalid_message("Invalid message: no type.")
+            return
+        await super().handle_message(message)
+
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if not self.connection_acknowledged:
             await self.websocket.close(code=4401, reason="Unauthorized")
@@ -162,7 +248,7 @@ class TransportWSProtocol(BaseGraphQLTransportWSHandler[Context, None]):
             )
             return
         payload = message["payload"]
-        refusal = operation_name_refusal(payload.get("operationName"))
+        refusal = request_refusal(payload)
         if refusal is not None:
             await self.websocket.send_json(
                 {"id": message["id"], "type": "error", "payload": [formatted(refusal)]}
@@ -256,6 +342,24 @@ class LegacyWSProtocol(BaseGraphQLWSHandler[Context, None]):
                 return
         await super().handle_connection_init(message)
 
+    async def handle_message(self, message: Any) -> None:
+        kind = message.get("type")
+        if kind in ("start", "stop"):
+            problem = message_problem(message)
+            if problem is not None:
+                # The legacy protocol has no close code for a bad message: an error, as
+                # subscriptions-transport-ws answers one.
+                op_id = message.get("id")
+                error = {"type": "error", "payload": [formatted(BadRequest(problem))]}
+                if isinstance(op_id, str) and len(op_id) <= MAX_ID and not text_problem(op_id):
+                    error["id"] = op_id
+                await self.websocket.send_json(error)
+                return
+        elif kind == "connection_init" and self.connection_acknowledged:
+            await self.websocket.close(code=4429, reason="Too many initialisation requests")
+            return
+        await super().handle_message(message)
+
     async def handle_start(self, message: StartMessage) -> None:
         limit = self.max_subscriptions_per_connection
         if (
@@ -269,9 +373,9 @@ class LegacyWSProtocol(BaseGraphQLWSHandler[Context, None]):
                 {"type": "error", "id": message["id"], "payload": [formatted(error)]}
             )
             return
-        payload = message.get("payload")
-        name = payload.get("operationName") if isinstance(payload, dict) else None
-        refusal = operation_name_refusal(name)
+        # A `start` with the id of a running operation replaces it (Strawberry, as
+        # subscriptions-transport-ws did).
+        refusal = request_refusal(message["payload"])
         if self.connection_acknowledged and refusal is not None:
             await self.websocket.send_json(
                 {"type": "error", "id": message["id"], "payload": [formatted(refusal)]}

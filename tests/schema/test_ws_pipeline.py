@@ -27,6 +27,7 @@ from tests.factories import (
 )
 from tests.helpers import Api
 from tests.ws import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, Closed, asgi_socket
+from transport.websockets import BAD_EXTENSIONS, BAD_QUERY, BAD_VARIABLES, NO_QUERY
 
 protocols = pytest.mark.parametrize("protocol", PROTOCOLS)
 
@@ -370,3 +371,181 @@ async def test_a_subscription_ends_when_its_token_expires(
     assert [(error["message"], error["extensions"]["code"]) for error in errors] == [
         (BAD_TOKEN, "UNAUTHENTICATED")
     ]
+
+
+# ---- malformed messages: what HTTP refuses is refused, and nothing escapes as a 500 --------
+
+BAD_FIELDS = [
+    pytest.param({"query": 1}, BAD_QUERY, id="query not a string"),
+    pytest.param({"variables": {}}, NO_QUERY, id="no query"),
+    pytest.param({"query": "{ me { id } }", "variables": [1]}, BAD_VARIABLES, id="variables list"),
+    pytest.param({"query": "{ me { id } }", "variables": "x"}, BAD_VARIABLES, id="variables text"),
+    pytest.param({"query": "{ me { id } }", "extensions": 1}, BAD_EXTENSIONS, id="extensions"),
+]
+
+
+@protocols
+@pytest.mark.parametrize(("payload", "message"), BAD_FIELDS)
+async def test_a_request_http_refuses_is_refused_alike_over_a_socket(
+    app: Starlette,
+    api: Api,
+    sessionmaker: Sessionmaker,
+    protocol: str,
+    payload: dict[str, object],
+    message: str,
+) -> None:
+    ada = await make_user(sessionmaker, username="ada")
+    over_http = await api.raw(
+        "POST",
+        content=json.dumps(payload),
+        headers={"Content-Type": "application/json"},
+        token=token_for(ada),
+    )
+    refused = {"errors": [{"message": message, "extensions": {"code": "BAD_REQUEST"}}]}
+    assert (over_http.status_code, over_http.json()) == (400, refused)
+    async with asgi_socket(app, protocol) as socket:
+        await socket.login(token_for(ada))
+        kind = "subscribe" if protocol == TRANSPORT_WS else "start"
+        await socket.socket.send({"type": kind, "id": "1", "payload": payload})
+        event = await socket.receive()
+        assert (event.kind, event.id, event.payload) == ("error", "1", refused["errors"])
+        assert await socket.execute("2", "{ me { username } }") == {
+            "data": {"me": {"username": "ada"}}
+        }
+
+
+NESTED = (
+    '{"id": "1", "type": "subscribe", "payload": {"query": "{ me { id } }", "variables": {"v": '
+    + "[" * 100_000
+    + "]" * 100_000
+    + "}}}"
+)
+NOT_MESSAGES = [
+    pytest.param("[1, 2]", 4400, id="an array"),
+    pytest.param("7", 4400, id="a number"),
+    pytest.param('{"type": 5}', 4400, id="a type that is no string"),
+    pytest.param(
+        '{"id": {"a": 1}, "type": "subscribe", "payload": {"query": "{ me { id } }"}}',
+        4400,
+        id="an id that is an object",
+    ),
+    pytest.param(
+        '{"id": 5, "type": "subscribe", "payload": {"query": "{ me { id } }"}}',
+        4400,
+        id="an id that is a number",
+    ),
+    pytest.param(
+        json.dumps({"id": "x" * 200, "type": "subscribe", "payload": {"query": "{ me { id } }"}}),
+        4400,
+        id="a long id",
+    ),
+    pytest.param('{"id": "1", "type": "subscribe", "payload": "q"}', 4400, id="payload text"),
+    pytest.param('{"id": "1", "type": "subscribe", "payload": null}', 4400, id="payload null"),
+    pytest.param(NESTED, 4400, id="nested past the decoder"),
+    pytest.param(
+        json.dumps(
+            {
+                "id": "1",
+                "type": "subscribe",
+                "payload": {"query": "{ me { id } }", "variables": {"x": "a" * 1_100_000}},
+            }
+        ),
+        1009,
+        id="larger than a request body",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "code"), NOT_MESSAGES)
+async def test_what_is_no_message_of_the_protocol_closes_the_socket_with_a_reason(
+    app: Starlette, sessionmaker: Sessionmaker, text: str, code: int
+) -> None:
+    ada = await make_user(sessionmaker, username="ada")
+    async with asgi_socket(app, TRANSPORT_WS) as socket:
+        await socket.login(token_for(ada))
+        await socket.socket.send_text(text)
+        closed = await socket.closed()
+    assert closed.code == code
+    assert closed.reason.startswith(("Invalid message", "WebSocket message", "A message may"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("[1, 2]", id="an array"),
+        pytest.param("not json", id="not JSON"),
+        pytest.param('{"type": 5}', id="a type that is no string"),
+        pytest.param(NESTED.replace('"subscribe"', '"start"'), id="nested past the decoder"),
+    ],
+)
+async def test_the_legacy_protocol_skips_what_is_no_message_and_goes_on(
+    app: Starlette, sessionmaker: Sessionmaker, text: str
+) -> None:
+    ada = await make_user(sessionmaker, username="ada")
+    async with asgi_socket(app, LEGACY_WS) as socket:
+        await socket.login(token_for(ada))
+        await socket.socket.send_text(text)
+        assert await socket.execute("2", "{ me { username } }") == {
+            "data": {"me": {"username": "ada"}}
+        }
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param(
+            {"id": {"a": 1}, "type": "start", "payload": {"query": "{ me { id } }"}},
+            id="id an object",
+        ),
+        pytest.param(
+            {"id": 5, "type": "start", "payload": {"query": "{ me { id } }"}}, id="id a number"
+        ),
+        pytest.param({"id": "1", "type": "start"}, id="no payload"),
+        pytest.param({"id": "1", "type": "start", "payload": "q"}, id="payload text"),
+    ],
+)
+async def test_the_legacy_protocol_answers_a_malformed_start_with_an_error(
+    app: Starlette, sessionmaker: Sessionmaker, message: dict[str, object]
+) -> None:
+    ada = await make_user(sessionmaker, username="ada")
+    async with asgi_socket(app, LEGACY_WS) as socket:
+        await socket.login(token_for(ada))
+        await socket.socket.send(message)
+        event = await socket.receive()
+        assert event.kind == "error"
+        assert event.payload[0]["extensions"] == {"code": "BAD_REQUEST"}
+        assert event.payload[0]["message"].startswith("Invalid message")
+        assert await socket.execute("2", "{ me { username } }") == {
+            "data": {"me": {"username": "ada"}}
+        }
+
+
+async def test_a_second_legacy_connection_init_closes_with_4429(
+    app: Starlette, sessionmaker: Sessionmaker
+) -> None:
+    ada = await make_user(sessionmaker, username="ada")
+    async with asgi_socket(app, LEGACY_WS) as socket:
+        await socket.login(token_for(ada))
+        await socket.socket.send({"type": "connection_init", "payload": {}})
+        closed = await socket.closed()
+    assert (closed.code, closed.reason) == (4429, "Too many initialisation requests")
+
+
+@protocols
+async def test_a_variable_whose_name_no_database_keeps_is_refused(
+    app: Starlette, api: Api, sessionmaker: Sessionmaker, protocol: str
+) -> None:
+    ada = await make_user(sessionmaker, username="ada")
+    body = '{"query": "{ me { id } }", "variables": {"\\ud800": 1}}'
+    over_http = await api.raw(
+        "POST", content=body, headers={"Content-Type": "application/json"}, token=token_for(ada)
+    )
+    answer = over_http.json()
+    assert answer["errors"][0]["extensions"] == {
+        "code": "BAD_USER_INPUT",
+        "fields": {"\\ud800": NOT_UNICODE},
+    }
+    async with asgi_socket(app, protocol) as socket:
+        await socket.login(token_for(ada))
+        over_socket = await socket.execute("1", "{ me { id } }", {"\ud800": 1})
+    assert over_socket == answer
