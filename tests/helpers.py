@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from starlette.applications import Starlette
 
 from server import Settings, create_app
 
@@ -103,10 +104,18 @@ def codes(result: dict[str, Any]) -> list[str]:
 
 
 @contextlib.asynccontextmanager
+async def running(settings: Settings, **changes: Any) -> AsyncIterator[Starlette]:
+    """Another app (its own engine and pools, as another process) with these settings changed,
+    started and, at the end, stopped."""
+    app = create_app(settings.model_copy(update=changes))
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@contextlib.asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[Api]:
     """Another app (another process, as far as it can tell) with its own settings."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with running(settings) as app:
         transport = httpx.ASGITransport(app=app, client=("203.0.113.8", 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Api(client)

@@ -237,8 +237,8 @@ class TransportWSProtocol(BaseGraphQLTransportWSHandler[Context, None]):
             await self.websocket.close(code=4401, reason="Unauthorized")
             return
         if message["id"] in self.operations:
-            reason = close_reason(f"Subscriber for {message['id']} already exists")
-            await self.websocket.close(code=4409, reason=reason)
+            reason = f"Subscriber for {message['id']} already exists"
+            await self.websocket.close(code=4409, reason=reason)  # cut by the adapter
             return
         limit = self.max_subscriptions_per_connection
         if limit is not None and len(self.operations) >= limit:

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from db.models import Message, User
 from ops.health import NOT_READY, READY
 from schema.errors import UNAVAILABLE
-from server import Settings, create_app
+from server import Settings
 from tests.conftest import ApiFactory
 from tests.factories import (
     Sessionmaker,
@@ -35,7 +35,7 @@ from tests.factories import (
     make_user,
     token_for,
 )
-from tests.helpers import Api
+from tests.helpers import Api, running
 from tests.ws import PROTOCOLS, asgi_socket
 
 # Seconds a request may take past the limit that should end it (a busy 2-core test machine).
@@ -425,10 +425,8 @@ async def test_a_websocket_operation_on_a_stalled_database_is_answered_on_time(
 ) -> None:
     ada = await make_user(sessionmaker, username="ada")
     async with Stall.before(database_url) as (stall, stalled_url):
-        changes = {"database_url": stalled_url, "db_statement_timeout": 0.5}
-        application = create_app(settings.model_copy(update=changes))
         async with (
-            application.router.lifespan_context(application),
+            running(settings, database_url=stalled_url, db_statement_timeout=0.5) as application,
             asgi_socket(application, protocol) as socket,
         ):
             await socket.login(token_for(ada))

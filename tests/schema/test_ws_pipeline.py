@@ -17,6 +17,7 @@ from db.models import Conversation, Message
 from schema.errors import BAD_TOKEN, INTERNAL
 from schema.limits import BAD_OPERATION_NAME, TEXT_REFUSED
 from schema.validation import NOT_UNICODE
+from server import Settings
 from tests.factories import (
     Sessionmaker,
     gid,
@@ -25,8 +26,8 @@ from tests.factories import (
     make_user,
     token_for,
 )
-from tests.helpers import Api
-from tests.ws import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, Closed, GraphQLSocket, asgi_socket
+from tests.helpers import Api, running
+from tests.ws import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, GraphQLSocket, asgi_socket
 from transport.websockets import BAD_EXTENSIONS, BAD_QUERY, BAD_VARIABLES, NO_QUERY
 
 protocols = pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -176,15 +177,12 @@ async def test_validation_errors_over_a_socket_are_coded_without_suggestions(
 
 @protocols
 async def test_too_many_operations_on_one_socket_is_a_coded_refusal(
-    other_app: object, settings: object, sessionmaker: Sessionmaker, protocol: str
+    settings: Settings, sessionmaker: Sessionmaker, protocol: str
 ) -> None:
-    from server import create_app
-
     ada = await make_user(sessionmaker, username="ada")
     conversation = await make_conversation(sessionmaker, owner_id=ada)
-    application = create_app(settings.model_copy(update={"ws_max_operations": 1}))  # type: ignore[attr-defined]
     async with (
-        application.router.lifespan_context(application),
+        running(settings, ws_max_operations=1) as application,
         asgi_socket(application, protocol) as socket,
     ):
         await socket.login(token_for(ada))
@@ -249,19 +247,14 @@ async def test_a_close_reason_is_cut_to_what_a_close_frame_carries(
 
 @protocols
 async def test_a_socket_that_never_initialises_is_closed_with_4408(
-    settings: object, protocol: str
+    settings: Settings, protocol: str
 ) -> None:
-    from server import create_app
-
-    application = create_app(settings.model_copy(update={"ws_init_timeout": 0.3}))  # type: ignore[attr-defined]
-    async with application.router.lifespan_context(application):
-        async with asgi_socket(application, protocol) as socket:
-            try:
-                event = await socket.receive()
-            except Closed as closed:
-                assert (closed.code, closed.reason) == (4408, "Connection initialisation timeout")
-            else:
-                raise AssertionError(f"expected a close, got {event}")
+    async with (
+        running(settings, ws_init_timeout=0.3) as application,
+        asgi_socket(application, protocol) as socket,
+    ):
+        closed = await socket.closed()
+    assert (closed.code, closed.reason) == (4408, "Connection initialisation timeout")
 
 
 @protocols
