@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -151,6 +153,9 @@ class Message(Base):
     content: Mapped[str] = mapped_column(Text)
     client_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # 1 as first written, one more per edit; the earlier contents are `MessageRevision` rows.
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages", lazy="raise")
 
@@ -191,3 +196,51 @@ class PersistedQuery(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     query: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MessageRevision(Base):
+    """An earlier content of an edited message: revision `revision` as it was written at
+    `created_at` (the current content stays on the message itself). Gone with the message."""
+
+    __tablename__ = "message_revisions"
+
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    revision: Mapped[int] = mapped_column(Integer)
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (PrimaryKeyConstraint(message_id, revision),)
+
+
+class Feed(Base):
+    """The head of one user's change feed (see `db.changes`): `head` is the position of the
+    last change written, `pruned_through` the last position retention has removed (every
+    change at or before it may be gone)."""
+
+    __tablename__ = "feeds"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    head: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    pruned_through: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class Change(Base):
+    """One change in a user's feed, at `position` (1, 2, ... per user, in commit order).
+    `conversation_id`/`message_id` are not foreign keys: a change outlives what it names."""
+
+    __tablename__ = "changes"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    conversation_id: Mapped[str] = mapped_column(String(36))
+    message_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        PrimaryKeyConstraint(user_id, position),
+        # Retention deletes by age.
+        Index("ix_changes_at", at),
+    )
