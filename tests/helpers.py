@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 
-from server import Settings, create_app
+from app.factory import create_app
+from app.settings import Settings
 
 
 @dataclass
