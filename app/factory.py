@@ -11,7 +11,7 @@ import gc
 import os
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -45,6 +45,11 @@ from transport.persisted import Bounds, StoreRegistered
 from transport.view import PREFLIGHT_HEADERS, BaseGraphQLView
 from transport.websockets import LegacyWSProtocol, TransportWSProtocol
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from app.tracing import Tracing
+
 WS_AUTHENTICATED = "ws_authenticated"
 WS_AUTHORIZATION = "ws_authorization"
 
@@ -72,6 +77,8 @@ class GraphQLView(BaseGraphQLView):
     graphql_ws_handler_class = LegacyWSProtocol
     # The largest WebSocket message, in bytes (the request body limit).
     max_message_bytes: int | None = None
+    # Set when tracing is on: each WebSocket operation gets a span.
+    tracing: Tracing | None = None
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         return await build_context(
@@ -124,16 +131,25 @@ class GraphQLView(BaseGraphQLView):
         )
 
     def operation_record(self, protocol: str) -> contextlib.AbstractContextManager[RequestRecord]:
+        if self.tracing is not None:
+            return self.tracing.operation(operation_record(protocol), protocol)
         return operation_record(protocol)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return explorer.page()
 
 
-def create_app(settings: Settings | None = None, *, serving: bool = False) -> Starlette:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    serving: bool = False,
+    tracer_provider: TracerProvider | None = None,
+) -> Starlette:
     """The app; `serving` (the `serve` command) also tunes the garbage collector for a
-    long-lived process."""
+    long-lived process. With tracing on (`Settings.tracing_on`), spans go to `tracer_provider`,
+    else to one exporting over OTLP that the app shuts down (flushing it) with itself."""
     settings = settings or Settings()
+    tracing = _tracing(settings, tracer_provider)
     config = settings.schema_config()
     passwords = Passwords.from_config(config)
     timeouts = Timeouts(
@@ -165,6 +181,8 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             broker=broker,
         )
         instrument_engine(engine, reads)
+        if tracing is not None:
+            tracing.statements(engine, reads)
         app.state.engine = engine
         app.state.services = services
         app.state.trust_proxy = settings.trust_proxy
@@ -187,8 +205,18 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             if isinstance(reads, DriverReads):
                 await reads.close()
             await engine.dispose()
+            if tracing is not None and tracer_provider is None:
+                tracing.provider.shutdown()
 
     documents = DocumentCache(settings.document_cache)
+    # Queries answered before skip Strawberry's view (their answers stay Strawberry's).
+    lane = (
+        FastLane(documents, answered_query)
+        if settings.document_cache and settings.query_plan
+        else None
+    )
+    if lane is not None and tracing is not None:
+        lane = tracing.fast_lane(lane)
     caches = [documents.extension()]
     # Browsers on the CORS origins may open subscriptions too (same-origin ones always may).
     graphql = GraphQLView(
@@ -197,6 +225,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
                 *(caches if settings.document_cache > 0 else []),
                 OperationRecorder,
                 StoreRegistered,
+                *([tracing.extension()] if tracing is not None else []),
             ],
             planned=settings.query_plan,
         ),
@@ -209,14 +238,10 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             max_rows=settings.persisted_query_max_rows,
             ttl=settings.persisted_query_ttl,
         ),
-        # Queries answered before skip Strawberry's view (their answers stay Strawberry's).
-        fast_lane=(
-            FastLane(documents, answered_query)
-            if settings.document_cache and settings.query_plan
-            else None
-        ),
+        fast_lane=lane,
     )
     graphql.max_message_bytes = settings.max_body_bytes
+    graphql.tracing = tracing
     routes = [
         # Every method reaches the view, which answers 405 in GraphQL's error format.
         Route("/graphql", RequestDeadline(graphql, seconds=settings.request_timeout)),
@@ -233,7 +258,20 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
     ]
     # The request log stays outermost, so refusals at the edge are logged too.
     middleware = [Middleware(RequestLog), *edge_middleware(settings)]
+    if tracing is not None:
+        # Inside the request log, which writes the trace id the span leaves in the record.
+        middleware.insert(1, Middleware(tracing.middleware))
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def _tracing(settings: Settings, provider: TracerProvider | None) -> Tracing | None:
+    """The app's tracing when it is on; OpenTelemetry (the `tracing` extra) is imported only
+    then."""
+    if not settings.tracing_on():
+        return None
+    from app.tracing import Tracing, provider_from_environment
+
+    return Tracing(provider or provider_from_environment())
 
 
 def edge_middleware(settings: Settings) -> list[Middleware]:

@@ -124,6 +124,16 @@ class Settings(BaseSettings):
     # When set, /metrics answers only `Authorization: Bearer <token>`.
     metrics_token: str | None = Field(default=None, min_length=1)
 
+    # Tracing (issue 18, `app/tracing.py`; the `tracing` extra): on when either is set. The
+    # exporter reads the endpoint and the other `OTEL_*` variables itself.
+    tracing: bool = False
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+
+    def tracing_on(self) -> bool:
+        return self.tracing or bool(self.otel_exporter_otlp_endpoint)
+
     @field_validator("database_url")
     @classmethod
     def _database(cls, value: str) -> str:
