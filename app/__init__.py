@@ -8,4 +8,5 @@ that reads the environment and hands the rest what it needs. `server.py` is its 
 - `commands.py`: the commands but `serve` (migrate, create-admin, seed, export-schema).
 - `serve.py`: `serve`, uvicorn and its worker processes.
 - `cli.py`: the argument parser and `main`.
+- `tracing.py`: OpenTelemetry spans (the `tracing` extra), imported only when tracing is on.
 """

@@ -166,12 +166,14 @@ class Tracing:
             kind: OperationType | None = execution.operation_type
         except RuntimeError:  # no document, or no such operation
             kind = None
+        # A document that did not validate has no cost to speak of.
+        valid = not execution.pre_execution_errors
         _attributes(
             span,
             name=execution.operation_name,
             kind=kind.value if kind is not None else None,
             context=execution.context,
-            document=execution.graphql_document,
+            document=execution.graphql_document if valid else None,
             variables=execution.variables,
             schema=execution.schema,
         )

@@ -4,8 +4,12 @@ recorded by the OpenTelemetry SDK's in-memory exporter."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +31,7 @@ from tests.factories import (
 from tests.helpers import Api, running, serve
 from tests.ws import TRANSPORT_WS, asgi_socket
 
+ROOT = Path(__file__).resolve().parent.parent
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
 
@@ -238,3 +243,48 @@ async def test_nothing_is_recorded_or_returned_when_tracing_is_off(
     assert exporter.get_finished_spans() == ()
     lines = [record for record in caplog.records if record.name == "chatql.request"]
     assert [("trace_id" in line.fields) for line in lines] == [False, False]  # type: ignore[attr-defined]
+
+
+def test_off_opentelemetry_is_not_even_imported(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from app.factory import create_app\n"
+        "from app.settings import Settings\n"
+        f"create_app(Settings(secret_key='k', database_url='sqlite+aiosqlite:///{tmp_path}/x.db'))\n"
+        "print([m for m in sys.modules if m.startswith(('opentelemetry', 'app.tracing'))])\n"
+    )
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"CHATQL_TRACING", "OTEL_EXPORTER_OTLP_ENDPOINT"}
+    }
+    finished = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert finished.stdout == "[]\n"
+
+
+async def test_a_document_that_does_not_validate_is_traced_without_a_cost(
+    traced: Traced,
+) -> None:
+    response = await traced.api.post("query Bad { nope }")
+    assert response.status_code == 200, response.text
+    assert [e["extensions"]["code"] for e in response.json()["errors"]] == [
+        "GRAPHQL_VALIDATION_FAILED"
+    ]
+    spans = traced.spans()
+    [request] = request_spans(spans)
+    assert tree(spans, request) == ("POST /graphql", [("parse", []), ("validate", [])])
+    assert attributes(request) == {
+        "http.request.method": "POST",
+        "url.path": "/graphql",
+        "http.response.status_code": 200,
+        "graphql.operation.name": "Bad",
+        "graphql.operation.type": "query",
+        "chatql.statements": 0,
+    }
