@@ -43,7 +43,14 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, format_trace_id
+from opentelemetry.trace import (
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    format_span_id,
+    format_trace_id,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -96,9 +103,10 @@ class Tracing:
         return span
 
     def traceparent(self, span: Span) -> str:
-        carrier: dict[str, str] = {}
-        self.propagator.inject(carrier, trace.set_span_in_context(span))
-        return carrier["traceparent"]
+        """The W3C `traceparent` naming `span` (version 00)."""
+        context = span.get_span_context()
+        trace_id, span_id = format_trace_id(context.trace_id), format_span_id(context.span_id)
+        return f"00-{trace_id}-{span_id}-{context.trace_flags:02x}"
 
     @contextlib.contextmanager
     def current(self, span: Span, record: RequestRecord | None) -> Iterator[Span]:
