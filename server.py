@@ -30,6 +30,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -45,7 +46,12 @@ from db.engine import Timeouts, is_sqlite, make_engine, make_reader, make_sessio
 from db.migrate import upgrade_to_head
 from db.reads import DriverReads, make_reads
 from ops import health
-from ops.instrument import OperationRecorder, answered_query, instrument_engine
+from ops.instrument import (
+    OperationRecorder,
+    answered_query,
+    instrument_engine,
+    untrusted_operation,
+)
 from ops.logs import log_config
 from ops.metrics import metrics_endpoint
 from ops.middleware import RequestLog, operation_record
@@ -54,9 +60,11 @@ from realtime.broker import make_broker
 from realtime.watch import ViewerWatch
 from schema import make_schema
 from schema.auth import Passwords
+from schema.budgets import Budgeted, Budgets
 from schema.caches import DocumentCache
 from schema.config import Config
 from schema.context import Context, Services, build_context
+from schema.trusted import Mode, TrustedDocuments
 from transport.body import BodyLimit
 from transport.deadline import RequestDeadline
 from transport.fast import FastLane
@@ -67,6 +75,7 @@ from transport.websockets import LegacyWSProtocol, TransportWSProtocol
 
 if TYPE_CHECKING:
     from db.seed import SeedCounts
+    from db.trusted_documents import Operation
     from ops.progress import RowProgress
 
 logger = logging.getLogger("chatql")
@@ -154,6 +163,13 @@ class Settings(BaseSettings):
     request_timeout: float = 30.0
     # Read by `create-admin` alone; unset, it asks twice at a terminal (and refuses elsewhere).
     admin_password: str | None = None
+    # For operators (issue 18): trusted documents (off, audit, enforce; `trust` loads them)
+    # and cost budgets per viewer (0: off).
+    trusted_documents: Mode = Mode.OFF
+    trusted_documents_admin_bypass: bool = False
+    cost_budget_per_minute: float = Field(default=0, ge=0)
+    cost_burst: float = Field(default=0, ge=0)
+    cost_mutation_minimum: int = Field(default=10, ge=0)
 
     def log_config(self, *, stderr: bool = False) -> dict[str, Any]:
         """Logs on stdout when serving; other commands keep stdout for their output."""
@@ -345,6 +361,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             config=config,
             passwords=passwords,
             broker=broker,
+            **operators(settings, sessionmaker),
         )
         instrument_engine(engine, reads)
         app.state.engine = engine
@@ -378,6 +395,7 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
             extensions=[
                 *(caches if settings.document_cache > 0 else []),
                 OperationRecorder,
+                *([Budgeted] if budgets_on(settings) else []),
                 StoreRegistered,
             ],
             planned=settings.query_plan,
@@ -416,6 +434,30 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
     # The request log stays outermost, so refusals at the edge are logged too.
     middleware = [Middleware(RequestLog), *edge_middleware(settings)]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def budgets_on(settings: Settings) -> bool:
+    return bool(settings.cost_budget_per_minute and settings.cost_burst)
+
+
+def operators(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
+    """The trusted documents and the cost budgets, each when on (issue 18)."""
+    found: dict[str, Any] = {}
+    if settings.trusted_documents is not Mode.OFF:
+        found["trusted"] = TrustedDocuments(
+            sessionmaker,
+            mode=settings.trusted_documents,
+            admin_bypass=settings.trusted_documents_admin_bypass,
+            untrusted=untrusted_operation,
+        )
+    if budgets_on(settings):
+        found["budgets"] = Budgets(
+            per_minute=settings.cost_budget_per_minute,
+            burst=settings.cost_burst,
+            mutation_minimum=settings.cost_mutation_minimum,
+            sessionmaker=None if is_sqlite(settings.database_url) else sessionmaker,
+        )
+    return found
 
 
 def edge_middleware(settings: Settings) -> list[Middleware]:
@@ -681,6 +723,45 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _trust(
+    settings: Settings, args: argparse.Namespace, operations: list[Operation] | None
+) -> str:
+    from schema.trusted import load_manifest, retire
+
+    done = []
+    await _migrate(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        sessionmaker = make_sessionmaker(engine)
+        if operations is not None:
+            name = args.name or Path(args.file).stem
+            await load_manifest(sessionmaker, name=name, operations=operations)
+            done.append(f"manifest {name!r} loaded: {len(operations)} operations")
+        for name in args.retire:
+            if not await retire(sessionmaker, name=name):
+                raise CommandError(f"no manifest named {name!r}")
+            done.append(f"manifest {name!r} retired")
+    finally:
+        await engine.dispose()
+    return "; ".join(done)
+
+
+def cmd_trust(settings: Settings, args: argparse.Namespace) -> int:
+    """Load a manifest (checked whole before the database is touched), retire others."""
+    from schema.trusted import ManifestError, parse_manifest
+
+    if args.file is None and not args.retire:
+        raise CommandError("give a manifest FILE, or --retire NAME", status=2)
+    operations = None
+    try:
+        if args.file is not None:
+            operations = parse_manifest(Path(args.file).read_text(encoding="utf-8"))
+        print(asyncio.run(_trust(settings, args, operations)))
+    except (ManifestError, OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"{args.file}: {exc}", status=2) from exc
+    return 0
+
+
 def cmd_export_schema(_: Settings, __: argparse.Namespace) -> int:
     print(make_schema().as_str())
     return 0
@@ -794,6 +875,26 @@ def parser() -> argparse.ArgumentParser:
         "--reset", action="store_true", help="delete every user, conversation and message first"
     )
     seed.set_defaults(handler=cmd_seed)
+
+    trust = _command(
+        commands,
+        "trust",
+        "load a manifest of trusted documents, or retire one",
+        "FILE is Apollo's persisted-query manifest (generate-persisted-query-manifest) or "
+        "Relay's --persist-output JSON; it replaces a manifest of the same name. Every server "
+        "process sees the change within a second; CHATQL_TRUSTED_DOCUMENTS says what they do "
+        "with it (off, audit, enforce).",
+    )
+    trust.add_argument("file", nargs="?", metavar="FILE", help="the manifest (JSON)")
+    trust.add_argument("--name", help="the manifest's name (default: FILE's name, no suffix)")
+    trust.add_argument(
+        "--retire",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="delete the manifest NAME (may be repeated; after loading FILE)",
+    )
+    trust.set_defaults(handler=cmd_trust)
 
     export = _command(
         commands,

@@ -131,6 +131,8 @@ def finish(
     }
     if protocol is not None:
         fields["protocol"] = protocol
+    if record.untrusted:
+        fields["trusted"] = False
     logger.log(
         level,
         "%s %s %s",

@@ -45,14 +45,23 @@ from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET
 
 from db.errors import Unavailable
+from schema.budgets import BUDGET, Charge, over_budget_of
 from schema.context import Context, Services
-from schema.errors import INTERNAL, BadRequest, is_request_error
+from schema.errors import INTERNAL, BadRequest, PublicError, is_request_error
 from schema.limits import operation_name_refusal
 from schema.operation import OPERATION_NAME_REQUIRED, names_no_operation
+from schema.trusted import TrustedDocuments, admit
 from transport.body import BodyTooLarge
 from transport.deadline import note_result
 from transport.fast import FastLane
-from transport.persisted import Bounds, PersistedQueries, registration_of, requested_hash
+from transport.persisted import (
+    Bounds,
+    PersistedQueries,
+    document_id,
+    registration_of,
+    requested_hash,
+    trusted_text,
+)
 from transport.responses import GRAPHQL_RESPONSE, JSON, Refusal, media_type_of
 from transport.websockets import TextWebSocketAdapter
 
@@ -163,7 +172,26 @@ class BaseGraphQLView(GraphQL[Context, None]):
             response.headers["vary"] = "Accept"
             if not ran and media_type == GRAPHQL_RESPONSE:
                 response.status_code = 400
+        self.budget_headers(request, response)
         return response
+
+    def budget_headers(self, request: Request, response: Response) -> None:
+        """With budgets on: 429 and `Retry-After` for an operation its budget refused, and
+        the `RateLimit-Policy` and `RateLimit` headers on every answer to a viewer."""
+        services: Services = request.app.state.services
+        budgets = services.budgets
+        if budgets is None:
+            return
+        retry_after: int | None = getattr(request.state, "retry_after_budget", None)
+        if retry_after is not None:
+            response.status_code = 429
+            response.headers["Retry-After"] = str(retry_after)
+        charge: Charge | None = getattr(request.state, BUDGET, None)
+        key: str | None = getattr(request.state, "budget_key", None)
+        if charge is None and key is not None:
+            charge = budgets.peek(key)
+        if charge is not None:
+            response.headers.update(budgets.headers(charge))
 
     def refuse_early(self, request: Request) -> None:
         if request.method not in ("GET", "POST"):
@@ -217,17 +245,49 @@ class BaseGraphQLView(GraphQL[Context, None]):
             raise HTTPException(400, refusal.message)
         if refusal is not None:  # a name no operation has: refused as text, like the rest
             raise Refusal(None, refusal.message, **refusal.extensions)
+        request: Request = request_adapter.request
         sha256 = requested_hash(data.extensions)
+        trusted: TrustedDocuments | None = request.app.state.services.trusted
+        if trusted is not None and data.query is None:
+            key = sha256 or await document_id(request)
+            if key is not None:
+                data.query = await trusted_text(trusted, key, fallback=sha256 is not None)
+                if data.query is not None:
+                    return data
         if sha256 is not None:
-            request: Request = request_adapter.request
             store = self.persisted_queries(request)
+            if trusted is not None and trusted.enforcing:
+                # No registration under enforce: the text must be trusted on its own.
+                store.check_hash(sha256, data.query)
+                return data
             data.query, request.state.registration = await store.resolve(sha256, data.query)
         return data
+
+    async def execute_operation(  # type: ignore[override]
+        self, request: Request, request_data: Any, context: Context, **rest: Any
+    ) -> Any:
+        """Strawberry's, after the admission every transport makes (`schema.trusted.admit`);
+        the viewer's budget key is noted for the answer's RateLimit headers."""
+        services = context.services
+        if services.budgets is not None:
+            key = services.budgets.key_of(context.viewer, context.client_address)
+            request.state.budget_key = key
+        if isinstance(request_data, GraphQLRequestData) and request_data.query is not None:
+            try:
+                await admit(context, request_data.query)
+            except PublicError as error:
+                raise Refusal(None, error.message, **error.extensions) from None
+        return await super().execute_operation(
+            request=request, request_data=request_data, context=context, **rest
+        )
 
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
         ran = not isinstance(result, PreExecutionError)
+        over = over_budget_of(result)
+        if over is not None:
+            request.state.retry_after_budget = over
         request.state.graphql_ran = ran and not is_request_error(result)
         note_result(request.state, result.data, result.errors)  # 503 when it failed entirely
         registration = registration_of(request)
