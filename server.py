@@ -443,7 +443,7 @@ def budgets_on(settings: Settings) -> bool:
 def operators(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
     """The trusted documents and the cost budgets, each when on (issue 18)."""
     found: dict[str, Any] = {}
-    if settings.trusted_documents is not Mode.OFF:
+    if Mode(settings.trusted_documents) is not Mode.OFF:
         found["trusted"] = TrustedDocuments(
             sessionmaker,
             mode=settings.trusted_documents,

@@ -164,7 +164,7 @@ class TrustedDocuments:
         untrusted: Callable[[], None] = lambda: None,
     ) -> None:
         self.sessionmaker = sessionmaker
-        self.mode = mode
+        self.mode = Mode(mode)
         self.admin_bypass = admin_bypass
         self.interval = interval
         self.clock = clock

@@ -55,6 +55,7 @@ from transport.body import BodyTooLarge
 from transport.deadline import note_result
 from transport.fast import FastLane
 from transport.persisted import (
+    DOCUMENT_ID_KEYS,
     Bounds,
     PersistedQueries,
     document_id,
@@ -221,10 +222,11 @@ class BaseGraphQLView(GraphQL[Context, None]):
         return Refusal(exc.status_code, exc.reason)
 
     def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
-        # An Apollo client sends a persisted query over GET with no `query` parameter.
-        return (
-            super().should_render_graphql_ide(request)
-            and request.query_params.get("extensions") is None
+        # An Apollo client sends a persisted query over GET with no `query` parameter; a
+        # trusted document may be named by its id alone.
+        params = request.query_params
+        return super().should_render_graphql_ide(request) and not any(
+            params.get(key) is not None for key in ("extensions", *DOCUMENT_ID_KEYS)
         )
 
     def parse_json(self, data: str | bytes) -> Any:
