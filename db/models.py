@@ -222,11 +222,12 @@ class TrustedDocument(Base):
 
 class CostBudget(Base):
     """The shared token bucket of one budget key (`user:<id>`, `address:<ip>`): `tokens` as
-    of `updated` (seconds since the epoch). Each process reconciles its own spending into it
-    (`schema.budgets`)."""
+    of `updated` (seconds since the epoch), and `spent`, everything every process has spent
+    of it. Each process reconciles its own spending into it (`schema.budgets`)."""
 
     __tablename__ = "cost_budgets"
 
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     tokens: Mapped[float] = mapped_column(Float)
     updated: Mapped[float] = mapped_column(Float)
+    spent: Mapped[float] = mapped_column(Float)

@@ -17,13 +17,15 @@ estimated cost), Hasura's and Grafbase's limits per user, GitHub's GraphQL point
 
 Exact within a process: the bucket is in memory and charged without awaiting anything. Shared
 across processes through PostgreSQL (`db.budgets`): each process reconciles a key at most once
-per `sync_interval` (1 s), when a request of that key comes, by sending what it spent since
-and taking back the shared balance (one upsert statement). So the error is bounded: with N
-processes, what they admit for one key over any span of T seconds is at most
-`burst + rate * T + (N - 1) * (burst + rate * sync_interval)` — each other process can spend
-at most what its last view of the bucket held, plus its refill, before it hears of the rest;
-any excess is owed by the shared bucket (it goes below zero) and paid back by waiting. On
-SQLite (one process) nothing is shared. The clock is injectable (`clock`, seconds).
+per `sync_interval` (1 s), when a request of that key comes, by adding what it spent since to
+the key's shared total (one upsert statement) and taking from its own bucket what the others
+added meanwhile. One process alone is exact; with N processes, what they admit for one key
+over any span of T seconds is at most `burst + rate * T + (N - 1) * (burst + rate *
+sync_interval)`: each other process spends at most what its bucket held, plus its refill,
+before it hears of the rest. Any excess is owed (buckets go below zero) and paid back by
+waiting. A process that stops getting requests of a key reports its last second's spending
+when the next one comes. On SQLite (one process) nothing is shared. The clock is injectable
+(`clock`, seconds since the epoch: processes compare their times through the database).
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class Bucket:
     # Charged here since the last reconciliation, and when that was (None: never).
     pending: float = 0.0
     synced: float | None = None
+    # The shared bucket's total spent when this process last heard it.
+    seen: float = 0.0
     syncing: bool = False
 
 
@@ -163,28 +167,36 @@ class Budgets:
         return max(1, math.ceil(tokens / self.rate)) if self.rate else 2**31 - 1
 
     async def sync(self, key: str, bucket: Bucket, now: float) -> None:
-        """Send what this process spent of `key` since the last time; take back the shared
-        balance. A database that does not answer leaves the bucket local until next time."""
+        """Send what this process spent of `key` since the last time; hear what the other
+        processes spent meanwhile, and take it from the bucket. The first time, the bucket
+        starts from the shared one's level instead (which errs low: it refills as if all
+        spending came last). A database that does not answer leaves the bucket local until
+        next time."""
         assert self.sessionmaker is not None
-        spent = bucket.pending
+        sent = bucket.pending
         bucket.syncing = True
         try:
             async with write_transaction(self.sessionmaker) as session:
-                tokens, updated = await reconcile(
-                    session, key=key, spent=spent, now=now, burst=self.burst, rate=self.rate
+                shared = await reconcile(
+                    session, key=key, spent=sent, now=now, burst=self.burst, rate=self.rate
                 )
         except Unavailable as exc:
             logger.warning("cost budget of %s not reconciled: %s", key, exc)
             return
         finally:
             bucket.syncing = False
-        bucket.synced = now
-        # Spent here while the statement ran: not in the shared balance yet.
-        bucket.pending -= spent
+        # Spent here while the statement ran is not in the shared bucket yet.
+        bucket.pending -= sent
         later = self.clock()
-        bucket.tokens = min(self.burst, tokens + max(later - updated, 0.0) * self.rate)
-        bucket.tokens -= bucket.pending
-        bucket.at = later
+        if bucket.synced is None:
+            level = shared.tokens + max(later - shared.updated, 0.0) * self.rate
+            bucket.tokens = min(self.burst, level) - bucket.pending
+            bucket.at = later
+        else:
+            others = shared.spent - bucket.seen - sent
+            bucket.tokens -= max(others, 0.0)
+        bucket.seen = shared.spent
+        bucket.synced = now
 
     def headers(self, charge: Charge) -> dict[str, str]:
         """The IETF draft's fields for a bucket's state."""

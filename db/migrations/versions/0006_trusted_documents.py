@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("key", sa.String(100), primary_key=True),
         sa.Column("tokens", sa.Float, nullable=False),
         sa.Column("updated", sa.Float, nullable=False),
+        sa.Column("spent", sa.Float, nullable=False),
     )
 
 
