@@ -19,14 +19,15 @@ Exact within a process: the bucket is in memory and charged without awaiting any
 across processes through PostgreSQL (`db.budgets`): each process reconciles a key at most once
 per `sync_interval` (1 s), when a request of that key comes, by adding what it spent since to
 the key's shared total (one upsert statement) and taking from its own bucket what the others
-added meanwhile. One process alone is exact; with N processes, what they admit for one key
-over any span of T seconds is at most `burst + rate * T + (N - 1) * (burst + rate * 2 *
-sync_interval)`: news of another process's spending reaches a process within two intervals
-(one for the other to report it, one for this one to hear it), and in that time the other
-spends at most what its bucket held plus its refill. Any excess is owed (buckets go below zero) and paid back by
-waiting. A process that stops getting requests of a key reports its last second's spending
-when the next one comes. On SQLite (one process) nothing is shared. The clock is injectable
-(`clock`, seconds since the epoch: processes compare their times through the database).
+added meanwhile. One process alone is exact; with N processes, what they admit for one key over
+any span of T seconds is at most `burst + rate * T + (N - 1) * (burst + rate * 2 *
+sync_interval)`: news of another process's spending reaches a process within two intervals (one
+for the other to report it, one for this one to hear it), and in that time the other spends at
+most what its bucket held plus its refill. Any excess is owed (buckets go below zero) and paid
+back by waiting. A process that stops getting requests of a key reports its last second's
+spending when the next one comes. On SQLite (one process) nothing is shared. The clock is
+injectable (`clock`, seconds since the epoch: processes compare their times through the
+database).
 """
 
 from __future__ import annotations
