@@ -274,11 +274,13 @@ class BaseGraphQLView(GraphQL[Context, None]):
         if services.budgets is not None:
             key = services.budgets.key_of(context.viewer, context.client_address)
             request.state.budget_key = key
-        if isinstance(request_data, GraphQLRequestData) and request_data.query is not None:
-            try:
-                await admit(context, request_data.query)
-            except PublicError as error:
-                raise Refusal(None, error.message, **error.extensions) from None
+        batch = request_data if isinstance(request_data, list) else [request_data]
+        for item in batch:
+            if item.query is not None:
+                try:
+                    await admit(context, item.query)
+                except PublicError as error:
+                    raise Refusal(None, error.message, **error.extensions) from None
         return await super().execute_operation(
             request=request, request_data=request_data, context=context, **rest
         )
