@@ -243,9 +243,15 @@ async def test_audit_runs_everything_and_logs_and_counts_what_is_untrusted(
     assert [line.get("trusted") for line in lines] == [None, None, False, False]
 
 
-async def test_off_runs_everything_and_keeps_no_copy(settings: Settings) -> None:
-    async with running(settings) as app:
-        assert app.state.services.trusted is None
+async def test_off_runs_everything_whatever_the_manifests(
+    app: Starlette, api: Api, sessionmaker: Sessionmaker
+) -> None:
+    operations = parse_manifest(json.dumps(apollo(HELLO)))
+    await load_manifest(sessionmaker, name="web", operations=operations)
+    assert await answer(await api.post(UNTRUSTED)) == (200, {"data": {"me": None}})
+    by_hash = {"persistedQuery": {"version": 1, "sha256Hash": sha256(HELLO)}}
+    assert await answer(await api.post(None, extensions=by_hash)) == (200, NOT_FOUND)
+    assert app.state.services.trusted is None
 
 
 async def test_two_manifests_and_retiring_one(enforce: Served) -> None:

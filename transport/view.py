@@ -5,7 +5,9 @@ is 405) and CSRF, Apollo Server's rule: a request a browser could send cross-sit
 preflight (no `Content-Type`, or `text/plain`, `application/x-www-form-urlencoded` or
 `multipart/form-data`) needs a non-empty `X-Requested-With`, `Apollo-Require-Preflight` or
 `X-Apollo-Operation-Name` header (GraphiQL's page is exempt). Then Strawberry parses the request,
-persisted queries are resolved, the operation runs, and:
+persisted queries and trusted documents sent by hash or id are resolved, the operation is
+admitted (`schema.trusted.admit`, before it is parsed: PERSISTED_QUERY_REQUIRED under enforce),
+it is charged to the viewer's budget (`schema.budgets`), it runs, and:
 
 - the answer is in `application/graphql-response+json` when the client prefers it, else JSON;
 - an operation that could not run (a request error: parse or validation error, a limit,
@@ -16,6 +18,8 @@ persisted queries are resolved, the operation runs, and:
 - a malformed request (not JSON, no query, an unknown `operationName`, several operations and
   none named, ...) is 400 and a mutation over GET 405, each with a GraphQL error body and
   `extensions.code` BAD_REQUEST;
+- an operation its budget cannot pay is 429 with `Retry-After`; with budgets on, every answer
+  to an operation has the `RateLimit-Policy` and `RateLimit` headers;
 - every refusal leaves its outcome in `request.state.refused` (`http_STATUS`, or the code of
   one that is not a fixed status, such as PERSISTED_QUERY_NOT_FOUND) for the request log;
 - anything unexpected (in the context, the database, this layer) is logged with the request id
