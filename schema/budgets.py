@@ -15,7 +15,7 @@ estimated cost), Hasura's and Grafbase's limits per user, GitHub's GraphQL point
   `Retry-After`; every HTTP answer carries `RateLimit-Policy` and `RateLimit` (IETF draft
   "RateLimit header fields for HTTP").
 
-Exact within a process: the bucket is in memory and charged without awaiting anything. Shared
+Exact within a process: the bucket is in memory, charged in order of arrival. Shared
 across processes through PostgreSQL (`db.budgets`): each process reconciles a key at most once
 per `sync_interval` (1 s), when a request of that key comes, by adding what it spent since to
 the key's shared total (one upsert statement) and taking from its own bucket what the others
