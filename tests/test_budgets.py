@@ -245,3 +245,17 @@ async def test_two_server_processes_on_one_postgresql_stay_within_the_bound(
         admitted,
         elapsed,
     )
+
+
+async def test_an_operation_refused_before_it_runs_costs_nothing_and_still_gets_headers(
+    settings: Settings, sessionmaker: Sessionmaker
+) -> None:
+    ada = token_for(await make_user(sessionmaker))
+    async with budgeted(settings, max_query_depth=2) as served:
+        invalid = await served.api.post("{ nope }", token=ada)
+        assert limits(invalid) == (200, None, POLICY, '"cost";r=10;t=0')
+        assert invalid.json()["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+        deep = await served.api.post(USERS, token=ada)
+        assert limits(deep) == (200, None, POLICY, '"cost";r=10;t=0')
+        assert deep.json()["errors"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+        assert limits(await served.api.post(ME, token=ada))[3] == '"cost";r=9;t=1'
