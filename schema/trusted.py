@@ -44,6 +44,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.engine import read_session, write_transaction
+from db.errors import Unavailable
 from db.trusted_documents import (
     Operation,
     all_documents,
@@ -181,21 +182,27 @@ class TrustedDocuments:
     async def refresh(self) -> None:
         """Reload the documents if the manifests changed since the last look, at most once per
         `interval`; concurrent requests wait for one look. A database that does not answer
-        leaves the copy as it was (and the next request looks again)."""
+        (`db.errors.Unavailable`) leaves a copy already loaded as it was until the next
+        interval; with none loaded yet, the request is SERVICE_UNAVAILABLE."""
         now = self.clock()
         if self.checked is not None and now - self.checked < self.interval:
             return
         async with self.lock:
             if self.checked is not None and self.clock() - self.checked < self.interval:
                 return
-            async with read_session(self.sessionmaker) as session:
-                version = await manifest_version(session)
-                if version != self.version:
-                    documents = await all_documents(session)
-                    by_key = {doc.sha256: doc.body for doc in documents}
-                    by_key.update({doc.document_id: doc.body for doc in documents})
-                    self.known = Known(by_key, frozenset(by_key.values()))
-                    self.version = version
+            try:
+                async with read_session(self.sessionmaker) as session:
+                    version = await manifest_version(session)
+                    if version != self.version:
+                        documents = await all_documents(session)
+                        by_key = {doc.sha256: doc.body for doc in documents}
+                        by_key.update({doc.document_id: doc.body for doc in documents})
+                        self.known = Known(by_key, frozenset(by_key.values()))
+                        self.version = version
+            except Unavailable as exc:
+                if self.version is None:
+                    raise
+                logger.warning("trusted documents not refreshed: %s", exc)
             self.checked = self.clock()
 
     async def lookup(self, key: str) -> str:
