@@ -54,7 +54,7 @@ from schema.limits import MEASURED
 logger = logging.getLogger("chatql.budgets")
 
 UNKNOWN_ADDRESS = "unknown"
-# Buckets looked at this many times between sweeps of the idle, full ones out of memory.
+# Buckets made between two sweeps of the idle, full ones out of memory.
 SWEEP_EVERY = 1000
 # In a context's extras and the HTTP request's state: the operation's charge; and, for a
 # subscription, the key and cost each event is charged.
@@ -64,6 +64,8 @@ EVENT_COST = "budget_event_cost"
 
 @dataclass
 class Bucket:
+    """One key's bucket in this process: `tokens` as of `at` (the clock's seconds)."""
+
     tokens: float
     at: float
     # Charged here since the last reconciliation, and when that was (None: never).
@@ -86,6 +88,9 @@ class Charge:
 
 
 class Budgets:
+    """Every key's bucket in this process (see the module): `per_minute` and `burst` in cost
+    units (objects an operation may return), `sync_interval` in seconds."""
+
     def __init__(
         self,
         *,
@@ -105,7 +110,7 @@ class Budgets:
         self.sync_interval = sync_interval
         self.clock = clock
         self.buckets: dict[str, Bucket] = {}
-        self.looks = 0
+        self.made = 0
         # The window of the RateLimit-Policy header: seconds to refill an empty bucket.
         self.window = math.ceil(burst / self.rate) if self.rate else 0
         self.policy = f'"cost";q={int(burst)};w={self.window}'
@@ -123,8 +128,8 @@ class Budgets:
         bucket = self.buckets.get(key)
         if bucket is None:
             bucket = self.buckets[key] = Bucket(tokens=self.burst, at=now)
-            self.looks += 1
-            if self.looks % SWEEP_EVERY == 0:
+            self.made += 1
+            if self.made % SWEEP_EVERY == 0:
                 self.sweep(now)
         elif now > bucket.at:
             bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
