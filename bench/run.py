@@ -320,10 +320,10 @@ class Database:
         return asyncio.run(self._run(sql, *args))
 
     def postmaster(self) -> int:
-        """The pid of PostgreSQL's postmaster: the parent of a backend of ours."""
-        backend = int(self.fetch("SELECT pg_backend_pid()")[0][0])
-        stat = Path(f"/proc/{backend}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[1])
+        """The pid of PostgreSQL's postmaster: the first line of `postmaster.pid` in its data
+        directory (the bench's cluster is local, and its files are ours or root's to read)."""
+        folder = self.fetch("SELECT current_setting('data_directory')")[0][0]
+        return int((Path(folder) / "postmaster.pid").read_text().split()[0])
 
     def cpu_seconds(self, postmaster: int) -> float:
         """CPU time of the whole cluster: the postmaster, its live backends and helpers, and
@@ -907,6 +907,8 @@ def ratios(rows: list[Row], postgraphile: PostGraphile | None) -> list[str]:
         (EXACT, "exact"),
     ]
     kinds = [kind for kind, _ in anchors if any(row.kind == kind for row in rows)]
+    if not kinds:
+        return []
     rate = {(row.name, row.kind): row.median("rate") for row in rows if row.kind != CHATQL}
     names = dict(anchors)
     lines = [
@@ -923,7 +925,7 @@ def ratios(rows: list[Row], postgraphile: PostGraphile | None) -> list[str]:
     ]
     of: dict[tuple[str, str], list[float]] = {}
     for row in rows:
-        if row.kind != CHATQL or (row.name, kinds[0] if kinds else "") not in rate:
+        if row.kind != CHATQL or (row.name, kinds[0]) not in rate:
             continue
         values = [row.median("rate") / rate[(row.name, kind)] for kind in kinds]
         of[(row.name, row.server)] = values
