@@ -1,10 +1,14 @@
-"""The benchmark driver; `bench/run` prepares PostgreSQL and the data, then calls this.
+"""The benchmark driver; `bench/run` prepares PostgreSQL, the data and PostGraphile, then calls
+this.
 
-Starts chatql on loopback (one server per `--workers` value, all alive at once), then runs
-rounds: in each round every workload once under load (wrk, or pgbench for the limit) and once
+Starts chatql on loopback (one server per `--workers` value and per `--variant`, all alive at
+once) and PostGraphile 4 (issue 14) on the same database, checks that every read workload's
+answers carry the same data in all its forms (`check_answers`), then runs rounds: in each
+round every workload once under load (wrk; pgbench for the lean and the exact limit) and once
 with one client, so drift on a shared machine hits all of them alike. Per run it reads the
-server's CPU time from /proc, and counts SQL statements with pg_stat_statements. Prints a
-markdown table and writes it to `bench/results/latest.md`.
+servers' and PostgreSQL's CPU time and the servers' peak RSS from /proc, and counts SQL
+statements with pg_stat_statements. Prints a markdown table with chatql's ratios to each
+anchor and writes it to `bench/results/latest.md`.
 """
 
 from __future__ import annotations
