@@ -841,9 +841,10 @@ def render(
     lines = [
         f"## Bench run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Machine: {os.cpu_count()} cores ({cpu}), shared by PostgreSQL, chatql, PostGraphile "
-        f"and the load generator (and, on this workplace, other sessions' work: absolute "
-        f"figures are noisy, ratios within one run are what count); Python "
+        f"Machine: {os.cpu_count()} cores ({cpu}), shared by PostgreSQL, chatql"
+        f"{', PostGraphile' if postgraphile else ''} and the load generator (and, on this "
+        f"workplace, other sessions' work: absolute figures are noisy, ratios within one run "
+        f"are what count); Python "
         f"{platform.python_version()}. Command: `{command}`. "
         f"Medians of {args.rounds} interleaved rounds; {args.connections} connections "
         f"(W1: {W1_CLIENTS} clients), one-client latency from separate 1-connection runs. "
