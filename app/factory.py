@@ -56,7 +56,7 @@ from transport.deadline import RequestDeadline
 from transport.fast import FastLane
 from transport.persisted import Bounds, StoreRegistered
 from transport.sse import EventStreams, heartbeat_transport
-from transport.view import PREFLIGHT_HEADERS, BaseGraphQLView
+from transport.view import PREFLIGHT_HEADERS
 from transport.websockets import LegacyWSProtocol, TransportWSProtocol
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def client_address(request: Request | WebSocket, *, trust_proxy: bool) -> str | 
     return request.client.host if request.client else None
 
 
-class GraphQLView(EventStreams, BaseGraphQLView):
+class GraphQLView(EventStreams):
     """Strawberry's ASGI view; the process-wide services come from the app's state.
 
     Server-Sent Events (`transport.sse`) are HTTP requests with a streamed answer.

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import update
 from starlette.applications import Starlette
 
+from app.settings import Settings
 from db.models import User
 from schema.errors import BAD_TOKEN, LOGIN_REQUIRED, NOT_FOUND, TOO_SLOW
 from schema.operation import OPERATION_NAME_REQUIRED
@@ -21,8 +22,11 @@ from tests.factories import Sessionmaker, gid, make_conversation, make_user, tok
 from tests.helpers import Api, running
 from tests.schema.test_subscriptions import MESSAGE_ADDED, send, wait_for_subscribers
 from tests.sse import EVENT_STREAM, Event, node_client, real_client, served, sse
-from transport.view import CSRF_REFUSED, METHOD_NOT_ALLOWED, MUTATION_OVER_GET
+from tests.test_budgets import USERS, budgeted, over
+from tests.test_trusted_documents import ME as TRUSTED_ME
+from tests.test_trusted_documents import REQUIRED, UNTRUSTED, apollo, trusted
 from tests.ws import PROTOCOLS, TRANSPORT_WS, asgi_socket
+from transport.view import CSRF_REFUSED, METHOD_NOT_ALLOWED, MUTATION_OVER_GET
 
 PREFLIGHT = {"X-Requested-With": "test"}
 ADDED_IDS = "subscription ($id: ID!) { messageAdded(conversationId: $id) { id content } }"
@@ -189,9 +193,7 @@ async def test_a_client_that_disconnects_leaves_no_subscription_behind(
             assert hub.subscriber_count == 0
 
 
-async def test_a_quiet_stream_carries_heartbeats(
-    settings: Any, sessionmaker: Sessionmaker
-) -> None:
+async def test_a_quiet_stream_carries_heartbeats(settings: Settings) -> None:
     async with running(settings, sse_heartbeat=0.05) as app:
         user, conversation = await owner_and_conversation(app.state.services.sessionmaker)
         variables = {"id": gid("Conversation", conversation)}
@@ -245,7 +247,10 @@ REFUSALS = [
         id="not JSON",
     ),
     pytest.param(
-        {"content": json.dumps({"query": "{ me { id } }"}), "headers": {"Content-Type": "text/plain"}},
+        {
+            "content": json.dumps({"query": "{ me { id } }"}),
+            "headers": {"Content-Type": "text/plain"},
+        },
         400,
         error_of(CSRF_REFUSED, "BAD_REQUEST"),
         id="CSRF",
@@ -413,3 +418,41 @@ async def test_a_stream_writes_one_log_line_with_its_protocol_and_is_counted(
     ]
     after = REGISTRY.get_sample_value("chatql_graphql_requests_total", labels) or 0.0
     assert after == before + 1
+
+
+async def test_trusted_documents_admit_over_sse_as_over_http(
+    settings: Settings, sessionmaker: Sessionmaker
+) -> None:
+    token = token_for(await make_user(sessionmaker, username="ada"))
+    headers = {**EVENT_STREAM, "Authorization": f"Bearer {token}"}
+    async with trusted(settings, "enforce") as enforce:
+        await enforce.load("web", apollo(TRUSTED_ME))
+        async with served(enforce.app) as url, real_client(url) as client:
+            refused = await client.post("/graphql", json={"query": UNTRUSTED}, headers=headers)
+            async with sse(client, TRUSTED_ME, token=token) as stream:
+                ran = await stream.rest()
+    assert (refused.status_code, refused.json()) == (400, REQUIRED)
+    assert ran == [Event("next", {"data": {"me": {"username": "ada"}}}), Event("complete")]
+
+
+async def test_an_operation_over_budget_is_429_before_the_stream(
+    settings: Settings, sessionmaker: Sessionmaker
+) -> None:
+    token = token_for(await make_user(sessionmaker))
+    headers = {**EVENT_STREAM, "Authorization": f"Bearer {token}"}
+    async with (
+        budgeted(settings) as budgets,
+        served(budgets.app) as url,
+        real_client(url) as client,
+    ):
+        ran = []
+        for _ in range(2):
+            async with sse(client, USERS, token=token) as stream:
+                ran.append([event.kind for event in await stream.rest()])
+        refused = await client.post("/graphql", json={"query": USERS}, headers=headers)
+    assert ran == [["next", "complete"]] * 2
+    assert (refused.status_code, refused.headers["retry-after"], refused.json()) == (
+        429,
+        "5",
+        over(5),
+    )

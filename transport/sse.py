@@ -44,6 +44,7 @@ from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL
 
 from schema import STARTED
 from schema.context import Context
+from transport.view import BaseGraphQLView
 
 SSE = "sse"  # Strawberry's name for the protocol of a request (`GraphQLRequestData.protocol`)
 # Where the request log finds the protocol of a request that is not plain HTTP.
@@ -64,14 +65,14 @@ def heartbeat_transport(seconds: float) -> type[EventStream]:
     return type("EventStream", (EventStream,), {"interval": seconds})
 
 
-class EventStreams:
-    """The GraphQL view's part in SSE (a mixin before `transport.view.BaseGraphQLView`)."""
+class EventStreams(BaseGraphQLView):
+    """The GraphQL view, with what SSE needs around Strawberry's transport."""
 
     async def respond(self, request: Request) -> Response:
-        streamed = self._get_stream_transport_from_headers(request.headers) is not None  # type: ignore[attr-defined]
+        streamed = self._get_stream_transport_from_headers(request.headers) is not None
         if streamed:
             request.state.protocol = GRAPHQL_SSE_PROTOCOL
-        response: Response = await super().respond(request)  # type: ignore[misc]
+        response = await super().respond(request)
         if (
             streamed
             and response.status_code == 200
@@ -82,12 +83,12 @@ class EventStreams:
             response.status_code = 400
         return response
 
-    async def execute_operation(
-        self, *, request: Request, request_data: Any, context: Context, **rest: Any
+    async def execute_operation(  # type: ignore[override]
+        self, request: Request, request_data: Any, context: Context, **rest: Any
     ) -> Any:
         if getattr(request_data, "protocol", None) == SSE:
             context.extras[STARTED] = asyncio.Event()
-        result = await super().execute_operation(  # type: ignore[misc]
+        result = await super().execute_operation(
             request=request, request_data=request_data, context=context, **rest
         )
         if getattr(request_data, "protocol", None) != SSE:
@@ -121,7 +122,9 @@ async def opened(stream: AsyncGenerator[Any, None], started: asyncio.Event) -> A
     return _rest(first, stream)
 
 
-async def _rest(first: asyncio.Future[Any], stream: AsyncGenerator[Any, None]) -> AsyncIterator[Any]:
+async def _rest(
+    first: asyncio.Future[Any], stream: AsyncGenerator[Any, None]
+) -> AsyncIterator[Any]:
     try:
         yield await first
         async for result in stream:
