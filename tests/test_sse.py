@@ -123,7 +123,19 @@ async def test_a_query_and_a_mutation_are_one_next_then_complete(
         variables = {"id": gid("Conversation", conversation)}
         async with sse(client, mutation, variables, token=token_for(user)) as stream:
             sent = await stream.rest()
+        # The protocol's GET: the request in the query string (and CSRF's rule, as for GET).
+        got = await client.get(
+            "/graphql",
+            params={"query": "{ me { username } }"},
+            headers={**EVENT_STREAM, **PREFLIGHT, "Authorization": f"Bearer {token_for(user)}"},
+        )
     assert query == [Event("next", {"data": {"me": {"username": "ada"}}}), Event("complete")]
+    assert (got.status_code, got.headers["content-type"], got.text) == (
+        200,
+        "text/event-stream",
+        'event: next\r\ndata: {"data":{"me":{"username":"ada"}}}\r\n\r\n'
+        "event: complete\r\ndata: \r\n\r\n",
+    )
     message = {"content": "hi", "clientId": "c1", "conversation": {"messageCount": 1}}
     assert sent == [Event("next", {"data": {"sendMessage": message}}), Event("complete")]
 

@@ -18,11 +18,13 @@ so this module only adds what chatql's pipeline needs around Strawberry's transp
   when its token expires or its user is deactivated, SUBSCRIBER_TOO_SLOW.
 - An operation refused before it runs is answered as HTTP answers it, with a status and a
   JSON body, never as a stream: 400 for a parse or validation error, a limit or a bad token
-  (the status of `application/graphql-response+json`, since a client that asked for an event
+  (the status of `application/graphql-response+json`: a client that asked for an event
   stream cannot read a 200 that is not one), 405 for a mutation over GET, 429 with
   `Retry-After` over budget. To know this without waiting for a subscription's first event
-  (maybe hours away), `EventStreams` waits until either the first result is there or
-  `schema.Started` says the operation has begun.
+  (maybe hours away), `opened` waits until either the first result is there or
+  `schema.Started` says the operation has begun. Once it has, what its resolvers raise (a
+  subscription with no login, or to a conversation not found) is a `next` event with the
+  errors, then `complete`, as a query's field errors are a 200 over HTTP.
 - A comment line (`: ping`) every `heartbeat` seconds keeps proxies from closing a quiet
   stream; a client that disconnects cancels the stream, which ends the subscription (its hub
   entry is removed by the resolver's own `finally`).
