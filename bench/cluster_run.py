@@ -40,6 +40,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -872,8 +873,8 @@ def report(kill: KillRun, scale: list[ScaleRun], args: argparse.Namespace) -> st
         if not runs:
             continue
 
-        def median(value: Any, runs: list[ScaleRun] = runs) -> float:
-            return statistics.median(value(run) for run in runs)
+        def median(value: Callable[[ScaleRun], float], runs: list[ScaleRun] = runs) -> float:
+            return statistics.median([value(run) for run in runs])
 
         rates = [
             median(lambda run: run.sends / run.seconds),
@@ -881,8 +882,9 @@ def report(kill: KillRun, scale: list[ScaleRun], args: argparse.Namespace) -> st
             median(lambda run: run.delivered / run.seconds),
         ]
         cpu = [
-            median(lambda run, name=name: getattr(run, name) * 1000 / max(1, run.sends + run.reads))
-            for name in ("cpu_app", "cpu_pg", "cpu_lb")
+            median(lambda run: run.cpu_app * 1000 / max(1, run.sends + run.reads)),
+            median(lambda run: run.cpu_pg * 1000 / max(1, run.sends + run.reads)),
+            median(lambda run: run.cpu_lb * 1000 / max(1, run.sends + run.reads)),
         ]
         base = base or rates
         ratios = [
