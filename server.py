@@ -64,6 +64,7 @@ from transport.http_protocol import HeaderTimeoutProtocol
 from transport.persisted import Bounds, StoreRegistered
 from transport.view import PREFLIGHT_HEADERS, BaseGraphQLView
 from transport.websockets import LegacyWSProtocol, TransportWSProtocol
+from transport.ws_protocol import LeanWebSocketProtocol
 
 if TYPE_CHECKING:
     from db.seed import SeedCounts
@@ -539,6 +540,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             workers=args.workers,
             reload=args.reload,
             http=protocol,  # type: ignore[arg-type]
+            # permessage-deflate that keeps no zlib state on idle sockets (issue 17).
+            ws=LeanWebSocketProtocol,
             limit_concurrency=settings.max_connections,
             # A WebSocket message may be as large as a request body, no larger.
             ws_max_size=settings.max_body_bytes,

@@ -3,5 +3,6 @@
 `view` (the GraphQL view: CSRF, persisted queries, status codes, media types, masking),
 `body` (the request body limit), `persisted` (the persisted query store), `responses` (error
 bodies and media types), `http_protocol` (uvicorn's HTTP protocol with a request-head
-timeout). Like `server.py`, it reads request headers; the schema never does.
+timeout), `ws_protocol` (uvicorn's WebSocket protocol, compression without idle state). Like
+`server.py`, it reads request headers; the schema never does.
 """
