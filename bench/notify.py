@@ -41,6 +41,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNEL = "chatql_messages"
+# PostgreSQL's notification queue holds at most this much (8 GB; pg_notification_queue_usage()
+# is the share of it in use).
+QUEUE_BYTES = 8 * 1024**3
 SECRET = "notify-bench-secret-key-long-enough-for-hs256"
 PLAIN = """\
 \\set c random(1, 1000)
@@ -63,6 +66,9 @@ import asyncpg
 async def main():
     connection = await asyncpg.connect(sys.argv[1])
     await connection.add_listener(sys.argv[2], lambda *_: None)
+    if sys.argv[3] == "transaction":
+        # Idle in a transaction: PostgreSQL delivers nothing to it until the transaction ends.
+        await connection.execute("BEGIN; SELECT 1")
     print("listening", flush=True)
     await asyncio.Event().wait()
 
@@ -209,16 +215,30 @@ async def sends_per_second(base: str, *, clients: int, seconds: float, tag: str)
         return done / (time.monotonic() - started)
 
 
-def through_chatql(args: argparse.Namespace) -> list[str]:
+async def commit_mode(port: int, *, sync: bool) -> None:
+    """The database's default for new sessions (chatql's servers are started after this)."""
+    connection = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres")
+    try:
+        await connection.execute(
+            f"ALTER DATABASE postgres SET synchronous_commit TO {'on' if sync else 'off'}"
+        )
+    finally:
+        await connection.close()
+
+
+def through_chatql(args: argparse.Namespace, *, sync: bool) -> list[str]:
+    asyncio.run(commit_mode(args.port, sync=sync))
     servers = {notify: start_server(args, notify=notify) for notify in (True, False)}
     rates: dict[bool, list[float]] = {True: [], False: []}
     try:
         for round_ in range(args.rounds):
             for notify in (True, False) if round_ % 2 == 0 else (False, True):
                 base = servers[notify][1]
-                tag = f"n{int(notify)}r{round_}x{os.getpid()}"
+                tag = f"n{int(notify)}s{int(sync)}r{round_}x{os.getpid()}"
                 rates[notify].append(
-                    asyncio.run(sends_per_second(base, clients=8, seconds=args.seconds, tag=tag))
+                    asyncio.run(
+                        sends_per_second(base, clients=args.clients, seconds=args.seconds, tag=tag)
+                    )
                 )
     finally:
         for process, _ in servers.values():
@@ -226,26 +246,34 @@ def through_chatql(args: argparse.Namespace) -> list[str]:
             process.wait(30)
     with_n, without = statistics.median(rates[True]), statistics.median(rates[False])
     return [
-        f"| chatql, 1 worker, 8 clients | {without:,.0f} | {with_n:,.0f} | {with_n / without:.2f} |"
+        f"| synchronous_commit={'on' if sync else 'off'} | {args.clients} | {without:,.0f} | "
+        f"{with_n:,.0f} | {with_n / without:.2f} |"
     ]
 
 
 # ---- a stalled listener -----------------------------------------------------------------
 
 
-async def stalled(args: argparse.Namespace) -> list[str]:
+STALLS = {
+    "stop": "the listening process stopped (SIGSTOP)",
+    "transaction": "the listening connection idle in a transaction",
+}
+
+
+async def stalled(args: argparse.Namespace, mode: str) -> list[str]:
+    """NOTIFY at full speed (8 clients, synchronous_commit=off) while one listener stalls."""
     dsn = f"postgresql://postgres@127.0.0.1:{args.port}/postgres"
     listener = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", LISTENER, dsn, CHANNEL, stdout=subprocess.PIPE
+        sys.executable, "-c", LISTENER, dsn, CHANNEL, mode, stdout=subprocess.PIPE
     )
     assert listener.stdout is not None
     await listener.stdout.readline()
     monitor = await asyncpg.connect(dsn)
-    lines = []
     try:
         first = await monitor.fetchval("SELECT count(*) FROM notify_bench")
-        os.kill(listener.pid, signal.SIGSTOP)
-        stopped_at = time.monotonic()
+        if mode == "stop":
+            os.kill(listener.pid, signal.SIGSTOP)
+        stalled_at = time.monotonic()
         load = asyncio.create_task(
             asyncio.to_thread(
                 pgbench, args, WITH_NOTIFY, clients=8, seconds=args.stall_seconds, sync=False
@@ -255,39 +283,38 @@ async def stalled(args: argparse.Namespace) -> list[str]:
         while not load.done():
             usage = await monitor.fetchval("SELECT pg_notification_queue_usage()")
             sent = await monitor.fetchval("SELECT count(*) FROM notify_bench") - first
-            samples.append((time.monotonic() - stopped_at, sent, usage))
+            samples.append((time.monotonic() - stalled_at, sent, usage))
             await asyncio.sleep(1)
         rate = await load
         usage = await monitor.fetchval("SELECT pg_notification_queue_usage()")
         sent = await monitor.fetchval("SELECT count(*) FROM notify_bench") - first
-        os.kill(listener.pid, signal.SIGCONT)
         resumed = time.monotonic()
+        if mode == "stop":
+            os.kill(listener.pid, signal.SIGCONT)
+        else:
+            listener.terminate()  # its backend ends, and with it the transaction
         while await monitor.fetchval("SELECT pg_notification_queue_usage()") > 0:
             if time.monotonic() - resumed > 120:
                 break
             await asyncio.sleep(0.1)
         drained = time.monotonic() - resumed
-        per_notification = usage * 8 * 1024**3 / sent if sent else float("nan")
-        full_after = (1 / usage) * args.stall_seconds if usage else float("inf")
-        lines += [
-            f"| listener stopped for | {args.stall_seconds:.0f} s |",
-            f"| NOTIFY transactions meanwhile | {sent:,} ({rate:,.0f}/s, 8 clients) |",
-            f"| queue usage then | {usage:.6f} of 8 GB (~{per_notification:.0f} bytes a "
-            "notification) |",
-            f"| at that rate the queue is full (every NOTIFY fails) after | "
-            f"{full_after / 3600:,.1f} h |",
-            f"| drained after the listener resumed | {drained:.1f} s |",
-            "| samples (s, sent, usage) | "
-            + ", ".join(f"{t:.0f}/{n}/{u:.6f}" for t, n, u in samples[:: max(1, len(samples) // 6)])
-            + " |",
-        ]
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(listener.pid, signal.SIGCONT)
-        listener.terminate()
+            listener.terminate()
         await listener.wait()
         await monitor.close()
-    return lines
+    queue_bytes = usage * QUEUE_BYTES
+    per_notification = queue_bytes / sent if sent else float("nan")
+    full_after = args.stall_seconds / usage if usage else float("inf")
+    shown = samples[:: max(1, len(samples) // 5)]
+    return [
+        f"| {STALLS[mode]} | {args.stall_seconds:.0f} s | {sent:,} ({rate:,.0f}/s) | "
+        f"{usage:.6f} ({queue_bytes / 1024**2:,.1f} MB, ~{per_notification:.0f} B each) | "
+        f"{full_after / 3600:,.1f} h | {drained:.1f} s | "
+        + ", ".join(f"{t:.0f} s: {n:,} / {u:.6f}" for t, n, u in shown)
+        + " |"
+    ]
 
 
 async def prepare(port: int) -> None:
@@ -328,7 +355,9 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True, help="the throwaway PostgreSQL's")
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--stall-seconds", type=float, default=20)
+    parser.add_argument("--stall-seconds", type=float, default=30)
+    parser.add_argument("--clients", type=int, default=8, help="chatql's senders")
+    parser.add_argument("--only", default="sql,chatql,stall", help="parts to run")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "notify-latest.md"))
     args = parser.parse_args()
     asyncio.run(prepare(args.port))
@@ -343,30 +372,40 @@ def main() -> int:
         "| | clients | without NOTIFY | with NOTIFY | ratio |",
         "|---|---:|---:|---:|---:|",
     ]
-    rows = sql_alone(args)
-    chatql = through_chatql(args)
-    print(chatql[0], flush=True)
-    stall = asyncio.run(stalled(args))
-    text = "\n".join(
-        [
-            *head,
-            *rows,
+    parts = set(args.only.split(","))
+    text = list(head)
+    if "sql" in parts:
+        text += sql_alone(args)
+    if "chatql" in parts:
+        text += [
             "",
-            "| | sends/s without NOTIFY | sends/s with NOTIFY | ratio |",
-            "|---|---:|---:|---:|",
-            *chatql,
+            "Through chatql (`sendMessage`, one worker; NOTIFY off is the bench-only switch):",
             "",
-            "A stalled listener (`synchronous_commit=off`):",
-            "",
-            "| | |",
-            "|---|---|",
-            *stall,
+            "| | clients | sends/s without NOTIFY | sends/s with NOTIFY | ratio |",
+            "|---|---:|---:|---:|---:|",
         ]
-    )
-    print("\n" + text)
+        for sync in (True, False):
+            text += through_chatql(args, sync=sync)
+            print(text[-1], flush=True)
+        asyncio.run(commit_mode(args.port, sync=False))
+    if "stall" in parts:
+        text += [
+            "",
+            "A stalled listener (NOTIFY by 8 pgbench clients, `synchronous_commit=off`; queue "
+            "usage is the share of PostgreSQL's 8 GB queue):",
+            "",
+            "| stall | for | NOTIFY transactions meanwhile | queue usage then | full (every NOTIFY "
+            "fails) after, at that rate | drained after the stall ends | samples: sent / usage |",
+            "|---|---:|---:|---|---:|---:|---|",
+        ]
+        for mode in STALLS:
+            text += asyncio.run(stalled(args, mode))
+            print(text[-1], flush=True)
+    report = "\n".join(text)
+    print("\n" + report)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text + "\n")
+    output.write_text(report + "\n")
     return 0
 
 

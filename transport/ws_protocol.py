@@ -14,6 +14,10 @@ all. The price: a message no longer borrows words from the ones before it, which
 small JSON events costs some ratio (the keys repeat within one event too); clients that do
 not offer compression are unaffected. Window bits and memLevel stay uvicorn's.
 
+It also refuses an upgrade past `CHATQL_MAX_CONNECTIONS` (uvicorn's `limit_concurrency`) with
+`503 Service Unavailable`, as uvicorn answers an HTTP request past it: uvicorn skips that check
+for an upgrade, so WebSockets, the connections that stay, were never bounded.
+
 `serve` passes this class as uvicorn's `ws` protocol.
 """
 
@@ -21,12 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 WINDOW_BITS = 12
@@ -45,7 +51,8 @@ def deflate() -> ServerPerMessageDeflateFactory:
 
 
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
-    """`WebSocketsSansIOProtocol` whose compression keeps no state between messages."""
+    """`WebSocketsSansIOProtocol` whose compression keeps no state between messages, and that
+    refuses a handshake past the connection limit."""
 
     def __init__(
         self,
@@ -61,3 +68,17 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
                 max_size=config.ws_max_size,
                 logger=logging.getLogger("uvicorn.error"),
             )
+
+    def handle_connect(self, event: Request) -> None:
+        limit = self.config.limit_concurrency
+        # uvicorn's own test for an HTTP request (this socket is among the connections).
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            self.logger.warning("Exceeded concurrency limit.")
+            self.request = event
+            self.handshake_initiated = self.handshake_complete = self.close_sent = True
+            response = self.conn.reject(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable")
+            self.conn.send_response(response)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
+            return
+        super().handle_connect(event)

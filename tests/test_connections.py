@@ -1,4 +1,5 @@
-"""What an idle, logged-in WebSocket costs a server process, and that closing gives it back.
+"""WebSockets on a real `serve` process: what an idle, logged-in one costs, that closing gives
+it back, and that `CHATQL_MAX_CONNECTIONS` bounds them.
 
 Measured on a real `serve` process (resident memory from /proc), with the client offering
 permessage-deflate as browsers do. Issue 17 sets 16 KiB an idle socket as the target. Before
@@ -15,6 +16,8 @@ import contextlib
 from pathlib import Path
 
 import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
 
 from tests.process import Served, serve
 from tests.ws import TRANSPORT_WS, GraphQLSocket, process_socket
@@ -36,6 +39,13 @@ def resident_kib(served: Served) -> int:
     raise AssertionError("no VmRSS")
 
 
+async def sign_up(served: Served) -> str:
+    async with httpx.AsyncClient(base_url=served.url) as client:
+        answer = (await client.post("/graphql", json={"query": SIGN_UP})).json()
+    token: str = answer["data"]["signUp"]["token"]
+    return token
+
+
 async def open_idle(
     served: Served, token: str, stack: contextlib.AsyncExitStack, count: int = SOCKETS
 ) -> None:
@@ -53,9 +63,7 @@ async def open_idle(
 
 async def test_idle_sockets_hold_little_memory_and_give_it_back(tmp_path: Path) -> None:
     with serve(f"sqlite+aiosqlite:///{tmp_path}/db.sqlite", tmp_path) as served:
-        async with httpx.AsyncClient(base_url=served.url) as client:
-            answer = (await client.post("/graphql", json={"query": SIGN_UP})).json()
-        token = answer["data"]["signUp"]["token"]
+        token = await sign_up(served)
         # A few first, so that what the first socket allocates for good (code paths) is paid.
         async with contextlib.AsyncExitStack() as stack:
             await open_idle(served, token, stack, count=5)
@@ -73,3 +81,22 @@ async def test_idle_sockets_hold_little_memory_and_give_it_back(tmp_path: Path) 
         f"{per_socket:.1f} KiB a socket, then {again_per_socket:.1f} KiB more each once "
         "they were closed and as many opened again"
     )
+
+
+async def test_websockets_past_the_connection_cap_are_refused_with_503(tmp_path: Path) -> None:
+    with serve(
+        f"sqlite+aiosqlite:///{tmp_path}/db.sqlite", tmp_path, CHATQL_MAX_CONNECTIONS="3"
+    ) as served:
+        token = await sign_up(served)
+        async with contextlib.AsyncExitStack() as stack:
+            # With these two, a third connection reaches the cap, as for HTTP requests.
+            await open_idle(served, token, stack, count=2)
+            with pytest.raises(InvalidStatus) as refused:
+                async with process_socket(served.url, TRANSPORT_WS):
+                    pass
+        await asyncio.sleep(0.5)
+        async with process_socket(served.url, TRANSPORT_WS) as socket:
+            ack = await socket.init({"authorization": f"Bearer {token}"})
+    response = refused.value.response
+    assert (response.status_code, response.body) == (503, b"Service Unavailable")
+    assert ack.kind == "connection_ack"
