@@ -9,13 +9,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -151,6 +154,9 @@ class Message(Base):
     content: Mapped[str] = mapped_column(Text)
     client_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # 1 as first written, one more per edit; the earlier contents are `MessageRevision` rows.
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages", lazy="raise")
 
@@ -191,3 +197,90 @@ class PersistedQuery(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     query: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MessageRevision(Base):
+    """An earlier content of an edited message: revision `revision` as it was written at
+    `created_at` (the current content stays on the message itself). Gone with the message."""
+
+    __tablename__ = "message_revisions"
+
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    revision: Mapped[int] = mapped_column(Integer)
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (PrimaryKeyConstraint(message_id, revision),)
+
+
+class Feed(Base):
+    """The head of one user's change feed (see `db.changes`): `head` is the position of the
+    last change written, `pruned_through` the last position retention has removed (every
+    change at or before it may be gone)."""
+
+    __tablename__ = "feeds"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    head: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    pruned_through: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class Change(Base):
+    """One change in a user's feed, at `position` (1, 2, ... per user, in commit order).
+    `conversation_id`/`message_id` are not foreign keys: a change outlives what it names."""
+
+    __tablename__ = "changes"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    conversation_id: Mapped[str] = mapped_column(String(36))
+    message_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        PrimaryKeyConstraint(user_id, position),
+        # Retention deletes by age.
+        Index("ix_changes_at", at),
+    )
+
+
+class TrustedManifest(Base):
+    """A named set of trusted documents (issue 18), loaded by `python server.py trust`; a
+    release adds its manifest and retires an older one. `loaded_at` changes on every load, so
+    the manifests' names and times are the version each process polls (`schema.trusted`)."""
+
+    __tablename__ = "trusted_manifests"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TrustedDocument(Base):
+    """One operation of a manifest: `document_id` as the manifest names it (Apollo's sha256,
+    or the id Relay wrote), `sha256` of its text (what APQ-style requests send)."""
+
+    __tablename__ = "trusted_documents"
+
+    manifest: Mapped[str] = mapped_column(
+        String(100), ForeignKey("trusted_manifests.name", ondelete="CASCADE"), primary_key=True
+    )
+    document_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    body: Mapped[str] = mapped_column(Text)
+    operation_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class CostBudget(Base):
+    """The shared token bucket of one budget key (`user:<id>`, `address:<ip>`): `tokens` as
+    of `updated` (seconds since the epoch), and `spent`, everything every process has spent
+    of it. Each process reconciles its own spending into it (`schema.budgets`)."""
+
+    __tablename__ = "cost_budgets"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)
+    spent: Mapped[float] = mapped_column(Float)

@@ -131,6 +131,10 @@ def finish(
     }
     if protocol is not None:
         fields["protocol"] = protocol
+    if record.trace_id is not None:
+        fields["trace_id"] = record.trace_id
+    if record.untrusted:
+        fields["trusted"] = False
     logger.log(
         level,
         "%s %s %s",

@@ -1,0 +1,161 @@
+"""The change feed: one per user, positions in commit order.
+
+Why not a timestamp or a sequence: two transactions that draw 7 and 8 from a sequence may commit
+8 first; a reader that has seen 8 and remembers "after 8" never sees 7. Hasura's streaming
+subscriptions have exactly this hole. Here each user has one `feeds` row whose `head` is the
+position of their last change. A write takes its positions by raising `head` in the same
+statement that stores its changes, and the row lock that UPDATE takes is held until the
+transaction ends: a second writer for the same user waits for the first to commit (or roll
+back) before it can read `head`. So for one user, position order *is* commit order, and a reader
+that sees position P can never later see a new change below P. SQLite has one writer at a time,
+which gives the same guarantee.
+
+The price is that one user's writes are serialised from the moment they record their changes
+to their commit, so `record` should be the last statement before the commit (it is cheap: one
+statement per user, whatever the number of changes). Writes of different users never wait for
+each other.
+
+Storage: `feeds(user_id, head, pruned_through)` and `changes(user_id, position, kind,
+conversation_id, message_id, at)` keyed by `(user_id, position)`. A change names what it is
+about by id only (no foreign keys): it outlives a deleted conversation or message, as the
+tombstone of that deletion. Retention removes changes older than a cutoff and raises
+`pruned_through`, so a reader can tell a cursor whose successors are gone (`CURSOR_EXPIRED`).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import groupby
+from typing import Any, cast
+
+from sqlalchemy import Row, Table, bindparam, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Change, Feed, UTCDateTime, utcnow
+
+changes = cast(Table, Change.__table__)
+feeds = cast(Table, Feed.__table__)
+
+
+class ChangeKind(enum.StrEnum):
+    CONVERSATION_CREATED = "CONVERSATION_CREATED"
+    CONVERSATION_UPDATED = "CONVERSATION_UPDATED"
+    CONVERSATION_DELETED = "CONVERSATION_DELETED"
+    CONVERSATION_TRANSFERRED_IN = "CONVERSATION_TRANSFERRED_IN"
+    CONVERSATION_TRANSFERRED_OUT = "CONVERSATION_TRANSFERRED_OUT"
+    MESSAGE_ADDED = "MESSAGE_ADDED"
+    MESSAGE_EDITED = "MESSAGE_EDITED"
+    MESSAGE_DELETED = "MESSAGE_DELETED"
+
+
+@dataclass(frozen=True)
+class NewChange:
+    """A change to record in `user_id`'s feed."""
+
+    user_id: int
+    kind: ChangeKind
+    conversation_id: str
+    message_id: int | None = None
+
+
+# PostgreSQL: raise the head (row-locked until commit) and store the changes, one statement.
+_RECORD_POSTGRES = text(
+    """
+    WITH head AS (
+        INSERT INTO feeds (user_id, head, pruned_through) VALUES (:user_id, :count, 0)
+        ON CONFLICT (user_id) DO UPDATE SET head = feeds.head + excluded.head
+        RETURNING head
+    )
+    INSERT INTO changes (user_id, position, kind, conversation_id, message_id, at)
+    SELECT :user_id, head.head - :count + v.k, v.kind, v.conversation_id, v.message_id, :at
+    FROM head,
+         unnest(CAST(:kinds AS text[]), CAST(:conversation_ids AS text[]),
+                CAST(:message_ids AS bigint[])) WITH ORDINALITY
+             AS v(kind, conversation_id, message_id, k)
+    RETURNING position
+    """
+).bindparams(bindparam("at", type_=UTCDateTime()))
+# SQLite (one writer at a time): positions follow the head; the trigger `changes_raise_head`
+# (migration 0006) raises it for every stored change.
+_RECORD_SQLITE = text(
+    """
+    INSERT INTO changes (user_id, position, kind, conversation_id, message_id, at)
+    SELECT :user_id,
+           COALESCE((SELECT head FROM feeds WHERE user_id = :user_id), 0) + v.key + 1,
+           json_extract(v.value, '$[0]'), json_extract(v.value, '$[1]'),
+           json_extract(v.value, '$[2]'), :at
+    FROM json_each(:items) AS v
+    ORDER BY v.key
+    RETURNING position
+    """
+).bindparams(bindparam("at", type_=UTCDateTime()))
+
+
+async def record(
+    session: AsyncSession, items: Sequence[NewChange], *, at: datetime | None = None
+) -> dict[int, list[int]]:
+    """Store `items` in their users' feeds, in the order given; returns each user's new
+    positions. One statement per user (users in id order, so two writes that touch the same
+    two feeds lock them in the same order and never deadlock). Call it last in the
+    transaction (see the module docstring)."""
+    moment = at or utcnow()
+    postgres = session.bind is not None and session.bind.dialect.name == "postgresql"
+    positions: dict[int, list[int]] = {}
+    ordered = sorted(enumerate(items), key=lambda pair: (pair[1].user_id, pair[0]))
+    for user_id, group in groupby(ordered, key=lambda pair: pair[1].user_id):
+        batch = [item for _, item in group]
+        params: dict[str, Any] = {"user_id": user_id, "at": moment}
+        if postgres:
+            params |= {
+                "count": len(batch),
+                "kinds": [item.kind.value for item in batch],
+                "conversation_ids": [item.conversation_id for item in batch],
+                "message_ids": [item.message_id for item in batch],
+            }
+            statement = _RECORD_POSTGRES
+        else:
+            rows = [[item.kind.value, item.conversation_id, item.message_id] for item in batch]
+            params["items"] = json.dumps(rows)
+            statement = _RECORD_SQLITE
+        result = await session.execute(statement, params)
+        positions[user_id] = sorted(int(position) for (position,) in result.all())
+    return positions
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """`head`: the position of the user's last change (0: none yet); `pruned_through`: every
+    change at or before it may have been removed by retention."""
+
+    head: int
+    pruned_through: int
+
+
+async def feed_state(session: AsyncSession, *, user_id: int) -> FeedState:
+    row = (
+        await session.execute(
+            select(feeds.c.head, feeds.c.pruned_through).where(feeds.c.user_id == user_id)
+        )
+    ).first()
+    return (
+        FeedState(head=int(row.head), pruned_through=int(row.pruned_through))
+        if row
+        else (FeedState(head=0, pruned_through=0))
+    )
+
+
+async def read_changes(
+    session: AsyncSession, *, user_id: int, after: int, limit: int
+) -> list[Row[Any]]:
+    """Up to `limit` changes of `user_id`'s feed after position `after`, oldest first."""
+    statement = (
+        select(changes)
+        .where(changes.c.user_id == user_id, changes.c.position > after)
+        .order_by(changes.c.position)
+        .limit(limit)
+    )
+    return list((await session.execute(statement)).all())
