@@ -20,6 +20,7 @@ from app.commands import keep_secret_key, migrate
 from app.settings import Settings
 from db.engine import is_sqlite
 from transport.http_protocol import HeaderTimeoutProtocol
+from transport.ws_protocol import LeanWebSocketProtocol
 
 SQLITE_ONE_PROCESS = (
     "error: SQLite serves one process: use --workers 1, or set DATABASE_URL to PostgreSQL."
@@ -69,6 +70,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             workers=args.workers,
             reload=args.reload,
             http=protocol,  # type: ignore[arg-type]
+            # permessage-deflate that keeps no zlib state on idle sockets, and the connection
+            # cap for upgrades too (issue 17).
+            ws=LeanWebSocketProtocol,
             limit_concurrency=settings.max_connections,
             # A WebSocket message may be as large as a request body, no larger.
             ws_max_size=settings.max_body_bytes,

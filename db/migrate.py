@@ -6,11 +6,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# The advisory lock key that serialises migrations on PostgreSQL (any constant: "chatql" in hex).
+MIGRATION_LOCK = 0x63686174716C
 
 
 class BrokenForeignKeys(Exception):
@@ -38,7 +40,8 @@ async def upgrade_to_head(engine: AsyncEngine) -> None:
 
 
 async def migrate(engine: AsyncEngine, revision: str, *, down: bool = False) -> None:
-    """Upgrade (or with `down`, downgrade) the database to `revision`, in one transaction.
+    """Upgrade (or with `down`, downgrade) the database to `revision`, in one transaction;
+    on PostgreSQL under an advisory lock, so that processes migrating at once take turns.
 
     SQLite alters a table by copying it into a new one and dropping the old one, and with
     foreign keys enforced, dropping `users` would delete every conversation (ON DELETE
@@ -52,6 +55,10 @@ async def migrate(engine: AsyncEngine, revision: str, *, down: bool = False) -> 
             await connection.run_sync(_foreign_keys, on=False)
         try:
             async with connection.begin():
+                if not sqlite:
+                    # Hosts started together all migrate: one at a time, each seeing what the
+                    # one before did (a lock of this transaction, released by its end).
+                    await connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
                 await connection.run_sync(lambda sync: step(alembic_config(sync), revision))
                 if sqlite and (await connection.execute(text("PRAGMA foreign_key_check"))).first():
                     raise BrokenForeignKeys()

@@ -3,6 +3,7 @@
 `view` (the GraphQL view: CSRF, persisted queries, status codes, media types, masking),
 `sse` (GraphQL over Server-Sent Events), `body` (the request body limit), `persisted` (the
 persisted query store), `responses` (error bodies and media types), `http_protocol`
-(uvicorn's HTTP protocol with a request-head timeout). Like `app/`, it reads request headers;
-the schema never does.
+(uvicorn's HTTP protocol with a request-head timeout), `ws_protocol` (uvicorn's WebSocket
+protocol: compression without idle state, the connection cap for upgrades). Like `app/`, it
+reads request headers; the schema never does.
 """
