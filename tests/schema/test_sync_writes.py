@@ -10,9 +10,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from db.changes import read_changes
+from db.changes import ChangeKind, FeedState, NewChange, feed_state, read_changes, record
 from db.formats import stamp
 from db.models import Message, MessageRevision
+from server import Settings
 from tests.factories import (
     BASE_TIME,
     Sessionmaker,
@@ -22,7 +23,7 @@ from tests.factories import (
     make_user,
     token_for,
 )
-from tests.helpers import Api, StatementCounter, codes
+from tests.helpers import Api, StatementCounter, codes, running, serve
 
 CREATE = "mutation ($t: String!) { createConversation(input: {title: $t}) { id updatedAt } }"
 RENAME = """
@@ -532,3 +533,34 @@ async def test_a_send_adds_one_statement_for_the_feed(
     await api.data(IMPORT, {"c": c, "messages": messages}, token=token)
     assert [kind(s, [feed_write]) for s in statements.seen].count(feed_write) == 1
     assert len(await feed(sessionmaker, user)) == 1002
+
+
+async def test_each_server_prunes_old_changes_in_the_background(
+    settings: Settings, sessionmaker: Sessionmaker
+) -> None:
+    """With `CHATQL_CHANGE_RETENTION=1`, a change is gone about a second after it was
+    written, and `pruned_through` says so; the feed goes on after its head."""
+    user = await make_user(sessionmaker)
+    conversation = await make_conversation(sessionmaker, owner_id=user)
+    c, token = gid("Conversation", conversation), token_for(user)
+    async with serve(settings.model_copy(update={"change_retention": 1})) as short:
+        await short.data(SEND, {"c": c, "content": "one"}, token=token)
+        await short.data(SEND, {"c": c, "content": "two"}, token=token)
+        async with asyncio.timeout(10):
+            while True:
+                async with sessionmaker() as session:
+                    state = await feed_state(session, user_id=user)
+                if state.pruned_through == 2:
+                    break
+                await asyncio.sleep(0.1)
+        assert await feed(sessionmaker, user) == []
+        assert state == FeedState(head=2, pruned_through=2)
+    # Retention 0 keeps everything, however old.
+    async with sessionmaker() as session, session.begin():
+        old = NewChange(user, ChangeKind.CONVERSATION_UPDATED, conversation)
+        await record(session, [old], at=BASE_TIME.replace(year=2000))
+    async with running(settings.model_copy(update={"change_retention": 0})):
+        await asyncio.sleep(0.5)
+    assert [change[:2] for change in await feed(sessionmaker, user)] == [
+        (3, "CONVERSATION_UPDATED")
+    ]
