@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy import select
 
+from app.settings import Settings
 from db.changes import ChangeKind, FeedState, NewChange, feed_state, read_changes, record
 from db.formats import stamp
 from db.models import Message, MessageRevision
-from server import Settings
 from tests.factories import (
     BASE_TIME,
     Sessionmaker,
