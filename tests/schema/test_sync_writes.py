@@ -564,3 +564,36 @@ async def test_each_server_prunes_old_changes_in_the_background(
     assert [change[:2] for change in await feed(sessionmaker, user)] == [
         (3, "CONVERSATION_UPDATED")
     ]
+
+
+async def test_a_transfer_racing_sends_is_the_last_change_in_the_old_feed(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    """Sends by the owner and by an admin race a transfer: every stored message is in exactly
+    one feed, the old owner's changes of it end with OUT, the new owner's begin with IN."""
+    old, new = await make_user(sessionmaker), await make_user(sessionmaker)
+    admin = await make_user(sessionmaker, is_admin=True)
+    conversation = await make_conversation(sessionmaker, owner_id=old)
+    c = gid("Conversation", conversation)
+    sends = [
+        api.run(SEND, {"c": c, "content": f"{who} {n}"}, token=token_for(who))
+        for n in range(8)
+        for who in (old, admin)
+    ]
+    transfer = api.run(TRANSFER, {"c": c, "u": gid("User", new)}, token=token_for(admin))
+    results = await asyncio.gather(*sends[:8], transfer, *sends[8:])
+    assert not results[8].get("errors"), results[8]
+    sent = {
+        int(key(result["data"]["sendMessage"]["id"]))
+        for result in results
+        if "sendMessage" in (result.get("data") or {})
+    }
+    assert all(codes(result) in ([], ["NOT_FOUND"]) for result in results)
+    old_feed = [change[1:4] for change in await feed(sessionmaker, old)]
+    new_feed = [change[1:4] for change in await feed(sessionmaker, new)]
+    assert old_feed[-1] == ("CONVERSATION_TRANSFERRED_OUT", conversation, None)
+    assert new_feed[0] == ("CONVERSATION_TRANSFERRED_IN", conversation, None)
+    added = old_feed[:-1] + new_feed[1:]
+    assert all(change[:2] == ("MESSAGE_ADDED", conversation) for change in added)
+    assert sorted(change[2] or 0 for change in added) == sorted(sent)
+    assert sorted(sent) == await message_ids(sessionmaker, conversation)
