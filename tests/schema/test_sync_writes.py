@@ -455,10 +455,11 @@ async def test_concurrent_edits_expecting_one_revision_let_exactly_one_through(
     ]
 
 
+# `conversation` keeps the page on rows (not JSON) with or without `revisions`.
 REVISIONS = """
 query ($id: ID!) {
   conversation(id: $id) {
-    messages(first: 100) { edges { node { id revision editedAt %s } } }
+    messages(first: 100) { edges { node { id revision editedAt conversation { id } %s } } }
   }
 }
 """
