@@ -44,6 +44,7 @@ from ops.metrics import metrics_endpoint
 from ops.middleware import RequestLog, operation_record
 from ops.record import RequestRecord, current_request_id
 from realtime.broker import make_broker
+from realtime.retention import ChangeRetention
 from realtime.watch import ViewerWatch
 from schema import make_schema
 from schema.auth import Passwords
@@ -203,6 +204,9 @@ def create_app(
         app.state.services = services
         app.state.trust_proxy = settings.trust_proxy
         app.state.watch = watch
+        app.state.retention = retention = ChangeRetention(
+            sessionmaker, seconds=settings.change_retention
+        )
         if serving:
             # What start-up made lives as long as the process: move it out of the collector's
             # sight. A higher threshold saved little CPU and cost much memory (bench/README.md).
@@ -214,8 +218,10 @@ def create_app(
                 await reads.start()
             await broker.start()
             watch.start()
+            retention.start()
             yield
         finally:
+            await retention.close()
             await watch.close()
             await broker.close()
             if isinstance(reads, DriverReads):

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     logins_per_address: int = Config.logins_per_address
     signups_per_address: int = Config.signups_per_address
     login_failure_window: int = Config.login_failure_window
+    # Seconds the change feed keeps a change (issue 13); 0 keeps every change.
+    change_retention: int = Field(default=Config.change_retention, ge=0)
     trust_proxy: bool = False
     db_pool_size: int = 10
     db_max_overflow: int = 10
