@@ -23,7 +23,7 @@ from schema.relay import decode_conversation_id
 from schema.types import Info, Message
 
 
-def _until(moment: float | None) -> float | None:
+def until(moment: float | None) -> float | None:
     """Seconds from now until `moment` (seconds since the epoch), None for never."""
     return None if moment is None else max(moment - time.time(), 0.0)
 
@@ -47,7 +47,7 @@ class Subscription:
                 raise NotFound()
             while True:
                 try:
-                    async with asyncio.timeout(_until(context.token_expires)):
+                    async with asyncio.timeout(until(context.token_expires)):
                         batch = await subscription.next_batch()
                 except TimeoutError as exc:  # the token it was opened with has expired
                     raise Unauthenticated(BAD_TOKEN) from exc
