@@ -133,10 +133,12 @@ async def touch_conversation(
 
 async def delete_conversation(
     session: AsyncSession, *, conversation_id: str, owner_id: int | None
-) -> bool:
-    """Delete a visible conversation; its messages go with it (ON DELETE CASCADE)."""
+) -> int | None:
+    """Delete a visible conversation; its messages go with it (ON DELETE CASCADE). Returns the
+    id of the user who owned it, or None when there was no such conversation to delete."""
     statement = delete(conversations).where(conversations.c.id == conversation_id)
     if owner_id is not None:
         statement = statement.where(conversations.c.user_id == owner_id)
-    result = await session.execute(statement.returning(conversations.c.id))
-    return result.first() is not None
+    result = await session.execute(statement.returning(conversations.c.user_id))
+    owner = result.scalar_one_or_none()
+    return None if owner is None else int(owner)

@@ -1,5 +1,8 @@
 """Conversation mutations: create, rename, delete and transfer. Owner or admin, one transaction
-each; someone else's conversation is NOT_FOUND, as if it did not exist."""
+each; someone else's conversation is NOT_FOUND, as if it did not exist. Each write that changes
+something records it in the owner's change feed (`db.changes.record`), as the transaction's last
+statement, at the moment it gives the conversation's `updatedAt`; one that changes nothing (a
+rename to the same title, a transfer to the owner) records nothing."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import conversations as conversation_data
 from db import users as user_data
+from db.changes import ChangeKind, NewChange, record
 from db.engine import write_transaction
 from db.models import utcnow
 from loaders import Viewer
@@ -70,6 +74,11 @@ class ConversationMutations:
             row = await conversation_data.create_conversation(
                 session, owner_id=viewer.id, title=title
             )
+            await record(
+                session,
+                [NewChange(viewer.id, ChangeKind.CONVERSATION_CREATED, row.id)],
+                at=row.updated_at,
+            )
         return remember(info, row)
 
     @strawberry.mutation(description="Rename a conversation; owner or admin.")
@@ -87,6 +96,11 @@ class ConversationMutations:
                     conversation_id=conversation_id,
                     values={"title": title, "updated_at": max(row.updated_at, utcnow())},
                 )
+                await record(
+                    session,
+                    [NewChange(row.user_id, ChangeKind.CONVERSATION_UPDATED, row.id)],
+                    at=row.updated_at,
+                )
         return remember(info, row)
 
     @strawberry.mutation(description="Delete a conversation and its messages; owner or admin.")
@@ -94,10 +108,16 @@ class ConversationMutations:
         viewer = require_viewer(info.context)
         conversation_id = decode_conversation_id(id)
         async with write_transaction(info.context.sessionmaker) as session:
-            deleted = await conversation_data.delete_conversation(
+            owner = await conversation_data.delete_conversation(
                 session, conversation_id=conversation_id, owner_id=owner_scope(viewer)
             )
-        if not deleted:
+            if owner is not None:
+                # One change for the conversation, none per message it held.
+                await record(
+                    session,
+                    [NewChange(owner, ChangeKind.CONVERSATION_DELETED, conversation_id)],
+                )
+        if owner is None:
             raise NotFound()
         info.context.loaders.forget_conversation(conversation_id)
         deleted_id = to_global_id("Conversation", conversation_id)
@@ -122,8 +142,21 @@ class ConversationMutations:
             if not target.is_active:
                 raise BadUserInput.one("toUserId", INACTIVE_TARGET)
             if row.user_id != target_id:
+                former = row.user_id
                 row = await conversation_data.update_conversation(
-                    session, conversation_id=conversation_id, values={"user_id": target_id}
+                    session,
+                    conversation_id=conversation_id,
+                    values={"user_id": target_id, "updated_at": max(row.updated_at, utcnow())},
+                )
+                # OUT is the last change of it in the former owner's feed: nothing they do
+                # can reach it after this commit.
+                await record(
+                    session,
+                    [
+                        NewChange(former, ChangeKind.CONVERSATION_TRANSFERRED_OUT, row.id),
+                        NewChange(target_id, ChangeKind.CONVERSATION_TRANSFERRED_IN, row.id),
+                    ],
+                    at=row.updated_at,
                 )
         info.context.loaders.user_by_id.put(target.id, target)
         return remember(info, row)

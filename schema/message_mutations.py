@@ -3,6 +3,8 @@
 Both lock the conversation row, bump its `updatedAt` to the time of the write (not the times
 of imported messages, which may be older, and are never later), and publish the new messages
 through the broker inside the transaction; the broker delivers them once it has committed.
+Last, each records one MESSAGE_ADDED per new message in the owner's change feed, at the moment
+it gives `updatedAt` (a resent clientId stores nothing and records nothing).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import strawberry
 
 from db import conversations as conversation_data
 from db import messages as message_data
+from db.changes import ChangeKind, NewChange, record
 from db.engine import write_transaction
 from db.messages import NewMessage
 from db.models import MessageRole, utcnow
@@ -63,6 +66,15 @@ class MessageMutations:
                 await services.broker.publish(
                     session, conversation_id=conversation_id, message_ids=[row.id]
                 )
+                await record(
+                    session,
+                    [
+                        NewChange(
+                            conversation.user_id, ChangeKind.MESSAGE_ADDED, conversation_id, row.id
+                        )
+                    ],
+                    at=conversation.updated_at,
+                )
         remember(info, conversation)
         info.context.loaders.message_by_id.put(row.id, row)
         return Message.from_row(row)
@@ -100,6 +112,15 @@ class MessageMutations:
             )
             await services.broker.publish(
                 session, conversation_id=conversation_id, message_ids=[row.id for row in rows]
+            )
+            owner = conversation.user_id
+            await record(
+                session,
+                [
+                    NewChange(owner, ChangeKind.MESSAGE_ADDED, conversation_id, row.id)
+                    for row in rows
+                ],
+                at=conversation.updated_at,
             )
         loaders = info.context.loaders
         for row in rows:

@@ -418,8 +418,9 @@ async def test_a_nested_transfer_payload_is_loaded_in_batches(
             {"node": {"content": "message 3", "conversation": {"id": gid("Conversation", moved)}}},
         ],
     }
-    # The viewer's row (1), the transfer's lock, target and update (3), then one statement
-    # per loader batch, however many conversations the owner has: conversations page and
-    # count, message pages (last 1 and last 2) and message counts (5). SQLite adds BEGIN.
+    # The viewer's row (1), the transfer's lock, target, update and one feed write per owner
+    # (5), then one statement per loader batch, however many conversations the owner has:
+    # conversations page and count, message pages (last 1 and last 2) and message counts (5).
+    # SQLite adds BEGIN.
     writes = [s for s in statements.seen if not s.startswith("BEGIN")]
-    assert len(writes) == 9, writes
+    assert len(writes) == 11, writes
