@@ -3,6 +3,7 @@ cursors and errors, the current state of what a change names, and what a page co
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -284,3 +285,77 @@ async def test_a_page_of_a_hundred_with_conversation_and_message_costs_three_sta
     assert all(n["conversation"] is not None for n in nodes)
     # The viewer, then the page (with the feed's state), the conversations, the messages.
     assert statements.count == 4, statements.seen
+
+
+SNAPSHOT = """
+{
+  me {
+    conversations(first: 100) {
+      edges { node { id title messages(first: 100) { edges { node { id } } } } }
+    }
+  }
+}
+"""
+ALL_CHANGES = """
+query ($after: String) {
+  changes(first: 100, after: $after) {
+    edges { node { kind conversationId messageId } }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+
+
+async def test_a_snapshot_then_changes_after_the_cursor_taken_before_it_miss_nothing(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    """RULES' recipe: changesCursor, then the snapshot, then `changes(after:)`, while writers
+    write all along; the snapshot plus the changes after the cursor hold every message and
+    title there is at the end."""
+    alice = await make_user(sessionmaker)
+    token = token_for(alice)
+    conversations = [await create(api, token, f"c{n}") for n in range(3)]
+
+    async def writer(number: int) -> None:
+        for n in range(15):
+            conversation = conversations[(number + n) % 3]
+            await send(api, token, conversation, f"{number}.{n}")
+            if n % 5 == 0:
+                await api.data(RENAME, {"id": conversation, "t": f"{number}.{n}"}, token=token)
+
+    async def snapshot() -> tuple[str, dict[str, Any]]:
+        await asyncio.sleep(0.01)
+        cursor: str = (await api.data(CURSOR, token=token))["changesCursor"]
+        return cursor, await api.data(SNAPSHOT, token=token)
+
+    *_, (cursor, seen) = await asyncio.gather(writer(0), writer(1), writer(2), snapshot())
+    messages = {
+        m["node"]["id"]
+        for c in seen["me"]["conversations"]["edges"]
+        for m in c["node"]["messages"]["edges"]
+    }
+    titles = {c["node"]["id"]: c["node"]["title"] for c in seen["me"]["conversations"]["edges"]}
+    after: str | None = cursor
+    while True:
+        data = (await api.data(ALL_CHANGES, {"after": after}, token=token))["changes"]
+        for change in (e["node"] for e in data["edges"]):
+            if change["kind"] == "MESSAGE_ADDED":
+                messages.add(change["messageId"])
+            elif change["kind"] == "CONVERSATION_UPDATED":
+                titles[change["conversationId"]] = "(reloaded)"
+        if not data["pageInfo"]["hasNextPage"]:
+            break
+        after = data["pageInfo"]["endCursor"]
+    final = await api.data(SNAPSHOT, token=token)
+    assert messages == {
+        m["node"]["id"]
+        for c in final["me"]["conversations"]["edges"]
+        for m in c["node"]["messages"]["edges"]
+    }
+    assert len(messages) == 45
+    # A title that changed after the cursor is known to be stale; the others are current.
+    assert {
+        c["node"]["id"]: c["node"]["title"]
+        for c in final["me"]["conversations"]["edges"]
+        if titles[c["node"]["id"]] != "(reloaded)"
+    } == {k: v for k, v in titles.items() if v != "(reloaded)"}
