@@ -51,6 +51,7 @@ from ops.metrics import metrics_endpoint
 from ops.middleware import RequestLog, operation_record
 from ops.record import RequestRecord, current_request_id
 from realtime.broker import make_broker
+from realtime.retention import ChangeRetention
 from realtime.watch import ViewerWatch
 from schema import make_schema
 from schema.auth import Passwords
@@ -152,6 +153,8 @@ class Settings(BaseSettings):
     db_statement_timeout: float = 10.0
     db_pool_timeout: float = 5.0
     request_timeout: float = 30.0
+    # Seconds the change feed keeps a change (issue 13); 0 keeps every change.
+    change_retention: int = Field(default=2_592_000, ge=0)
     # Read by `create-admin` alone; unset, it asks twice at a terminal (and refuses elsewhere).
     admin_password: str | None = None
 
@@ -228,6 +231,7 @@ class Settings(BaseSettings):
             logins_per_address=self.logins_per_address,
             signups_per_address=self.signups_per_address,
             login_failure_window=self.login_failure_window,
+            change_retention=self.change_retention,
         )
 
 
@@ -351,6 +355,9 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
         app.state.services = services
         app.state.trust_proxy = settings.trust_proxy
         app.state.watch = watch
+        app.state.retention = retention = ChangeRetention(
+            sessionmaker, seconds=settings.change_retention
+        )
         if serving:
             # What start-up made lives as long as the process: move it out of the collector's
             # sight. A higher threshold saved little CPU and cost much memory (bench/README.md).
@@ -362,8 +369,10 @@ def create_app(settings: Settings | None = None, *, serving: bool = False) -> St
                 await reads.start()
             await broker.start()
             watch.start()
+            retention.start()
             yield
         finally:
+            await retention.close()
             await watch.close()
             await broker.close()
             if isinstance(reads, DriverReads):

@@ -7,15 +7,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, func, insert, select
+from sqlalchemy import Row, Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Conversation, Message, MessageRole, utcnow
+from db.models import Conversation, Message, MessageRevision, MessageRole, utcnow
 from db.pagination import Ordering, Page, PageRequest, fetch_pages
 
 messages = cast(Table, Message.__table__)
 conversations = cast(Table, Conversation.__table__)
+revisions = cast(Table, MessageRevision.__table__)
 MESSAGE_ORDER = Ordering(keys=(messages.c.created_at, messages.c.id))
 
 
@@ -126,3 +127,74 @@ async def insert_messages(
     # Ids are drawn in VALUES order; RETURNING promises no order, so sort by them.
     rows.sort(key=lambda row: row.id)
     return rows
+
+
+# Edits and deletes. Every write to a message locks its conversation's row first (as sends and
+# imports do), so the writes to one conversation's messages take turns, and a conversation is
+# locked before any of its messages (deleting a conversation locks it, then cascades): no two
+# writers can lock the same rows in opposite orders.
+
+
+async def lock_message_conversation(
+    session: AsyncSession, *, message_id: int, owner_id: int | None
+) -> Row[Any] | None:
+    """The conversation of a message the owner may change, row-locked until the transaction
+    ends (PostgreSQL; SQLite has one writer at a time). `owner_id` None means an admin. None
+    when there is no such message, or it is not the owner's."""
+    holder = select(messages.c.conversation_id).where(messages.c.id == message_id)
+    statement = select(conversations).where(conversations.c.id == holder.scalar_subquery())
+    if owner_id is not None:
+        statement = statement.where(conversations.c.user_id == owner_id)
+    return (await session.execute(statement.with_for_update())).first()
+
+
+async def get_message(session: AsyncSession, *, message_id: int) -> Row[Any] | None:
+    """The message as committed now: read after its conversation's lock is held, so a writer
+    that waited for the lock sees what the one before it wrote (READ COMMITTED takes a new
+    snapshot per statement)."""
+    return (await session.execute(select(messages).where(messages.c.id == message_id))).first()
+
+
+async def edit_message(
+    session: AsyncSession, *, message: Row[Any], content: str, at: datetime
+) -> Row[Any]:
+    """Give a message (its conversation locked by the caller) new content: its current
+    content is kept as a revision (written at its `edited_at`, or `created_at` for the first),
+    `revision` goes up by one and `edited_at` becomes `at`. Two statements; returns the new row."""
+    await session.execute(
+        insert(revisions).values(
+            message_id=message.id,
+            revision=message.revision,
+            content=message.content,
+            created_at=message.edited_at or message.created_at,
+        )
+    )
+    statement = (
+        update(messages)
+        .where(messages.c.id == message.id)
+        .values(content=content, revision=message.revision + 1, edited_at=at)
+        .returning(*messages.c)
+    )
+    return (await session.execute(statement)).one()
+
+
+async def delete_message(session: AsyncSession, *, message_id: int) -> bool:
+    """Delete a message (its conversation locked by the caller); its revisions go with it
+    (ON DELETE CASCADE). Whether there was one to delete."""
+    statement = delete(messages).where(messages.c.id == message_id).returning(messages.c.id)
+    return (await session.execute(statement)).first() is not None
+
+
+async def revisions_by_message(
+    session: AsyncSession, *, message_ids: Sequence[int]
+) -> dict[int, list[Row[Any]]]:
+    """The stored (earlier) revisions of each message, oldest first; one statement."""
+    statement = (
+        select(revisions)
+        .where(revisions.c.message_id.in_(message_ids))
+        .order_by(revisions.c.message_id, revisions.c.revision)
+    )
+    found: dict[int, list[Row[Any]]] = {message_id: [] for message_id in message_ids}
+    for row in (await session.execute(statement)).all():
+        found[row.message_id].append(row)
+    return found

@@ -40,6 +40,8 @@ class Loaders:
     user_by_username: BatchLoader[str, Row[Any] | None]
     conversation_by_id: BatchLoader[str, Row[Any] | None]
     message_by_id: BatchLoader[int, Row[Any] | None]
+    # The earlier revisions of each message, oldest first (its current content is on it).
+    revisions_by_message: BatchLoader[int, list[Row[Any]]]
     conversation_count_by_user: BatchLoader[int, int]
     message_count_by_conversation: BatchLoader[str, int]
     user_count_by_search: BatchLoader[str, int]  # "" counts everyone
@@ -66,6 +68,7 @@ class Loaders:
         """Drop what a write to one conversation made stale."""
         self.conversation_by_id.clear(conversation_id)
         self.message_count_by_conversation.clear(conversation_id)
+        self.revisions_by_message.clear_all()
         self.messages_page_by_conversation.clear_all()
         self.message_json_pages_by_conversation.clear_all()
         self.conversations_page_by_user.clear_all()
@@ -99,6 +102,9 @@ def make_loaders(
 
     async def message_rows(session: AsyncSession, ids: Sequence[int]) -> dict[Any, Row[Any] | None]:
         return dict(await messages.messages_by_ids(session, ids=ids, owner_id=owner_scope))
+
+    async def revision_rows(session: AsyncSession, ids: Sequence[int]) -> dict[Any, list[Row[Any]]]:
+        return dict(await messages.revisions_by_message(session, message_ids=ids))
 
     async def conversation_counts(session: AsyncSession, ids: Sequence[int]) -> dict[Any, int]:
         return dict(await conversations.conversation_counts_by_user(session, user_ids=ids))
@@ -163,6 +169,7 @@ def make_loaders(
             "user_by_username": lambda: loader(user_rows_by_name, None),
             "conversation_by_id": lambda: BatchLoader(conversation_rows, None),
             "message_by_id": lambda: loader(message_rows, None),
+            "revisions_by_message": lambda: loader(revision_rows, []),
             "conversation_count_by_user": lambda: loader(conversation_counts, 0),
             "message_count_by_conversation": lambda: loader(message_counts, 0),
             "user_count_by_search": lambda: loader(user_counts, 0),

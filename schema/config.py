@@ -37,3 +37,5 @@ class Config:
     logins_per_address: int = 300
     signups_per_address: int = 50
     login_failure_window: int = 900
+    # Seconds the change feed keeps a change; 0 keeps every change.
+    change_retention: int = 2_592_000

@@ -7,6 +7,7 @@
      ├── BadRequest             BAD_REQUEST (a request no operation can come of)
      ├── BadUserInput           BAD_USER_INPUT, with `extensions.fields`
      ├── Conflict               CONFLICT, with `extensions.fields`
+     ├── StaleRevision          CONFLICT, with `extensions.fields` and `currentRevision`
      ├── RateLimited            RATE_LIMITED
      ├── TooManyOperations      RATE_LIMITED (operations open at once on one WebSocket)
      ├── QueryTooComplex        QUERY_TOO_COMPLEX
@@ -109,6 +110,21 @@ class Conflict(PublicError):
     def __init__(self, field: str) -> None:
         reason = f"this {field} is already taken"
         super().__init__(f"{field}: {reason}", fields={field: reason})
+
+
+class StaleRevision(PublicError):
+    """An edit whose `expectedRevision` is not the message's current revision (optimistic
+    concurrency, as HTTP's `If-Match`): nothing changed; the client reloads the message."""
+
+    code = "CONFLICT"
+
+    def __init__(self, current: int) -> None:
+        reason = f"the message is at revision {current}"
+        super().__init__(
+            f"expectedRevision: {reason}",
+            fields={"expectedRevision": reason},
+            currentRevision=current,
+        )
 
 
 class RateLimited(PublicError):

@@ -7,9 +7,10 @@ import strawberry
 
 from schema.accounts import AccountMutations
 from schema.conversation_mutations import ConversationMutations
+from schema.message_edits import MessageEditMutations
 from schema.message_mutations import MessageMutations
 
 
 @strawberry.type
-class Mutation(AccountMutations, ConversationMutations, MessageMutations):
+class Mutation(AccountMutations, ConversationMutations, MessageMutations, MessageEditMutations):
     pass

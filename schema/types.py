@@ -15,6 +15,7 @@ from schema.errors import Forbidden, NotFound
 from schema.pagination import Connection, page_request
 from schema.permissions import may_see_private_fields, require_viewer
 from schema.relay import to_global_id
+from schema.sync_types import MessageRevision, message_revisions
 
 strawberry.enum(MessageRole, name="MessageRole")
 Info = strawberry.Info[Context, None]
@@ -162,6 +163,11 @@ class Message(Node):
         description="The sender's idempotency key, if one was given."
     )
     created_at: datetime
+    revision: int = strawberry.field(description="1 until edited, then one more per edit.")
+    edited_at: datetime | None = strawberry.field(description="Null until edited.")
+    revisions: list[MessageRevision] = strawberry.field(
+        resolver=message_revisions, description="Oldest first, the current one last."
+    )
     pk: strawberry.Private[int]
     conversation_id: strawberry.Private[str]
 
@@ -175,6 +181,8 @@ class Message(Node):
             content=row.content,
             client_id=row.client_id,
             created_at=row.created_at,
+            revision=row.revision,
+            edited_at=row.edited_at,
         )
 
     @strawberry.field

@@ -4,14 +4,16 @@ only; `updatedAt` is the time of the conversation's latest change."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
 from sqlalchemy import select
 
-from db.changes import read_changes
+from db.changes import ChangeKind, FeedState, NewChange, feed_state, read_changes, record
 from db.formats import stamp
-from db.models import Message
+from db.models import Message, MessageRevision
+from server import Settings
 from tests.factories import (
     BASE_TIME,
     Sessionmaker,
@@ -21,7 +23,7 @@ from tests.factories import (
     make_user,
     token_for,
 )
-from tests.helpers import Api
+from tests.helpers import Api, StatementCounter, codes, running, serve
 
 CREATE = "mutation ($t: String!) { createConversation(input: {title: $t}) { id updatedAt } }"
 RENAME = """
@@ -203,3 +205,362 @@ async def test_an_import_records_one_change_per_message_and_bumps_updated_at_to_
     )
     assert bad["extensions"]["code"] == "BAD_USER_INPUT"
     assert len(await feed(sessionmaker, user)) == 3
+
+
+EDIT = """
+mutation ($id: ID!, $content: String!, $expected: Int) {
+  editMessage(id: $id, input: {content: $content, expectedRevision: $expected}) {
+    id content createdAt revision editedAt revisions { revision content createdAt }
+    conversation { updatedAt }
+  }
+}
+"""
+DELETE_MESSAGE = "mutation ($id: ID!) { deleteMessage(id: $id) { deletedId } }"
+MESSAGES = """
+query ($id: ID!) {
+  conversation(id: $id) {
+    updatedAt messageCount lastMessage { id content }
+    messages(first: 100) { edges { node { id content revision editedAt } } }
+  }
+}
+"""
+NODES = """
+query ($ids: [ID!]!, $id: ID!) { node(id: $id) { id } nodes(ids: $ids) { id } }
+"""
+
+
+async def revision_rows(sm: Sessionmaker) -> list[tuple[int, int, str]]:
+    async with sm() as session:
+        statement = select(
+            MessageRevision.message_id, MessageRevision.revision, MessageRevision.content
+        ).order_by(MessageRevision.message_id, MessageRevision.revision)
+        return [tuple(row) for row in (await session.execute(statement)).all()]  # type: ignore[misc]
+
+
+async def test_edits_keep_every_revision_set_edited_at_and_bump_updated_at(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    user = await make_user(sessionmaker)
+    conversation = await make_conversation(sessionmaker, owner_id=user, updated_at=BASE_TIME)
+    first, second = await make_messages(sessionmaker, conversation_id=conversation, count=2)
+    m = gid("Message", first)
+    token = token_for(user)
+    created = stamp(BASE_TIME)
+    one = (await api.data(EDIT, {"id": m, "content": "v2", "expected": 1}, token=token))[
+        "editMessage"
+    ]
+    two = (await api.data(EDIT, {"id": m, "content": "v3"}, token=token))["editMessage"]
+    assert one == {
+        "id": m,
+        "content": "v2",
+        "createdAt": created,
+        "revision": 2,
+        "editedAt": one["editedAt"],
+        "revisions": [
+            {"revision": 1, "content": "message 0", "createdAt": created},
+            {"revision": 2, "content": "v2", "createdAt": one["editedAt"]},
+        ],
+        "conversation": {"updatedAt": one["editedAt"]},
+    }
+    assert two == {
+        "id": m,
+        "content": "v3",
+        "createdAt": created,
+        "revision": 3,
+        "editedAt": two["editedAt"],
+        "revisions": [
+            {"revision": 1, "content": "message 0", "createdAt": created},
+            {"revision": 2, "content": "v2", "createdAt": one["editedAt"]},
+            {"revision": 3, "content": "v3", "createdAt": two["editedAt"]},
+        ],
+        "conversation": {"updatedAt": two["editedAt"]},
+    }
+    assert created < one["editedAt"] <= two["editedAt"]
+    # The same content again changes nothing and records nothing.
+    same = (await api.data(EDIT, {"id": m, "content": "v3", "expected": 3}, token=token))[
+        "editMessage"
+    ]
+    assert same == two
+    # The message keeps its place.
+    page = (await api.data(MESSAGES, {"id": gid("Conversation", conversation)}, token=token))[
+        "conversation"
+    ]
+    assert page["messages"]["edges"] == [
+        {"node": {"id": m, "content": "v3", "revision": 3, "editedAt": two["editedAt"]}},
+        {
+            "node": {
+                "id": gid("Message", second),
+                "content": "message 1",
+                "revision": 1,
+                "editedAt": None,
+            }
+        },
+    ]
+    assert page["updatedAt"] == two["editedAt"]
+    assert await feed(sessionmaker, user) == [
+        (1, "MESSAGE_EDITED", conversation, first, one["editedAt"]),
+        (2, "MESSAGE_EDITED", conversation, first, two["editedAt"]),
+    ]
+
+
+async def test_a_stale_expected_revision_is_conflict_and_changes_nothing(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    user = await make_user(sessionmaker)
+    conversation = await make_conversation(sessionmaker, owner_id=user, updated_at=BASE_TIME)
+    [message] = await make_messages(sessionmaker, conversation_id=conversation, count=1)
+    m, token = gid("Message", message), token_for(user)
+    await api.data(EDIT, {"id": m, "content": "v2", "expected": 1}, token=token)
+    before = await api.data(MESSAGES, {"id": gid("Conversation", conversation)}, token=token)
+    for stale in (1, 3, 0, -1):
+        error = await api.error(EDIT, {"id": m, "content": "v3", "expected": stale}, token=token)
+        assert error["extensions"] == {
+            "code": "CONFLICT",
+            "fields": {"expectedRevision": "the message is at revision 2"},
+            "currentRevision": 2,
+        }
+    assert await api.data(MESSAGES, {"id": gid("Conversation", conversation)}, token=token) == (
+        before
+    )
+    assert await revision_rows(sessionmaker) == [(message, 1, "message 0")]
+    assert [change[1] for change in await feed(sessionmaker, user)] == ["MESSAGE_EDITED"]
+
+
+async def test_bad_edits_are_refused_and_change_nothing(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    user, other = await make_user(sessionmaker), await make_user(sessionmaker)
+    conversation = await make_conversation(sessionmaker, owner_id=user)
+    [message] = await make_messages(sessionmaker, conversation_id=conversation, count=1)
+    m = gid("Message", message)
+    cases = [
+        ({"id": m, "content": ""}, user, "BAD_USER_INPUT"),
+        ({"id": m, "content": "x" * 32_001}, user, "BAD_USER_INPUT"),
+        ({"id": m, "content": "a\x00b"}, user, "BAD_USER_INPUT"),
+        ({"id": gid("Conversation", conversation), "content": "x"}, user, "BAD_USER_INPUT"),
+        ({"id": "nonsense", "content": "x"}, user, "BAD_USER_INPUT"),
+        ({"id": gid("Message", message + 1000), "content": "x"}, user, "NOT_FOUND"),
+        ({"id": m, "content": "x"}, other, "NOT_FOUND"),
+    ]
+    for variables, who, code in cases:
+        error = await api.error(EDIT, variables, token=token_for(who))
+        assert error["extensions"]["code"] == code, (variables, error)
+    content = await api.error(EDIT, {"id": m, "content": ""}, token=token_for(user))
+    assert content["extensions"]["fields"] == {"content": "must be 1-32000 characters"}
+    anonymous = await api.error(EDIT, {"id": m, "content": "x"})
+    assert anonymous["extensions"]["code"] == "UNAUTHENTICATED"
+    refused = await api.error(DELETE_MESSAGE, {"id": m}, token=token_for(other))
+    assert refused["extensions"]["code"] == "NOT_FOUND"
+    page = await api.data(
+        MESSAGES, {"id": gid("Conversation", conversation)}, token=token_for(user)
+    )
+    assert page["conversation"]["messages"]["edges"] == [
+        {"node": {"id": m, "content": "message 0", "revision": 1, "editedAt": None}}
+    ]
+    assert await revision_rows(sessionmaker) == []
+    assert await feed(sessionmaker, user) == [] and await feed(sessionmaker, other) == []
+
+
+async def test_an_admin_edits_and_deletes_into_the_owners_feed(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    user, admin = await make_user(sessionmaker), await make_user(sessionmaker, is_admin=True)
+    conversation = await make_conversation(sessionmaker, owner_id=user)
+    first, second = await make_messages(sessionmaker, conversation_id=conversation, count=2)
+    edited = (
+        await api.data(EDIT, {"id": gid("Message", first), "content": "x"}, token=token_for(admin))
+    )["editMessage"]
+    deleted = await api.data(DELETE_MESSAGE, {"id": gid("Message", second)}, token=token_for(admin))
+    assert deleted == {"deleteMessage": {"deletedId": gid("Message", second)}}
+    changes = await feed(sessionmaker, user)
+    assert [change[:4] for change in changes] == [
+        (1, "MESSAGE_EDITED", conversation, first),
+        (2, "MESSAGE_DELETED", conversation, second),
+    ]
+    assert changes[0][4] == edited["editedAt"]
+    assert await feed(sessionmaker, admin) == []
+
+
+async def test_a_deleted_message_is_gone_from_every_read_but_the_feed(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    user = await make_user(sessionmaker)
+    conversation = await make_conversation(sessionmaker, owner_id=user, updated_at=BASE_TIME)
+    first, last = await make_messages(sessionmaker, conversation_id=conversation, count=2)
+    token, c, m = token_for(user), gid("Conversation", conversation), gid("Message", last)
+    await api.data(EDIT, {"id": m, "content": "edited"}, token=token)
+    assert len(await revision_rows(sessionmaker)) == 1
+    data = await api.data(DELETE_MESSAGE, {"id": m}, token=token)
+    assert data == {"deleteMessage": {"deletedId": m}}
+    page = (await api.data(MESSAGES, {"id": c}, token=token))["conversation"]
+    changes = await feed(sessionmaker, user)
+    assert [change[:4] for change in changes] == [
+        (1, "MESSAGE_EDITED", conversation, last),
+        (2, "MESSAGE_DELETED", conversation, last),
+    ]
+    assert page == {
+        "updatedAt": changes[1][4],
+        "messageCount": 1,
+        "lastMessage": {"id": gid("Message", first), "content": "message 0"},
+        "messages": {
+            "edges": [
+                {
+                    "node": {
+                        "id": gid("Message", first),
+                        "content": "message 0",
+                        "revision": 1,
+                        "editedAt": None,
+                    }
+                }
+            ]
+        },
+    }
+    assert changes[1][4] > changes[0][4]
+    nodes = await api.data(NODES, {"id": m, "ids": [m, gid("Message", first)]}, token=token)
+    assert nodes == {"node": None, "nodes": [None, {"id": gid("Message", first)}]}
+    assert await revision_rows(sessionmaker) == []
+    again = await api.error(DELETE_MESSAGE, {"id": m}, token=token)
+    assert again["extensions"]["code"] == "NOT_FOUND"
+    edit = await api.error(EDIT, {"id": m, "content": "back"}, token=token)
+    assert edit["extensions"]["code"] == "NOT_FOUND"
+    assert len(await feed(sessionmaker, user)) == 2
+
+
+async def test_concurrent_edits_expecting_one_revision_let_exactly_one_through(
+    api: Api, sessionmaker: Sessionmaker, database_url: str
+) -> None:
+    """The conversation's row lock makes edits take turns: each reads the revision the one
+    before it committed, so of ten edits expecting revision 1, one succeeds and nine are
+    CONFLICT (on PostgreSQL they truly overlap; SQLite has one writer at a time)."""
+    user = await make_user(sessionmaker)
+    conversation = await make_conversation(sessionmaker, owner_id=user)
+    [message] = await make_messages(sessionmaker, conversation_id=conversation, count=1)
+    m, token = gid("Message", message), token_for(user)
+    results = await asyncio.gather(
+        *(
+            api.run(EDIT, {"id": m, "content": f"edit {n}", "expected": 1}, token=token)
+            for n in range(10)
+        )
+    )
+    won = [result["data"]["editMessage"] for result in results if not result.get("errors")]
+    lost = [codes(result) for result in results if result.get("errors")]
+    assert len(won) == 1 and lost == [["CONFLICT"]] * 9
+    assert won[0]["revision"] == 2
+    assert await revision_rows(sessionmaker) == [(message, 1, "message 0")]
+    assert [change[1:4] for change in await feed(sessionmaker, user)] == [
+        ("MESSAGE_EDITED", conversation, message)
+    ]
+
+
+REVISIONS = """
+query ($id: ID!) {
+  conversation(id: $id) {
+    messages(first: 100) { edges { node { id revision editedAt %s } } }
+  }
+}
+"""
+
+
+async def test_a_page_selecting_revisions_costs_one_statement_more(
+    api: Api, sessionmaker: Sessionmaker, statements: StatementCounter
+) -> None:
+    user = await make_user(sessionmaker)
+    conversation = await make_conversation(sessionmaker, owner_id=user)
+    ids = await make_messages(sessionmaker, conversation_id=conversation, count=30)
+    token, c = token_for(user), gid("Conversation", conversation)
+    for message in ids[::3]:
+        for n in range(2):
+            await api.data(EDIT, {"id": gid("Message", message), "content": f"e{n}"}, token=token)
+    statements.reset()
+    await api.data(REVISIONS % "", {"id": c}, token=token)
+    without = statements.count
+    statements.reset()
+    data = await api.data(REVISIONS % "revisions { revision content }", {"id": c}, token=token)
+    assert statements.count == without + 1
+    edges = data["conversation"]["messages"]["edges"]
+    assert [len(edge["node"]["revisions"]) for edge in edges] == [
+        3 if n % 3 == 0 else 1 for n in range(30)
+    ]
+    assert edges[0]["node"]["revisions"] == [
+        {"revision": 1, "content": "message 0"},
+        {"revision": 2, "content": "e0"},
+        {"revision": 3, "content": "e1"},
+    ]
+    # A page of messages never edited needs no statement for them.
+    other = await make_conversation(sessionmaker, owner_id=user)
+    await make_messages(sessionmaker, conversation_id=other, count=5)
+    statements.reset()
+    await api.data(REVISIONS % "", {"id": gid("Conversation", other)}, token=token)
+    without = statements.count
+    statements.reset()
+    await api.data(
+        REVISIONS % "revisions { revision }", {"id": gid("Conversation", other)}, token=token
+    )
+    assert statements.count == without
+
+
+def kind(statement: str, prefixes: list[str]) -> str:
+    """The first of `prefixes` the statement starts with (whitespace aside), else itself."""
+    normal = " ".join(statement.split())
+    return next((prefix for prefix in prefixes if normal.startswith(prefix)), normal)
+
+
+async def test_a_send_adds_one_statement_for_the_feed(
+    api: Api, sessionmaker: Sessionmaker, statements: StatementCounter, database_url: str
+) -> None:
+    user = await make_user(sessionmaker)
+    conversation = await make_conversation(sessionmaker, owner_id=user)
+    c, token = gid("Conversation", conversation), token_for(user)
+    query = 'mutation ($c: ID!) { sendMessage(input: {conversationId: $c, content: "x"}) { id } }'
+    await api.data(query, {"c": c}, token=token)
+    statements.reset()
+    await api.data(query, {"c": c}, token=token)
+    # The statements of a send on main, then one for the feed, last before the commit.
+    before = [
+        "SELECT users",  # the viewer
+        *(["BEGIN IMMEDIATE"] if database_url.startswith("sqlite") else []),
+        "SELECT conversations",  # the lock
+        "INSERT INTO messages",
+        "UPDATE conversations",
+        *([] if database_url.startswith("sqlite") else ["SELECT pg_notify"]),
+    ]
+    feed_write = "INSERT INTO changes" if database_url.startswith("sqlite") else "WITH head AS"
+    expected = [*before, feed_write]
+    assert [kind(statement, expected) for statement in statements.seen] == expected
+    # A thousand imported messages are one statement for the feed too.
+    messages = [{"role": "USER", "content": f"m{i}"} for i in range(1000)]
+    statements.reset()
+    await api.data(IMPORT, {"c": c, "messages": messages}, token=token)
+    assert [kind(s, [feed_write]) for s in statements.seen].count(feed_write) == 1
+    assert len(await feed(sessionmaker, user)) == 1002
+
+
+async def test_each_server_prunes_old_changes_in_the_background(
+    settings: Settings, sessionmaker: Sessionmaker
+) -> None:
+    """With `CHATQL_CHANGE_RETENTION=1`, a change is gone about a second after it was
+    written, and `pruned_through` says so; the feed goes on after its head."""
+    user = await make_user(sessionmaker)
+    conversation = await make_conversation(sessionmaker, owner_id=user)
+    c, token = gid("Conversation", conversation), token_for(user)
+    async with serve(settings.model_copy(update={"change_retention": 1})) as short:
+        await short.data(SEND, {"c": c, "content": "one"}, token=token)
+        await short.data(SEND, {"c": c, "content": "two"}, token=token)
+        async with asyncio.timeout(10):
+            while True:
+                async with sessionmaker() as session:
+                    state = await feed_state(session, user_id=user)
+                if state.pruned_through == 2:
+                    break
+                await asyncio.sleep(0.1)
+        assert await feed(sessionmaker, user) == []
+        assert state == FeedState(head=2, pruned_through=2)
+    # Retention 0 keeps everything, however old.
+    async with sessionmaker() as session, session.begin():
+        old = NewChange(user, ChangeKind.CONVERSATION_UPDATED, conversation)
+        await record(session, [old], at=BASE_TIME.replace(year=2000))
+    async with running(settings.model_copy(update={"change_retention": 0})):
+        await asyncio.sleep(0.5)
+    assert [change[:2] for change in await feed(sessionmaker, user)] == [
+        (3, "CONVERSATION_UPDATED")
+    ]
