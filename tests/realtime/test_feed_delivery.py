@@ -15,6 +15,7 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 
 import schema.conversation_mutations
+import schema.message_edits
 import schema.message_mutations
 from db import changes
 from realtime.postgres import APPLICATION_NAME
@@ -36,6 +37,10 @@ RENAME = (
     "mutation ($id: ID!, $t: String!) { updateConversation(id: $id, input: {title: $t}) { id } }"
 )
 CREATE = "mutation ($t: String!) { createConversation(input: {title: $t}) { id } }"
+EDIT = """
+mutation ($id: ID!, $content: String!) { editMessage(id: $id, input: {content: $content}) { id } }
+"""
+DELETE = "mutation ($id: ID!) { deleteMessage(id: $id) { deletedId } }"
 TRANSFER = """
 mutation ($c: ID!, $u: ID!) {
   transferConversation(input: {conversationId: $c, toUserId: $u}) { id }
@@ -123,10 +128,12 @@ async def test_every_change_arrives_once_while_the_listener_is_cut_again_and_aga
 async def test_readers_see_exactly_the_final_feed_while_writers_commit_out_of_order(
     app: Starlette, api: Api, sessionmaker: Sessionmaker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """8 writers make mixed writes (sends, renames, creates, a transfer) on one user's
-    conversations, dawdling inside their transactions before and after they record their
-    changes, while a reader polls `changes(after:)` and a subscriber listens. Both sequences
-    equal the final feed: nothing missing, nothing twice, the same order."""
+    """8 writers make mixed writes (sends, edits, deletes, renames, creates, a transfer) on one
+    user's conversations, dawdling inside their transactions before and after they record
+    their changes, while a reader polls `changes(after:)` and a subscriber listens. Both
+    sequences equal the final feed: nothing missing, nothing twice, the same order. (With
+    positions drawn from a plain sequence instead, this fails: the reader skips a position
+    committed after a higher one.)"""
     alice, bob = await make_user(sessionmaker), await make_user(sessionmaker)
     token = token_for(alice)
     shared = [
@@ -143,24 +150,32 @@ async def test_readers_see_exactly_the_final_feed_while_writers_commit_out_of_or
 
     monkeypatch.setattr(schema.message_mutations, "record", dawdling)
     monkeypatch.setattr(schema.conversation_mutations, "record", dawdling)
+    monkeypatch.setattr(schema.message_edits, "record", dawdling)
     done = asyncio.Event()
     polled: list[str] = []
 
     async def writer(number: int) -> None:
         rng = random.Random(number)
+        mine: list[str] = []  # this writer's messages not deleted yet
         for n in range(WRITES):
+            roll = rng.random()
             if number == 0 and n == WRITES // 2:
                 await api.data(TRANSFER, {"c": leaving, "u": gid("User", bob)}, token=token)
             elif number == 0 and n < WRITES // 2:
                 await api.data(SEND, {"c": leaving, "content": f"{number}.{n}"}, token=token)
-            elif (roll := rng.random()) < 0.75:
-                await api.data(
+            elif roll < 0.15 and mine:
+                edit = {"id": rng.choice(mine), "content": f"{number}.{n} edited"}
+                await api.data(EDIT, edit, token=token)
+            elif roll < 0.25 and mine:
+                await api.data(DELETE, {"id": mine.pop(rng.randrange(len(mine)))}, token=token)
+            elif roll < 0.85:
+                sent = await api.data(
                     SEND, {"c": rng.choice(shared), "content": f"{number}.{n}"}, token=token
                 )
-            elif roll < 0.95:
-                await api.data(
-                    RENAME, {"id": rng.choice(shared), "t": f"{number}.{n}"}, token=token
-                )
+                mine.append(sent["sendMessage"]["id"])
+            elif roll < 0.97:
+                rename = {"id": rng.choice(shared), "t": f"{number}.{n}"}
+                await api.data(RENAME, rename, token=token)
             else:
                 await api.data(CREATE, {"t": f"{number}.{n}"}, token=token)
 

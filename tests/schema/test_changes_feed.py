@@ -359,3 +359,34 @@ async def test_a_snapshot_then_changes_after_the_cursor_taken_before_it_miss_not
         for c in final["me"]["conversations"]["edges"]
         if titles[c["node"]["id"]] != "(reloaded)"
     } == {k: v for k, v in titles.items() if v != "(reloaded)"}
+
+
+EDIT = """
+mutation ($id: ID!, $content: String!) { editMessage(id: $id, input: {content: $content}) { id } }
+"""
+DELETE_MESSAGE = "mutation ($id: ID!) { deleteMessage(id: $id) { deletedId } }"
+
+
+async def test_an_edited_message_reads_as_it_is_now_and_a_deleted_one_as_null(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    alice = await make_user(sessionmaker)
+    token = token_for(alice)
+    conversation = await create(api, token, "one")
+    edited = await send(api, token, conversation, "first words")
+    deleted = await send(api, token, conversation, "regretted")
+    await api.data(EDIT, {"id": edited, "content": "second thoughts"}, token=token)
+    await api.data(DELETE_MESSAGE, {"id": deleted}, token=token)
+    data = await api.data(CHANGES_WITH_STATE, token=token)
+    conversation_now = {"id": conversation, "title": "one"}
+    now = {"id": edited, "content": "second thoughts"}
+    assert [
+        (e["node"]["kind"], e["node"]["conversation"], e["node"]["message"])
+        for e in data["changes"]["edges"]
+    ] == [
+        ("CONVERSATION_CREATED", conversation_now, None),
+        ("MESSAGE_ADDED", conversation_now, now),
+        ("MESSAGE_ADDED", conversation_now, None),
+        ("MESSAGE_EDITED", conversation_now, now),
+        ("MESSAGE_DELETED", conversation_now, None),
+    ]
