@@ -40,10 +40,12 @@ class ViewerGone(SubscriptionEnded):
 
 @dataclass(frozen=True)
 class Batch:
-    """Messages one transaction added to one conversation, in the order they were written."""
+    """Messages one transaction added to one conversation, in the order they were written; or,
+    with `resync`, no ids: notifications may have been lost, the subscriber reads again."""
 
     conversation_id: str
     message_ids: tuple[int, ...]
+    resync: bool = False
 
 
 class Subscription:
@@ -158,8 +160,13 @@ class Hub:
                 self._remove_feed(subscription)
 
     def resync(self) -> None:
-        """Notifications may have been lost (the LISTEN connection came back): every feed
-        subscriber reads its feed again after its last delivered position."""
+        """Notifications may have been lost (the LISTEN connection came back): every
+        subscriber reads again after the last thing it delivered (a feed's position, a
+        conversation's message id)."""
+        for conversation_id, conversation_group in list(self._by_conversation.items()):
+            for conversation_subscription in list(conversation_group):
+                if not conversation_subscription.offer(Batch(conversation_id, (), resync=True)):
+                    self._remove(conversation_subscription)
         for group in list(self._by_feed.values()):
             for subscription in list(group):
                 if not subscription.offer(RESYNC):

@@ -13,9 +13,9 @@ Each process holds one dedicated asyncpg connection that LISTENs. When it dies (
 `pg_terminate_backend`, a network cut caught by the periodic health check) it is opened again
 with exponential backoff. Notifications sent while it was down are lost to this process: once
 LISTEN is in place again, the hub tells every feed subscriber to read its feed again from its
-last delivered position (`Hub.resync`), so the `changes` subscription loses nothing. A
-`messageAdded` subscriber is not told: a message committed while the connection was down is
-not pushed to it (a client that must not miss one reads the `changes` feed, or `messages`).
+last delivered position (`Hub.resync`), so the `changes` subscription loses nothing, and
+every `messageAdded` subscriber reads its conversation's messages above the last one it
+delivered (see `schema.subscriptions`).
 """
 
 from __future__ import annotations

@@ -217,3 +217,48 @@ async def test_readers_see_exactly_the_final_feed_while_writers_commit_out_of_or
     assert len(final) == WRITERS * WRITES  # one change a write (the transfer: its OUT)
     assert polled == final
     assert pushed == final
+
+
+async def test_message_added_makes_up_for_what_was_sent_while_the_listener_was_cut(
+    app: Starlette, api: Api, sessionmaker: Sessionmaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await make_user(sessionmaker)
+    token = token_for(alice)
+    conversation = await make_conversation(sessionmaker, owner_id=alice)
+    await send(api, token, conversation, "before subscribing")
+    broker = app.state.services.broker
+    gate = asyncio.Event()
+    gate.set()
+    listen_once = broker._listen_once
+
+    async def gated() -> None:
+        await gate.wait()
+        await listen_once()
+
+    monkeypatch.setattr(broker, "_listen_once", gated)
+    got: list[str] = []
+    async with asgi_socket(app, TRANSPORT_WS) as socket:
+        await socket.login(token)
+        await socket.subscribe(
+            "1",
+            "subscription ($id: ID!) { messageAdded(conversationId: $id) { content } }",
+            {"id": gid("Conversation", conversation)},
+        )
+        await wait_for_subscribers(app, 1)
+        for round_ in range(3):
+            await send(api, token, conversation, f"{round_}: before the cut")
+            gate.clear()
+            await cut_listener(sessionmaker)
+            await until(lambda: broker.connection is None)
+            for n in range(2):
+                await send(api, token, conversation, f"{round_}: in the gap {n}")
+            gate.set()
+            for _ in range(3):
+                got.append((await socket.next_data("1"))["messageAdded"]["content"])
+        await send(api, token, conversation, "sentinel")
+        got.append((await socket.next_data("1"))["messageAdded"]["content"])
+    assert got == [
+        f"{round_}: {what}"
+        for round_ in range(3)
+        for what in ("before the cut", "in the gap 0", "in the gap 1")
+    ] + ["sentinel"]
