@@ -1,8 +1,9 @@
 """The background task that keeps the change feed to its retention (`CHATQL_CHANGE_RETENTION`).
 
-Every `interval` seconds (a tenth of the retention, between 0.1 s and a minute) it prunes what
-is older than the retention with `db.retention.prune_changes`: short batched transactions,
-never a long lock. Started and stopped with the app, as the viewer watch is.
+Every `interval` seconds (a tenth of the retention, between 0.1 s and a minute; the first time
+one interval after start-up) it prunes what is older than the retention with
+`db.retention.prune_changes`: short batched transactions, never a long lock. Started and
+stopped with the app, as the viewer watch is.
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ class ChangeRetention:
         self._task = None
 
     async def _run(self) -> None:
+        # The first round after one interval, as the viewer watch does: start-up stays quick.
         while True:
+            await asyncio.sleep(self.interval)
             try:
                 pruned = await self.prune()
                 if pruned:
                     logger.info("pruned %d changes older than %d seconds", pruned, self.seconds)
             except Exception:
                 logger.exception("pruning the change feed failed; trying again later")
-            await asyncio.sleep(self.interval)

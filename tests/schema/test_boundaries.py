@@ -210,7 +210,12 @@ BASELINE: dict[str, Any] = {
     "conversationId": "@C1@",
     "toUserId": gid("User", 2),
 }
-ID_BASELINE = {"updateUser": gid("User", 2), "updateConversation": "@C1@"}
+# Message 1 is the first of the admin's conversation @C1@ (ids are alike on both databases).
+ID_BASELINE = {
+    "updateUser": gid("User", 2),
+    "updateConversation": "@C1@",
+    "editMessage": gid("Message", 1),
+}
 FRESH = itertools.count()
 TRANSFERRED = "@C2@"  # transferConversation moves the victim's conversation, never the admin's
 
