@@ -372,7 +372,10 @@ async def test_an_edited_message_reads_as_it_is_now_and_a_deleted_one_as_null(
 ) -> None:
     alice = await make_user(sessionmaker)
     token = token_for(alice)
-    conversation = await create(api, token, "one")
+    created = await api.data(
+        'mutation { createConversation(input: {title: "one"}) { id createdAt } }', token=token
+    )
+    conversation = created["createConversation"]["id"]
     edited = await send(api, token, conversation, "first words")
     deleted = await send(api, token, conversation, "regretted")
     await api.data(EDIT, {"id": edited, "content": "second thoughts"}, token=token)
@@ -390,3 +393,6 @@ async def test_an_edited_message_reads_as_it_is_now_and_a_deleted_one_as_null(
         ("MESSAGE_EDITED", conversation_now, now),
         ("MESSAGE_DELETED", conversation_now, None),
     ]
+    moments = [e["node"]["at"] for e in data["changes"]["edges"]]
+    assert moments[0] == created["createConversation"]["createdAt"]
+    assert moments == sorted(moments)
