@@ -24,7 +24,8 @@ wake-ups are dropped before each read, which covers them, so a change is deliver
 position order, with no gap at the seam between replay and live. When the LISTEN connection
 comes back, the hub wakes every subscriber (`RESYNC`), which reads from its last position:
 nothing committed while it was down is lost. Each page gets fresh loaders (the subscription
-lives for hours) and reloads the viewer, as `messageAdded` does; the subscription ends as
+lives for hours), whose conversations and messages are loaded for the whole page at once when
+the selection asks for them, and reloads the viewer, as `messageAdded` does; it ends as
 that one does: UNAUTHENTICATED when the token expires or the viewer is deactivated, and
 SUBSCRIBER_TOO_SLOW when more wake-ups queue up than the subscription queue holds (the
 client subscribes again with its last cursor and loses nothing).
@@ -33,17 +34,18 @@ client subscribes again with its last cursor and loses nothing).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 import strawberry
 from sqlalchemy import Row
+from strawberry.types.nodes import SelectedField, Selection
 
 from db.changes import ChangeKind, FeedPage, feed_state, read_feed
 from db.engine import idempotent_read
 from db.formats import encode_cursor, is_key
-from loaders import Viewer, make_loaders
+from loaders import Loaders, Viewer, make_loaders
 from realtime.hub import RESYNC, SubscriberTooSlow, ViewerGone
 from schema.context import Context
 from schema.errors import BAD_TOKEN, BadUserInput, CursorExpired, TooSlow, Unauthenticated
@@ -150,6 +152,34 @@ class ChangeConnection:
     page_info: PageInfo
 
 
+def _selected_names(selections: Iterable[Selection]) -> set[str]:
+    """The field names of a selection set, through fragments (directives not weighed: a field
+    that `@skip` leaves out still counts, which costs a statement, never an answer)."""
+    names: set[str] = set()
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            names.add(selection.name)
+        else:
+            names |= _selected_names(selection.selections)
+    return names
+
+
+async def _preload(info: Info, loaders: Loaders, rows: Sequence[Row[Any]]) -> None:
+    """Load, for a whole page of a subscription, the conversations and messages its selection
+    asks for: one statement each, where each event would otherwise load its own."""
+    wanted = _selected_names(
+        selection for field in info.selected_fields for selection in field.selections
+    )
+    loads: list[Awaitable[Any]] = []
+    if wanted & {"conversation", "message"}:
+        loads.append(loaders.conversation_by_id.load_many([row.conversation_id for row in rows]))
+    if "message" in wanted:
+        ids = [row.message_id for row in rows if row.message_id is not None]
+        loads.append(loaders.message_by_id.load_many(ids))
+    if rows and loads:
+        await asyncio.gather(*loads)
+
+
 async def _read(context: Context, viewer: Viewer, *, after: int, limit: int) -> FeedPage:
     return await idempotent_read(
         context.services.read_sessionmaker,
@@ -241,6 +271,7 @@ class FeedSubscription:
                         first_read = False
                     elif last < page.state.pruned_through:
                         raise CursorExpired()  # fell behind retention while subscribed
+                    await _preload(info, loaders, page.rows)
                     context.loaders = loaders
                     for row in page.rows:
                         yield Change.from_row(row, viewer_id=viewer.id)

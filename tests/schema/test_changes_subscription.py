@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from db.models import Feed
 from schema.errors import BAD_TOKEN, CURSOR_EXPIRED, TOO_SLOW
 from tests.factories import Sessionmaker, gid, make_conversation, make_user, token_for
-from tests.helpers import Api
+from tests.helpers import Api, StatementCounter
 from tests.schema.test_changes_feed import CURSOR, feed_cursor
 from tests.schema.test_subscriptions import wait_for_subscribers
 from tests.ws import PROTOCOLS, TRANSPORT_WS, GraphQLSocket, asgi_socket
@@ -227,3 +227,39 @@ async def test_it_ends_when_its_token_expires(app: Starlette, sessionmaker: Sess
     assert [(e["message"], e["extensions"]) for e in errors] == [
         (BAD_TOKEN, {"code": "UNAUTHENTICATED"})
     ]
+
+
+@protocols
+async def test_a_replayed_page_loads_its_conversations_and_messages_at_once(
+    protocol: str,
+    app: Starlette,
+    api: Api,
+    sessionmaker: Sessionmaker,
+    statements: StatementCounter,
+) -> None:
+    alice = await make_user(sessionmaker)
+    token = token_for(alice)
+    conversations = [await make_conversation(sessionmaker, owner_id=alice) for _ in range(10)]
+    for n in range(100):
+        await send(api, token, conversations[n % 10], f"m{n}")
+    async with asgi_socket(app, protocol) as socket:
+        await socket.login(token)
+        statements.reset()
+        await socket.subscribe(
+            "1",
+            "subscription ($after: String) { changes(after: $after) "
+            "{ ...on Change { conversation { title } } message { content } } }",
+            {"after": feed_cursor(alice, 0)},
+        )
+        replayed = await received(socket, 100)
+        await wait_for_subscribers(app, 1)
+        seen = list(statements.seen)
+    assert [c["message"]["content"] for c in replayed] == [f"m{n}" for n in range(100)]
+    # One statement for the page's conversations and one for its messages, not one an event;
+    # besides them: the operation's viewer, the page and the viewer again, and perhaps by now
+    # the empty page that ends the replay with its viewer.
+    assert [
+        sum("FROM conversations" in s for s in seen),
+        sum("FROM messages" in s for s in seen),
+    ] == [1, 1], seen
+    assert 5 <= len(seen) <= 7, seen
