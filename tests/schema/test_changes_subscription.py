@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 
 from db.models import Feed
 from schema.errors import BAD_TOKEN, CURSOR_EXPIRED, TOO_SLOW
+from tests.conftest import ApiFactory
 from tests.factories import Sessionmaker, gid, make_conversation, make_user, token_for
 from tests.helpers import Api, StatementCounter
 from tests.schema.test_changes_feed import CURSOR, feed_cursor
@@ -263,3 +264,19 @@ async def test_a_replayed_page_loads_its_conversations_and_messages_at_once(
         sum("FROM messages" in s for s in seen),
     ] == [1, 1], seen
     assert 5 <= len(seen) <= 7, seen
+
+
+async def test_writes_through_another_server_process_reach_the_subscriber(
+    app: Starlette, other_app: ApiFactory, api: Api, sessionmaker: Sessionmaker
+) -> None:
+    alice = await make_user(sessionmaker)
+    token = token_for(alice)
+    conversation = await make_conversation(sessionmaker, owner_id=alice)
+    async with asgi_socket(app, TRANSPORT_WS) as socket, other_app() as other:
+        await subscribe(socket, token, None)
+        await wait_for_subscribers(app, 1)
+        for n in range(3):
+            await send(other, token, conversation, f"elsewhere {n}")
+        got = await received(socket, 3)
+    assert got == await whole_feed(api, token, feed_cursor(alice, 0))
+    assert [c["message"]["content"] for c in got] == [f"elsewhere {n}" for n in range(3)]
