@@ -15,8 +15,9 @@ import httpx
 from pyinstrument import Profiler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from app.factory import create_app
+from app.settings import Settings
 from bench.workloads import Q1, Q2
-from server import Settings, create_app
 
 
 async def main(url: str, name: str, times: int) -> None:

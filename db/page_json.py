@@ -34,7 +34,7 @@ from db.pagination import PageRequest
 from db.reads import Reads, SessionReads
 
 # What a message's JSON may hold: its plain fields, by the names of their columns.
-MessageField = Literal["id", "role", "content", "client_id", "created_at"]
+MessageField = Literal["id", "role", "content", "client_id", "created_at", "revision", "edited_at"]
 # A response key, or a type name written as a literal: GraphQL names, so nothing to escape.
 NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
 
@@ -126,6 +126,8 @@ def _node_values(what: str, type_name: str) -> Callable[[Row[Any]], Any]:
         return lambda row: row.role.name
     if what == "created_at":
         return lambda row: stamp(row.created_at)
+    if what == "edited_at":
+        return lambda row: None if row.edited_at is None else stamp(row.edited_at)
     return lambda row: getattr(row, what)
 
 
@@ -180,6 +182,11 @@ _NODE_SQL = {
     "content": "to_json({0}.content)::text",
     "client_id": "coalesce(to_json({0}.client_id)::text, 'null')",
     "created_at": "'\"' || " + _STAMP + " || '\"'",
+    "revision": "{0}.revision::text",
+    # Null until edited: the concatenation is null then, and coalesce writes JSON's null.
+    "edited_at": "coalesce('\"' || "
+    + _STAMP.replace("created_at", "edited_at")
+    + " || '\"', 'null')",
 }
 
 

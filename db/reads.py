@@ -36,6 +36,7 @@ from sqlalchemy.sql.elements import KeyedColumnElement
 from db.engine import Timeouts, idempotent_read
 from db.errors import Unavailable, connection_lost, unavailable
 
+NO_SPAN = contextlib.nullcontext()
 T = TypeVar("T")
 
 
@@ -126,6 +127,8 @@ class DriverReads:
         self._compiled: dict[Executable, Prepared] = {}
         # Called with each statement's SQL before it runs (metrics, the tests' counters).
         self.listeners: list[Callable[[str], None]] = []
+        # Tracing alone (`app.tracing`): what each statement runs inside, given its SQL.
+        self.statement_span: Callable[[str], contextlib.AbstractContextManager[None]] | None = None
 
     async def start(self) -> None:
         url = self._engine.url.set(drivername="postgresql")
@@ -157,22 +160,24 @@ class DriverReads:
 
     async def all(self, statement: Executable, values: Mapping[str, Any]) -> Sequence[Any]:
         sql, arguments = self._arguments(statement, values)
-        rows: list[Any] = await self._run(lambda connection: connection.fetch(sql, *arguments))
+        rows: list[Any] = await self._run(sql, lambda connection: connection.fetch(sql, *arguments))
         return rows
 
     async def first(self, statement: Executable, values: Mapping[str, Any]) -> Any | None:
         sql, arguments = self._arguments(statement, values)
-        return await self._run(lambda connection: connection.fetchrow(sql, *arguments))
+        return await self._run(sql, lambda connection: connection.fetchrow(sql, *arguments))
 
-    async def _run(self, fetch: Callable[[Any], Awaitable[T]]) -> T:
+    async def _run(self, sql: str, fetch: Callable[[Any], Awaitable[T]]) -> T:
         """`fetch(connection)` on a pooled connection; once more on a new one when the first
-        broke before answering."""
-        try:
+        broke before answering. Inside the statement's span when tracing is on."""
+        span = self.statement_span
+        with span(sql) if span is not None else NO_SPAN:
+            try:
+                return await self._once(fetch)
+            except Unavailable as problem:
+                if not problem.lost:
+                    raise
             return await self._once(fetch)
-        except Unavailable as problem:
-            if not problem.lost:
-                raise
-        return await self._once(fetch)
 
     async def _once(self, fetch: Callable[[Any], Awaitable[T]]) -> T:
         # The pool's timeout bounds the wait for a connection and, on release, the wait for a

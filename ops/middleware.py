@@ -131,6 +131,8 @@ def finish(
     }
     if protocol is not None:
         fields["protocol"] = protocol
+    if record.trace_id is not None:
+        fields["trace_id"] = record.trace_id
     logger.log(
         level,
         "%s %s %s",

@@ -20,6 +20,8 @@ class RequestRecord:
     operation: str | None = None
     operation_type: str | None = None
     outcome: str | None = None
+    # The request's trace (hex), when tracing is on (`app.tracing`).
+    trace_id: str | None = None
     # Strawberry's execution context, read once the response is sent: by then every
     # extension (the one that adds error codes included) has finished with it.
     execution: Any = None

@@ -1,4 +1,8 @@
-"""What the GraphQL layer needs to know of the settings, handed over by `server.py`."""
+"""What the GraphQL layer needs to know of the settings, handed over by `app.settings`.
+
+Each default here is the default of the `CHATQL_*` setting of the same name too: `Settings`
+takes it from this class, and `Settings.schema_config` fills every field by name.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ class Config:
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65_536
     argon2_parallelism: int = 4
-    # KiB, like the memory cost: 256 MiB lets 4 hashes of 64 MiB run at once.
+    # KiB for hashes running at once, per process (over it, hashes wait their turn), like the
+    # memory cost: 256 MiB lets 4 hashes of 64 MiB run at once.
     argon2_memory_budget: int = 262_144
     argon2_max_waiting: int = 32
     login_failures_per_name: int = 10

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from inspect import isawaitable
 from operator import attrgetter
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from graphql import (
@@ -66,6 +66,7 @@ from schema.pagination import CursorKind, page_request, row_keyset
 from schema.permissions import may_see_private_fields
 from schema.relay import decode_conversation_id, to_global_id
 from schema.scalars import serialize_datetime
+from schema.sync_types import revision_list
 
 logger = logging.getLogger("chatql.plan")
 PLAN_MISSED = "the plan does not cover this operation; Strawberry runs it"
@@ -82,6 +83,8 @@ JSON_MESSAGE_FIELDS = {
     "content": "content",
     "clientId": "client_id",
     "createdAt": "created_at",
+    "revision": "revision",
+    "editedAt": "edited_at",
 }
 
 
@@ -548,6 +551,15 @@ def stamp(attribute: str) -> Handler:
     return column
 
 
+def nullable_stamp(attribute: str) -> Handler:
+    get = attrgetter(attribute)
+
+    def column(walk: Walk, parent: GraphQLObjectType, d: FieldDetailsList, rows: Rows) -> Column:
+        return [None if value is None else serialize_datetime(value) for value in map(get, rows)]
+
+    return column
+
+
 def global_id(type_name: Any) -> Handler:
     def column(walk: Walk, parent: GraphQLObjectType, d: FieldDetailsList, rows: Rows) -> Column:
         return [to_global_id(type_name, row.id) for row in rows]
@@ -662,6 +674,22 @@ async def message_conversation(
     return await walk.objects(walk.child_type(parent, "conversation"), details, conversations)
 
 
+async def message_revisions(
+    walk: Walk, parent: GraphQLObjectType, details: FieldDetailsList, rows: Rows
+) -> Column:
+    """Each message's revisions (`schema.sync_types.revision_list`); the stored ones of the
+    edited messages of the level with one loader call, none for a level never edited."""
+    edited = [row.id for row in rows if row.revision > 1]
+    loaded = await walk.loaders.revisions_by_message.load_many(edited) if edited else []
+    stored = dict(zip(edited, loaded, strict=True))
+    lists = [revision_list(row, stored.get(row.id, ())) for row in rows]
+    flat = [revision for revisions in lists for revision in revisions]
+    # Not rows, but objects with the attributes the MessageRevision handlers read.
+    revision_type = walk.child_type(parent, "revisions")
+    objects = iter(await walk.objects(revision_type, details, cast(Rows, flat)))
+    return [[next(objects) for _ in revisions] for revisions in lists]
+
+
 OBJECT_FIELDS: dict[str, dict[str, Handler]] = {
     "User": {
         "id": global_id("User"),
@@ -691,6 +719,14 @@ OBJECT_FIELDS: dict[str, dict[str, Handler]] = {
         "content": plain("content"),
         "clientId": plain("client_id"),
         "createdAt": stamp("created_at"),
+        "revision": plain("revision"),
+        "editedAt": nullable_stamp("edited_at"),
+        "revisions": message_revisions,
         "conversation": message_conversation,
+    },
+    "MessageRevision": {
+        "revision": plain("revision"),
+        "content": plain("content"),
+        "createdAt": stamp("created_at"),
     },
 }

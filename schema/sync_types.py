@@ -9,6 +9,7 @@ oldest first, then the current content as the last revision, written at `editedA
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -27,34 +28,38 @@ class MessageRevision:
 
 
 class Revised(Protocol):
-    """What `message_revisions` needs of a message."""
+    """What a revision list needs of a message (a `Message`, or a row of `messages`)."""
 
-    pk: int
-    content: str
-    revision: int
-    created_at: datetime
-    edited_at: datetime | None
+    @property
+    def content(self) -> str: ...
+    @property
+    def revision(self) -> int: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def edited_at(self) -> datetime | None: ...
 
 
-def _current(message: Revised) -> MessageRevision:
-    return MessageRevision(
+def revision_list(message: Revised, stored: Sequence[Any]) -> list[MessageRevision]:
+    """Every revision of `message`, oldest first: its `stored` earlier ones (rows of
+    `message_revisions`), then its current content, written at `editedAt` (or `createdAt`)."""
+    earlier = [
+        MessageRevision(revision=row.revision, content=row.content, created_at=row.created_at)
+        for row in stored
+        if row.revision < message.revision
+    ]
+    current = MessageRevision(
         revision=message.revision,
         content=message.content,
         created_at=message.edited_at or message.created_at,
     )
+    return [*earlier, current]
 
 
 async def message_revisions(root: Any, info: Info) -> list[MessageRevision]:
     """Every revision of `root` (a `Message`), oldest first, the current one last. A message
     never edited needs no statement; the edited messages of a page are loaded together, with
     one statement (`Loaders.revisions_by_message`)."""
-    message: Revised = root
-    if message.revision == 1:
-        return [_current(message)]
-    rows = await info.context.loaders.revisions_by_message.get(message.pk)
-    earlier = [
-        MessageRevision(revision=row.revision, content=row.content, created_at=row.created_at)
-        for row in rows
-        if row.revision < message.revision
-    ]
-    return [*earlier, _current(message)]
+    if root.revision == 1:
+        return revision_list(root, ())
+    return revision_list(root, await info.context.loaders.revisions_by_message.get(root.pk))

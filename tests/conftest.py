@@ -20,10 +20,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 
+from app.factory import create_app
+from app.settings import Settings
 from db.engine import make_engine, make_sessionmaker
 from db.migrate import upgrade_to_head
 from db.reads import DriverReads
-from server import Settings, create_app
 from tests.factories import TEST_SECRET
 from tests.helpers import Api, StatementCounter
 

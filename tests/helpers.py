@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 
-from server import Settings, create_app
+from app.factory import create_app
+from app.settings import Settings
 
 
 @dataclass
@@ -104,18 +105,20 @@ def codes(result: dict[str, Any]) -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, **changes: Any) -> AsyncIterator[Starlette]:
+async def running(
+    settings: Settings, *, tracer_provider: Any = None, **changes: Any
+) -> AsyncIterator[Starlette]:
     """Another app (its own engine and pools, as another process) with these settings changed,
-    started and, at the end, stopped."""
-    app = create_app(settings.model_copy(update=changes))
+    started and, at the end, stopped; its spans, when tracing is on, go to `tracer_provider`."""
+    app = create_app(settings.model_copy(update=changes), tracer_provider=tracer_provider)
     async with app.router.lifespan_context(app):
         yield app
 
 
 @contextlib.asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[Api]:
+async def serve(settings: Settings, *, tracer_provider: Any = None) -> AsyncIterator[Api]:
     """Another app (another process, as far as it can tell) with its own settings."""
-    async with running(settings) as app:
+    async with running(settings, tracer_provider=tracer_provider) as app:
         transport = httpx.ASGITransport(app=app, client=("203.0.113.8", 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Api(client)

@@ -20,7 +20,8 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy.engine import make_url
 
-import server
+from app.commands import NO_ADMIN_PASSWORD, PASSWORDS_DIFFER
+from app.settings import DATABASE_URL_FORMS
 from tests.process import SERVER, free_port, run_command, server_environment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +62,7 @@ def test_create_admin_without_a_terminal_or_password_names_the_setting(
     assert (refused.returncode, refused.stdout, refused.stderr) == (
         2,
         "",
-        f"error: {server.NO_ADMIN_PASSWORD}\n",
+        f"error: {NO_ADMIN_PASSWORD}\n",
     )
     # The refusal wrote nothing: the name is still free.
     assert (created.returncode, created.stdout) == (0, "admin root created\n")
@@ -114,7 +115,7 @@ def test_create_admin_at_a_terminal_asks_twice_and_refuses_two_different_passwor
         cwd=tmp_path,
         CHATQL_ADMIN_PASSWORD="s3cret-pw",
     )
-    assert differ == (2, "", f"Password: \nPassword again: \nerror: {server.PASSWORDS_DIFFER}\n")
+    assert differ == (2, "", f"Password: \nPassword again: \nerror: {PASSWORDS_DIFFER}\n")
     assert same[:2] == (0, "admin root created\n")
     assert same[2].startswith("Password: \nPassword again: \n")
     assert (again.returncode, again.stderr) == (1, "error: username is already taken\n")
@@ -240,7 +241,7 @@ def test_bad_settings_are_named_one_line_each(tmp_path: Path) -> None:
     )
     assert (finished.returncode, finished.stdout) == (2, "")
     assert finished.stderr.splitlines() == [
-        f"error: DATABASE_URL: 'mysql' is not supported; {server.DATABASE_URL_FORMS}",
+        f"error: DATABASE_URL: 'mysql' is not supported; {DATABASE_URL_FORMS}",
         "error: CHATQL_TOKEN_TTL: Input should be a valid integer, unable to parse string as an "
         "integer",
         "error: CHATQL_METRICS_TOKEN: String should have at least 1 character",

@@ -1,4 +1,4 @@
-"""Imports point one way: server → transport → schema → (loaders, realtime) → db."""
+"""Imports point one way: server → app → transport → schema → (loaders, realtime) → db."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ ALLOWED = {
     "transport": {"transport", "schema", "loaders", "realtime", "db"},
     "ops": {"ops", "db"},
     "explorer": {"explorer"},
+    "app": {"app", "transport", "schema", "loaders", "realtime", "db", "ops", "explorer"},
 }
-OURS = {"db", "loaders", "realtime", "schema", "transport", "ops", "explorer", "server"}
+OURS = {"db", "loaders", "realtime", "schema", "transport", "ops", "explorer", "app", "server"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -47,3 +48,17 @@ def test_nothing_imports_the_server_module() -> None:
         if "server" in _imports(path)
     ]
     assert importers == []
+
+
+def test_nothing_below_the_app_package_imports_it() -> None:
+    importers = [
+        str(path.relative_to(ROOT))
+        for package in ALLOWED.keys() - {"app"}
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if "app" in _imports(path)
+    ]
+    assert importers == []
+
+
+def test_the_entry_point_imports_the_app_package_alone() -> None:
+    assert _imports(ROOT / "server.py") == {"app"}

@@ -17,6 +17,8 @@ import strawberry
 from prometheus_client import REGISTRY
 from strawberry.types import ExecutionResult
 
+from app.factory import create_app
+from app.settings import Settings
 from loaders import Loaders
 from ops import metrics
 from ops.health import ALIVE, NOT_READY, READY
@@ -24,7 +26,6 @@ from ops.instrument import OperationRecorder
 from ops.logs import JsonFormatter, TextFormatter
 from ops.record import RequestRecord
 from schema.context import Context
-from server import Settings, create_app
 from tests.conftest import ApiFactory
 from tests.factories import TEST_SECRET, Sessionmaker, make_user, token_for
 from tests.helpers import Api, StatementCounter

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text, update
 
+from app.settings import Settings
 from db.models import Conversation, PersistedQuery, utcnow
 from schema.errors import INTERNAL
 from schema.limits import TEXT_REFUSED, TOO_DEEP
 from schema.validation import HAS_NUL, NOT_UNICODE
-from server import Settings
 from tests.conftest import ApiFactory
 from tests.factories import Sessionmaker, make_user, token_for
 from tests.helpers import Api, StatementCounter, serve

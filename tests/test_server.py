@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-import server
+from app import cli
+from app.serve import RELOAD_ONE_PROCESS, SQLITE_ONE_PROCESS
 from tests.process import Served, run_command, serve
 from tests.ws import TRANSPORT_WS, process_socket
 
@@ -69,11 +70,11 @@ def test_every_command_explains_itself(capsys: pytest.CaptureFixture[str]) -> No
     helps = {}
     for command in ["serve", "migrate", "create-admin", "export-schema"]:
         with pytest.raises(SystemExit) as exited:
-            server.main([command, "--help"])
+            cli.main([command, "--help"])
         assert exited.value.code == 0
         helps[command] = capsys.readouterr().out
     with pytest.raises(SystemExit):
-        server.main(["--help"])
+        cli.main(["--help"])
     overview = capsys.readouterr().out
 
     assert all(f"usage: python server.py {command}" in text for command, text in helps.items())
@@ -85,7 +86,7 @@ def test_every_command_explains_itself(capsys: pytest.CaptureFixture[str]) -> No
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        pytest.param(["--workers", "2"], server.SQLITE_ONE_PROCESS, id="workers-on-sqlite"),
+        pytest.param(["--workers", "2"], SQLITE_ONE_PROCESS, id="workers-on-sqlite"),
         pytest.param(["--workers", "0"], "--workers must be at least 1.", id="no-workers"),
     ],
 )
@@ -102,7 +103,7 @@ def test_serve_refuses_reload_with_several_workers(postgres_url: str, tmp_path: 
     finished = run_command(
         ["serve", "--workers", "2", "--reload"], database_url=postgres_url, cwd=tmp_path
     )
-    assert (finished.returncode, finished.stderr.strip()) == (2, server.RELOAD_ONE_PROCESS)
+    assert (finished.returncode, finished.stderr.strip()) == (2, RELOAD_ONE_PROCESS)
 
 
 def started_workers(served: Served) -> set[int]:

@@ -17,11 +17,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 
+from app.settings import Settings
 from db.models import User
 from schema.errors import INTERNAL
 from schema.limits import BAD_OPERATION_NAME
 from schema.operation import OPERATION_NAME_REQUIRED
-from server import Settings
 from tests.factories import Sessionmaker, gid, make_user, token_for
 from tests.helpers import Api, StatementCounter, serve
 from transport.body import BODY_TOO_LARGE

@@ -72,8 +72,8 @@ class FastLane:
         if found is None:
             return None
         query, variables, operation_name = found
-        document = self.documents.parsed.get(query)
-        if document is None or query not in self.documents.validated or self.failed(document)[0]:
+        document = self.known(query)
+        if document is None or self.failed(document)[0]:
             return None
         operation = get_operation_ast(document, operation_name)
         if operation is None or operation.operation is not OperationType.QUERY:
@@ -82,23 +82,10 @@ class FastLane:
         if context.auth_error is not None:
             return context
         schema: Any = view.schema
-        if refusals(schema._schema, document, operation_name, variables, context.config):
+        if self.refused(schema, document, variables, operation_name, context):
             return context
-        if text_refusal(document, variables, operation_name) is not None:
-            return context
-        result = execute(
-            schema._schema,
-            document,
-            variable_values=variables,
-            operation_name=operation_name,
-            context_value=context,
-            is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
-            executor_class=schema.execution_context_class,
-            operation_extensions=None,
-        )
-        if isawaitable(result):
-            result = await result
         name = operation_name or (operation.name.value if operation.name else None)
+        result = await self.run(schema, document, variables, name, context)
         if not isinstance(result, ExecutionResult) or result.errors or result.extensions:
             if isinstance(result, ExecutionResult) and _unavailable_only(result):
                 return self.unavailable(request, result, context, name)
@@ -108,6 +95,45 @@ class FastLane:
         self.recorded(name, "ok")
         request.state.graphql_ran = True
         return Response(orjson.dumps({"data": result.data}), media_type=JSON)
+
+    def known(self, query: str) -> DocumentNode | None:
+        """The document of this text if the app has parsed and validated it before."""
+        document = self.documents.parsed.get(query)
+        return document if document is not None and query in self.documents.validated else None
+
+    def refused(
+        self,
+        schema: Any,
+        document: DocumentNode,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        context: Context,
+    ) -> bool:
+        """Whether the operation goes over a limit or holds text the databases refuse."""
+        if refusals(schema._schema, document, operation_name, variables, context.config):
+            return True
+        return text_refusal(document, variables, operation_name) is not None
+
+    async def run(
+        self,
+        schema: Any,
+        document: DocumentNode,
+        variables: dict[str, Any] | None,
+        name: str | None,
+        context: Context,
+    ) -> Any:
+        """The executor's result (the plan's, with Strawberry's resolvers behind it)."""
+        result = execute(
+            schema._schema,
+            document,
+            variable_values=variables,
+            operation_name=name,
+            context_value=context,
+            is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
+            executor_class=schema.execution_context_class,
+            operation_extensions=None,
+        )
+        return await result if isawaitable(result) else result
 
     def unavailable(
         self, request: Request, result: ExecutionResult, context: Context, name: str | None

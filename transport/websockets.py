@@ -185,7 +185,7 @@ class Record(Protocol):
 
 
 class OperationSource(Protocol):
-    """What the view gives the protocol handlers (`server.GraphQLView`)."""
+    """What the view gives the protocol handlers (`app.factory.GraphQLView`)."""
 
     def operation_record(self, protocol: str) -> AbstractContextManager[Record]:
         """The record of one operation: open while it runs, then logged and counted."""

@@ -22,10 +22,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from app.settings import Settings
 from db.models import Message, User
 from ops.health import NOT_READY, READY
 from schema.errors import UNAVAILABLE
-from server import Settings
 from tests.conftest import ApiFactory
 from tests.factories import (
     Sessionmaker,

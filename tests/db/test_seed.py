@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from app.cli import main
 from db.engine import make_engine
 from db.models import Conversation, Message, User
 from db.seed import SeedPlan, seed
-from server import main
 from tests.conftest import run
 from tests.factories import _HASH as HASH
 from tests.factories import PASSWORD

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from app.settings import Settings
 from schema.limits import TOO_COSTLY, TOO_DEEP, TOO_MANY_ALIASES, TOO_MANY_TOKENS
-from server import Settings
 from tests.factories import (
     Sessionmaker,
     gid,

@@ -21,11 +21,12 @@ from hypothesis_graphql import queries
 from sqlalchemy import insert
 from starlette.applications import Starlette
 
+from app.factory import create_app
+from app.settings import Settings
 from bench.workloads import Q1, Q2
 from db.models import Message, MessageRole
 from schema import Schema, make_schema
 from schema.plan import PLAN_MISSED
-from server import Settings, create_app
 from tests.documents import random_document
 from tests.factories import (
     BASE_TIME,

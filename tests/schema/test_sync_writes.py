@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
+from app.settings import Settings
 from db.changes import ChangeKind, FeedState, NewChange, feed_state, read_changes, record
 from db.formats import stamp
 from db.models import Message, MessageRevision
-from server import Settings
+from schema.plan import PLAN_MISSED
 from tests.factories import (
     BASE_TIME,
     Sessionmaker,
@@ -452,10 +455,11 @@ async def test_concurrent_edits_expecting_one_revision_let_exactly_one_through(
     ]
 
 
+# `conversation` keeps the page on rows (not JSON) with or without `revisions`.
 REVISIONS = """
 query ($id: ID!) {
   conversation(id: $id) {
-    messages(first: 100) { edges { node { id revision editedAt %s } } }
+    messages(first: 100) { edges { node { id revision editedAt conversation { id } %s } } }
   }
 }
 """
@@ -564,3 +568,102 @@ async def test_each_server_prunes_old_changes_in_the_background(
     assert [change[:2] for change in await feed(sessionmaker, user)] == [
         (3, "CONVERSATION_UPDATED")
     ]
+
+
+async def test_a_transfer_racing_sends_is_the_last_change_in_the_old_feed(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    """Sends by the owner and by an admin race a transfer: every stored message is in exactly
+    one feed, the old owner's changes of it end with OUT, the new owner's begin with IN."""
+    old, new = await make_user(sessionmaker), await make_user(sessionmaker)
+    admin = await make_user(sessionmaker, is_admin=True)
+    conversation = await make_conversation(sessionmaker, owner_id=old)
+    c = gid("Conversation", conversation)
+    sends = [
+        api.run(SEND, {"c": c, "content": f"{who} {n}"}, token=token_for(who))
+        for n in range(8)
+        for who in (old, admin)
+    ]
+    transfer = api.run(TRANSFER, {"c": c, "u": gid("User", new)}, token=token_for(admin))
+    results = await asyncio.gather(*sends[:8], transfer, *sends[8:])
+    assert not results[8].get("errors"), results[8]
+    sent = {
+        int(key(result["data"]["sendMessage"]["id"]))
+        for result in results
+        if "sendMessage" in (result.get("data") or {})
+    }
+    assert all(codes(result) in ([], ["NOT_FOUND"]) for result in results)
+    old_feed = [change[1:4] for change in await feed(sessionmaker, old)]
+    new_feed = [change[1:4] for change in await feed(sessionmaker, new)]
+    assert old_feed[-1] == ("CONVERSATION_TRANSFERRED_OUT", conversation, None)
+    assert new_feed[0] == ("CONVERSATION_TRANSFERRED_IN", conversation, None)
+    added = old_feed[:-1] + new_feed[1:]
+    assert all(change[:2] == ("MESSAGE_ADDED", conversation) for change in added)
+    assert sorted(change[2] or 0 for change in added) == sorted(sent)
+    assert sorted(sent) == await message_ids(sessionmaker, conversation)
+
+
+SCREEN = """
+query ($id: ID!) {
+  conversation(id: $id) {
+    title
+    messages(last: 50) {
+      pageInfo { hasPreviousPage startCursor }
+      edges { cursor node { id content createdAt %s } }
+    }
+  }
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("more", "json"),
+    [
+        ("", True),
+        ("revision editedAt", True),
+        ("revision editedAt revisions { revision content createdAt }", False),
+        ("revisions { __typename revision }", False),
+    ],
+    ids=["plain", "revision", "revisions", "some-revisions"],
+)
+async def test_message_pages_with_revision_fields_run_on_the_plan_in_fixed_statements(
+    api: Api,
+    sessionmaker: Sessionmaker,
+    settings: Settings,
+    statements: StatementCounter,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+    more: str,
+    json: bool,
+) -> None:
+    """`revision` and `editedAt` cost nothing more than the page (on PostgreSQL the database
+    still writes the page as JSON, with the conversation's row); `revisions` one statement
+    more than a page built from rows, for the whole page; the answer is Strawberry's, and the
+    plan serves it."""
+    user = await make_user(sessionmaker)
+    conversation = await make_conversation(sessionmaker, owner_id=user)
+    ids = await make_messages(sessionmaker, conversation_id=conversation, count=40)
+    token, c = token_for(user), gid("Conversation", conversation)
+    for message in ids[::7]:
+        for n in range(2):
+            await api.data(EDIT, {"id": gid("Message", message), "content": f"e{n}"}, token=token)
+    query = SCREEN % more
+    caplog.set_level(logging.DEBUG, logger="chatql.plan")
+    statements.reset()
+    planned = await api.data(query, {"id": c}, token=token)
+    # The viewer, the conversation and its page (one statement for both when PostgreSQL
+    # writes the page as JSON), and the revisions of the page's edited messages.
+    if json:
+        expected = 2 if database_url.startswith("postgresql") else 3
+    else:
+        expected = 3 + 1
+    assert statements.count == expected, statements.seen
+    assert not [record for record in caplog.records if record.message == PLAN_MISSED]
+    plain_settings = settings.model_copy(update={"query_plan": False, "document_cache": 0})
+    async with serve(plain_settings) as plain:
+        assert await plain.data(query, {"id": c}, token=token) == planned
+    if more:
+        nodes = [edge["node"] for edge in planned["conversation"]["messages"]["edges"]]
+        assert [node.get("revision", len(node.get("revisions", ()))) for node in nodes] == [
+            3 if n % 7 == 0 else 1 for n in range(40)
+        ]

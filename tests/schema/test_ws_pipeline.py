@@ -13,11 +13,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
+from app.settings import Settings
 from db.models import Conversation, Message
 from schema.errors import BAD_TOKEN, INTERNAL
 from schema.limits import BAD_OPERATION_NAME, TEXT_REFUSED
 from schema.validation import NOT_UNICODE
-from server import Settings
 from tests.factories import (
     Sessionmaker,
     gid,

@@ -1,0 +1,202 @@
+"""The commands but `serve`: migrate, create-admin, seed, export-schema.
+
+Each is `cmd_NAME(settings, args) -> exit status`; what one cannot do is a `CommandError`, which
+`app.cli.main` prints in a line (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import make_url
+
+from app.settings import DATA_DIR, Settings
+from db.engine import make_engine, make_sessionmaker, ping
+from db.migrate import upgrade_to_head
+from schema import make_schema
+from schema.auth import Passwords
+
+if TYPE_CHECKING:
+    from db.seed import SeedCounts
+    from ops.progress import RowProgress
+
+
+class CommandError(Exception):
+    """What a command could not do, in one line: `main` prints it and exits with `status`
+    (2 for bad input or settings, 1 for anything else), without a traceback."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def migrate(settings: Settings) -> None:
+    """Connect, then migrate; a database that cannot be reached is a `CommandError`."""
+    engine = make_engine(settings.database_url)
+    try:
+        try:
+            await ping(engine)
+        except Exception as exc:  # any driver, network or file failure: say which, in a line
+            shown = make_url(settings.database_url).render_as_string(hide_password=True)
+            raise CommandError(f"cannot reach the database {shown}: {_reason(exc)}") from exc
+        await upgrade_to_head(engine)
+    finally:
+        await engine.dispose()
+
+
+def _reason(exc: BaseException) -> str:
+    """A driver's own message, first line only (SQLAlchemy's wrapper adds SQL and a link)."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip().splitlines()
+    return text[0] if text else type(cause).__name__
+
+
+def keep_secret_key(settings: Settings) -> None:
+    """The signing key, made and kept now if need be: a folder it cannot be kept in is a
+    `CommandError` (the commands that sign or hash need it; `migrate` does not)."""
+    try:
+        settings.resolved_secret_key()
+    except OSError as exc:
+        cause = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+        raise CommandError(
+            f"cannot keep a secret key in {DATA_DIR / 'secret_key'} ({cause}): "
+            "set CHATQL_SECRET_KEY, or run where that folder can be written"
+        ) from exc
+
+
+def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+    asyncio.run(migrate(settings))
+    print("database is at the newest revision")
+    return 0
+
+
+NO_ADMIN_PASSWORD = (
+    "no password: set CHATQL_ADMIN_PASSWORD, or run create-admin at a terminal to be asked"
+)
+PASSWORDS_DIFFER = "the two passwords differ"
+
+
+def admin_password(settings: Settings) -> str:
+    """`CHATQL_ADMIN_PASSWORD`, else asked for twice at the terminal (without echo)."""
+    if settings.admin_password:
+        return settings.admin_password
+    if not sys.stdin.isatty():
+        raise CommandError(NO_ADMIN_PASSWORD, status=2)
+    try:
+        password = getpass.getpass("Password: ")
+        again = getpass.getpass("Password again: ")
+    except EOFError:
+        raise CommandError(NO_ADMIN_PASSWORD, status=2) from None
+    if password != again:
+        raise CommandError(PASSWORDS_DIFFER, status=2)
+    return password
+
+
+async def _create_admin(settings: Settings, username: str, email: str, password: str) -> None:
+    from db import users as user_data
+    from schema.validation import password_problem, raise_for
+
+    raise_for({"password": password_problem(password)})
+    await migrate(settings)
+    passwords = Passwords.from_config(settings.schema_config())
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            await user_data.create_user(
+                session,
+                username=username,
+                email=email,
+                hashed_password=await passwords.hash(password),
+                full_name=None,
+                is_admin=True,
+            )
+    finally:
+        await engine.dispose()
+
+
+def cmd_create_admin(settings: Settings, args: argparse.Namespace) -> int:
+    from db.errors import Conflict
+    from schema.errors import BadUserInput
+    from schema.validation import email_problem, raise_for, username_problem
+
+    try:
+        # The names first: a typo in them is not worth typing a password twice.
+        raise_for({"username": username_problem(args.username), "email": email_problem(args.email)})
+        password = admin_password(settings)
+        keep_secret_key(settings)
+        asyncio.run(_create_admin(settings, args.username, args.email, password))
+    except BadUserInput as exc:
+        raise CommandError(str(exc), status=2) from exc
+    except Conflict as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"admin {args.username} created")
+    return 0
+
+
+async def _seed(settings: Settings, args: argparse.Namespace, progress: RowProgress) -> SeedCounts:
+    from db.seed import SeedPlan, seed
+
+    await migrate(settings)
+    plan = SeedPlan(
+        users=args.users,
+        conversations_per_user=args.conversations_per_user,
+        messages_per_conversation=args.messages_per_conversation,
+        mean_length=args.mean_length,
+        seed=args.seed,
+    )
+    passwords = Passwords.from_config(settings.schema_config())
+    engine = make_engine(settings.database_url)
+    try:
+        return await seed(
+            engine,
+            plan=plan,
+            hashed_password=await passwords.hash(args.password),
+            reset=args.reset,
+            progress=progress.update,
+        )
+    finally:
+        progress.close()
+        await engine.dispose()
+
+
+def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
+    from db.seed import NotEmpty
+    from ops.progress import RowProgress
+    from schema.validation import password_problem
+
+    problem = password_problem(args.password)
+    if problem:
+        raise CommandError(f"--password {problem}", status=2)
+    sizes = {
+        "--users": args.users,
+        "--conversations-per-user": args.conversations_per_user,
+        "--messages-per-conversation": args.messages_per_conversation,
+        "--mean-length": args.mean_length,
+    }
+    negative = [f"{option} must not be negative" for option, size in sizes.items() if size < 0]
+    if negative:
+        raise CommandError("; ".join(negative), status=2)
+    keep_secret_key(settings)
+    progress = RowProgress(sys.stderr)
+    try:
+        counts = asyncio.run(_seed(settings, args, progress))
+    except NotEmpty as exc:
+        raise CommandError(str(exc)) from exc
+    seconds = progress.writing_seconds
+    rows = counts.users + counts.conversations + counts.messages
+    rate = f"{rows / seconds:,.0f}" if seconds else "-"
+    print(
+        f"seeded {counts.users:,} users, {counts.conversations:,} conversations and "
+        f"{counts.messages:,} messages in {seconds:.2f} s ({rate} rows/s); "
+        f"log in as user1..user{counts.users} with password {args.password!r} (user1 is an admin)"
+    )
+    return 0
+
+
+def cmd_export_schema(_: Settings, __: argparse.Namespace) -> int:
+    print(make_schema().as_str())
+    return 0
