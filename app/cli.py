@@ -19,6 +19,7 @@ from app.commands import (
     cmd_export_schema,
     cmd_migrate,
     cmd_seed,
+    cmd_trust,
 )
 from app.serve import cmd_serve
 from app.settings import Settings
@@ -134,6 +135,26 @@ def parser() -> argparse.ArgumentParser:
         "--reset", action="store_true", help="delete every user, conversation and message first"
     )
     seed.set_defaults(handler=cmd_seed)
+
+    trust = _command(
+        commands,
+        "trust",
+        "load a manifest of trusted documents, or retire one",
+        "FILE is Apollo's persisted-query manifest (generate-persisted-query-manifest) or "
+        "Relay's --persist-output JSON; it replaces a manifest of the same name. Every server "
+        "process sees the change within a second; CHATQL_TRUSTED_DOCUMENTS says what they do "
+        "with it (off, audit, enforce).",
+    )
+    trust.add_argument("file", nargs="?", metavar="FILE", help="the manifest (JSON)")
+    trust.add_argument("--name", help="the manifest's name (default: FILE's name, no suffix)")
+    trust.add_argument(
+        "--retire",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="delete the manifest NAME (may be repeated; after loading FILE)",
+    )
+    trust.set_defaults(handler=cmd_trust)
 
     export = _command(
         commands,

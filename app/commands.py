@@ -1,4 +1,4 @@
-"""The commands but `serve`: migrate, create-admin, seed, export-schema.
+"""The commands but `serve`: migrate, create-admin, seed, trust, export-schema.
 
 Each is `cmd_NAME(settings, args) -> exit status`; what one cannot do is a `CommandError`, which
 `app.cli.main` prints in a line (no traceback).
@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import getpass
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import make_url
@@ -22,6 +23,7 @@ from schema.auth import Passwords
 
 if TYPE_CHECKING:
     from db.seed import SeedCounts
+    from db.trusted_documents import Operation
     from ops.progress import RowProgress
 
 
@@ -194,6 +196,45 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
         f"{counts.messages:,} messages in {seconds:.2f} s ({rate} rows/s); "
         f"log in as user1..user{counts.users} with password {args.password!r} (user1 is an admin)"
     )
+    return 0
+
+
+async def _trust(
+    settings: Settings, args: argparse.Namespace, operations: list[Operation] | None
+) -> str:
+    from schema.trusted import load_manifest, retire
+
+    done = []
+    await migrate(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        sessionmaker = make_sessionmaker(engine)
+        if operations is not None:
+            name = args.name or Path(args.file).stem
+            await load_manifest(sessionmaker, name=name, operations=operations)
+            done.append(f"manifest {name!r} loaded: {len(operations)} operations")
+        for name in args.retire:
+            if not await retire(sessionmaker, name=name):
+                raise CommandError(f"no manifest named {name!r}")
+            done.append(f"manifest {name!r} retired")
+    finally:
+        await engine.dispose()
+    return "; ".join(done)
+
+
+def cmd_trust(settings: Settings, args: argparse.Namespace) -> int:
+    """Load a manifest (checked whole before the database is touched), retire others."""
+    from schema.trusted import ManifestError, parse_manifest
+
+    if args.file is None and not args.retire:
+        raise CommandError("give a manifest FILE, or --retire NAME", status=2)
+    operations = None
+    try:
+        if args.file is not None:
+            operations = parse_manifest(Path(args.file).read_text(encoding="utf-8"))
+        print(asyncio.run(_trust(settings, args, operations)))
+    except (ManifestError, OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"{args.file}: {exc}", status=2) from exc
     return 0
 
 

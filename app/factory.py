@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -24,11 +25,16 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UnsetType
 
 import explorer
-from app.settings import Settings
-from db.engine import Timeouts, make_engine, make_reader, make_sessionmaker
+from app.settings import Settings, budgets_on
+from db.engine import Timeouts, is_sqlite, make_engine, make_reader, make_sessionmaker
 from db.reads import DriverReads, make_reads
 from ops import health
-from ops.instrument import OperationRecorder, answered_query, instrument_engine
+from ops.instrument import (
+    OperationRecorder,
+    answered_query,
+    instrument_engine,
+    untrusted_operation,
+)
 from ops.metrics import metrics_endpoint
 from ops.middleware import RequestLog, operation_record
 from ops.record import RequestRecord, current_request_id
@@ -37,8 +43,10 @@ from realtime.retention import ChangeRetention
 from realtime.watch import ViewerWatch
 from schema import make_schema
 from schema.auth import Passwords
+from schema.budgets import Budgeted, Budgets
 from schema.caches import DocumentCache
 from schema.context import Context, Services, build_context
+from schema.trusted import Mode, TrustedDocuments
 from transport.body import BodyLimit
 from transport.deadline import RequestDeadline
 from transport.fast import FastLane
@@ -180,6 +188,7 @@ def create_app(
             config=config,
             passwords=passwords,
             broker=broker,
+            **operators(settings, sessionmaker),
         )
         instrument_engine(engine, reads)
         if tracing is not None:
@@ -230,6 +239,7 @@ def create_app(
             extensions=[
                 *(caches if settings.document_cache > 0 else []),
                 OperationRecorder,
+                *([Budgeted] if budgets_on(settings) else []),
                 StoreRegistered,
                 *([tracing.extension()] if tracing is not None else []),
             ],
@@ -278,6 +288,26 @@ def _tracing(settings: Settings, provider: TracerProvider | None) -> Tracing | N
     from app.tracing import Tracing, provider_from_environment
 
     return Tracing(provider or provider_from_environment())
+
+
+def operators(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
+    """The trusted documents and the cost budgets, each when on (issue 18)."""
+    found: dict[str, Any] = {}
+    if Mode(settings.trusted_documents) is not Mode.OFF:
+        found["trusted"] = TrustedDocuments(
+            sessionmaker,
+            mode=settings.trusted_documents,
+            admin_bypass=settings.trusted_documents_admin_bypass,
+            untrusted=untrusted_operation,
+        )
+    if budgets_on(settings):
+        found["budgets"] = Budgets(
+            per_minute=settings.cost_budget_per_minute,
+            burst=settings.cost_burst,
+            mutation_minimum=settings.cost_mutation_minimum,
+            sessionmaker=None if is_sqlite(settings.database_url) else sessionmaker,
+        )
+    return found
 
 
 def edge_middleware(settings: Settings) -> list[Middleware]:

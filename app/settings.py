@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError
 
 from ops.logs import log_config
 from schema.config import Config
+from schema.trusted import Mode
 
 DATABASE_DRIVERS = {"sqlite+aiosqlite", "postgresql+asyncpg"}
 DATABASE_URL_FORMS = "use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER:PASSWORD@HOST/NAME"
@@ -106,6 +107,13 @@ class Settings(BaseSettings):
     request_timeout: float = 30.0
     # Read by `create-admin` alone; unset, it asks twice at a terminal (and refuses elsewhere).
     admin_password: str | None = None
+    # For operators (issue 18): trusted documents (off, audit, enforce; `trust` loads them)
+    # and cost budgets per viewer (0: off).
+    trusted_documents: Mode = Mode.OFF
+    trusted_documents_admin_bypass: bool = False
+    cost_budget_per_minute: float = Field(default=0, ge=0)
+    cost_burst: float = Field(default=0, ge=0)
+    cost_mutation_minimum: int = Field(default=10, ge=0)
 
     def log_config(self, *, stderr: bool = False) -> dict[str, Any]:
         """Logs on stdout when serving; other commands keep stdout for their output."""
@@ -175,3 +183,7 @@ class Settings(BaseSettings):
             for field in dataclasses.fields(Config)
         }
         return Config(**{**values, "secret_key": self.resolved_secret_key()})
+
+
+def budgets_on(settings: Settings) -> bool:
+    return bool(settings.cost_budget_per_minute and settings.cost_burst)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -244,3 +245,42 @@ class Change(Base):
         # Retention deletes by age.
         Index("ix_changes_at", at),
     )
+
+
+class TrustedManifest(Base):
+    """A named set of trusted documents (issue 18), loaded by `python server.py trust`; a
+    release adds its manifest and retires an older one. `loaded_at` changes on every load, so
+    the manifests' names and times are the version each process polls (`schema.trusted`)."""
+
+    __tablename__ = "trusted_manifests"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TrustedDocument(Base):
+    """One operation of a manifest: `document_id` as the manifest names it (Apollo's sha256,
+    or the id Relay wrote), `sha256` of its text (what APQ-style requests send)."""
+
+    __tablename__ = "trusted_documents"
+
+    manifest: Mapped[str] = mapped_column(
+        String(100), ForeignKey("trusted_manifests.name", ondelete="CASCADE"), primary_key=True
+    )
+    document_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    body: Mapped[str] = mapped_column(Text)
+    operation_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class CostBudget(Base):
+    """The shared token bucket of one budget key (`user:<id>`, `address:<ip>`): `tokens` as
+    of `updated` (seconds since the epoch), and `spent`, everything every process has spent
+    of it. Each process reconciles its own spending into it (`schema.budgets`)."""
+
+    __tablename__ = "cost_budgets"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)
+    spent: Mapped[float] = mapped_column(Float)

@@ -13,7 +13,7 @@ from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from db.reads import DriverReads
-from ops.metrics import OPEN_SUBSCRIPTIONS, POOL_IN_USE
+from ops.metrics import OPEN_SUBSCRIPTIONS, POOL_IN_USE, UNTRUSTED
 from ops.record import CURRENT, RequestRecord
 
 
@@ -79,6 +79,15 @@ def is_subscription(context: ExecutionContext) -> bool:
         return context.operation_type is OperationType.SUBSCRIPTION
     except RuntimeError:  # no document, or no such operation
         return False
+
+
+def untrusted_operation() -> None:
+    """Audit mode let an operation outside the trusted documents run: counted, and its
+    request's log line says `"trusted": false`."""
+    UNTRUSTED.inc()
+    record = CURRENT.get()
+    if record is not None:
+        record.untrusted = True
 
 
 def answered_query(name: str | None, outcome: str = "ok") -> None:

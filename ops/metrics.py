@@ -54,6 +54,10 @@ STATEMENTS = Histogram(
     "SQL statements run to answer one GraphQL HTTP request.",
     buckets=(0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 100),
 )
+UNTRUSTED = Counter(
+    "chatql_untrusted_operations",
+    "Operations outside every trusted-document manifest, let through by audit mode.",
+)
 # Counted by `ops.instrument.OperationRecorder` for every transport: nothing else need touch it.
 OPEN_SUBSCRIPTIONS = Gauge(
     "chatql_subscriptions_open",

@@ -133,6 +133,8 @@ def finish(
         fields["protocol"] = protocol
     if record.trace_id is not None:
         fields["trace_id"] = record.trace_id
+    if record.untrusted:
+        fields["trusted"] = False
     logger.log(
         level,
         "%s %s %s",

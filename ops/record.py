@@ -22,6 +22,8 @@ class RequestRecord:
     outcome: str | None = None
     # The request's trace (hex), when tracing is on (`app.tracing`).
     trace_id: str | None = None
+    # Audit mode of trusted documents: the operation's text is in no manifest.
+    untrusted: bool = False
     # Strawberry's execution context, read once the response is sent: by then every
     # extension (the one that adds error codes included) has finished with it.
     execution: Any = None

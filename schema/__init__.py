@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Any
 
 import strawberry
@@ -13,6 +13,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
+from schema.budgets import budgets_of, charged_events
 from schema.errors import ErrorCodes
 from schema.feed import FeedQuery, FeedSubscription
 from schema.limits import Limits
@@ -54,6 +55,17 @@ class Schema(strawberry.Schema):
             provided_operation_name=operation_name,
             operation_extensions=operation_extensions,
         )
+
+    async def stream(
+        self, query: str | None, *args: Any, **kwargs: Any
+    ) -> AsyncGenerator[Any, None]:
+        """Strawberry's, with a subscription's events charged to the viewer's budget (every
+        streaming transport comes here: both WebSocket protocols and SSE)."""
+        results = await super().stream(query, *args, **kwargs)
+        context = kwargs.get("context_value")
+        if budgets_of(context) is None:
+            return results
+        return charged_events(results, context)
 
 
 def make_schema(

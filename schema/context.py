@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -16,6 +16,10 @@ from realtime.broker import Broker
 from schema.auth import Passwords, read_token
 from schema.config import Config
 from schema.errors import BAD_TOKEN, Unauthenticated
+
+if TYPE_CHECKING:
+    from schema.budgets import Budgets
+    from schema.trusted import TrustedDocuments
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,9 @@ class Services:
     # Single-statement reads on the hot path (the viewer, some loaders); see `db.reads`.
     # Defaults to read sessions of `read_sessionmaker`.
     driver_reads: Reads | None = None
+    # Issue 18, each None when off: the trusted documents and the cost budgets.
+    trusted: TrustedDocuments | None = None
+    budgets: Budgets | None = None
 
     @property
     def read_sessionmaker(self) -> async_sessionmaker[AsyncSession]:

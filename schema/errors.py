@@ -10,6 +10,10 @@
      ├── StaleRevision          CONFLICT, with `extensions.fields` and `currentRevision`
      ├── RateLimited            RATE_LIMITED
      ├── TooManyOperations      RATE_LIMITED (operations open at once on one WebSocket)
+ ├── OverBudget             RATE_LIMITED, with `extensions.retryAfter` (seconds): the viewer's
+ │                          cost budget is spent (`schema.budgets`); HTTP 429
+ ├── PersistedQueryRequired PERSISTED_QUERY_REQUIRED: not a trusted document (`schema.trusted`)
+ ├── PersistedQueryNotFound PERSISTED_QUERY_NOT_FOUND: no document has the hash or id sent
      ├── QueryTooComplex        QUERY_TOO_COMPLEX
      ├── TooSlow                SUBSCRIBER_TOO_SLOW (a subscription whose consumer fell behind)
      ├── CursorExpired          CURSOR_EXPIRED (a feed cursor after which changes were pruned)
@@ -51,6 +55,11 @@ TOO_MANY_FAILURES = "Too many failed logins; try again later."
 TOO_SLOW = "You fell too far behind on this subscription; subscribe again."
 CURSOR_EXPIRED = (
     "Changes after this cursor are no longer kept; reload and start from a fresh changesCursor."
+)
+OVER_BUDGET = "Your query budget is spent for now; try again in {seconds} s."
+PERSISTED_QUERY_REQUIRED = (
+    "This server runs trusted documents only: send the hash or id of an operation your app "
+    "shipped with."
 )
 UNAVAILABLE = "The service is unavailable for a moment; send the request again shortly."
 
@@ -149,6 +158,32 @@ class TooManyOperations(PublicError):
             "complete one first.",
             limit=limit,
         )
+
+
+class OverBudget(PublicError):
+    """The viewer's budget (`schema.budgets`) cannot pay for the operation; HTTP answers it
+    429 with `Retry-After`."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(OVER_BUDGET.format(seconds=retry_after), retryAfter=retry_after)
+        self.retry_after = retry_after
+
+
+class PersistedQueryRequired(PublicError):
+    code = "PERSISTED_QUERY_REQUIRED"
+
+    def __init__(self) -> None:
+        super().__init__(PERSISTED_QUERY_REQUIRED)
+
+
+class PersistedQueryNotFound(PublicError):
+    code = "PERSISTED_QUERY_NOT_FOUND"
+
+    def __init__(self) -> None:
+        # Apollo clients recognise the message as well as the code.
+        super().__init__("PersistedQueryNotFound")
 
 
 class QueryTooComplex(PublicError):

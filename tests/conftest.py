@@ -106,7 +106,8 @@ async def _truncate(url: str) -> None:
             await connection.execute(
                 text(
                     "TRUNCATE users, conversations, messages, login_failures, "
-                    "persisted_queries RESTART IDENTITY CASCADE"
+                    "persisted_queries, trusted_manifests, trusted_documents, cost_budgets "
+                    "RESTART IDENTITY CASCADE"
                 )
             )
     finally:

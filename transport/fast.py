@@ -29,10 +29,12 @@ from strawberry.asgi import GraphQL
 from strawberry.execution import optimized_is_awaitable
 
 from db.errors import Unavailable
+from schema.budgets import charge_operation
 from schema.caches import DocumentCache, PerDocument
 from schema.context import Context
-from schema.errors import ServiceUnavailable, public_error
+from schema.errors import PublicError, ServiceUnavailable, public_error
 from schema.limits import refusals, text_refusal
+from schema.trusted import admit
 from transport.deadline import note_result
 from transport.responses import JSON
 
@@ -81,9 +83,23 @@ class FastLane:
         context = await view.get_context(request, await view.get_sub_response(request))
         if context.auth_error is not None:
             return context
+        services = context.services
+        if services.budgets is not None:
+            request.state.budget_key = services.budgets.key_of(
+                context.viewer, context.client_address
+            )
+        try:
+            await admit(context, query)
+        except PublicError:
+            return context  # refused the usual way
         schema: Any = view.schema
         if self.refused(schema, document, variables, operation_name, context):
             return context
+        charge = await charge_operation(
+            context, schema._schema, document, operation_name, variables
+        )
+        if charge is not None and not charge.allowed:
+            return context  # refused the usual way, with the same charge
         name = operation_name or (operation.name.value if operation.name else None)
         result = await self.run(schema, document, variables, name, context)
         if not isinstance(result, ExecutionResult) or result.errors or result.extensions:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from graphql import GraphQLError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
@@ -35,8 +36,9 @@ from strawberry.types.execution import PreExecutionError
 from db.engine import read_session, write_transaction
 from db.models import utcnow
 from db.persisted_queries import get_persisted_query, save_persisted_query
-from schema.errors import INTERNAL
+from schema.errors import INTERNAL, PersistedQueryNotFound
 from schema.limits import DOCUMENT, TEXT_REFUSED
+from schema.trusted import TrustedDocuments
 from schema.validation import text_problem
 from transport.responses import Refusal
 
@@ -156,6 +158,17 @@ class PersistedQueries:
             return query, None
         return query, Registration(self, sha256, query)
 
+    def check_hash(self, sha256: str, query: str | None) -> None:
+        """Under trusted documents' enforce mode nothing registers, but a query sent with a
+        hash that is not its own is still 400."""
+        if query is not None and query_hash(query) != sha256:
+            raise Refusal(
+                400,
+                HASH_MISMATCH,
+                code="BAD_USER_INPUT",
+                fields={"sha256Hash": "is not the SHA-256 of the query"},
+            )
+
     def check(self, query: str) -> None:
         """Refuse a document the table cannot keep, before anything runs."""
         problem = text_problem(query)
@@ -171,6 +184,41 @@ class PersistedQueries:
                 limit=limit,
                 actual=size,
             )
+
+
+# Where a request names a trusted document by its id alone: the GraphQL-over-HTTP draft's
+# `documentId`, Relay's `doc_id` (its documentation's fetch function), or `id`.
+DOCUMENT_ID_KEYS = ("documentId", "doc_id", "id")
+
+
+async def document_id(request: Request) -> str | None:
+    """The id a request with no query names its document by, if any (see DOCUMENT_ID_KEYS)."""
+    if request.method == "GET":
+        source: Any = request.query_params
+    else:
+        try:
+            source = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(source, dict):
+            return None
+    for key in DOCUMENT_ID_KEYS:
+        found = source.get(key)
+        if isinstance(found, str) and found:
+            return found
+    return None
+
+
+async def trusted_text(trusted: TrustedDocuments, key: str, *, fallback: bool) -> str | None:
+    """The text of the trusted document a request names by hash or id alone. Unknown, it is
+    PERSISTED_QUERY_NOT_FOUND; except in audit mode for an APQ hash (`fallback`): None, and
+    the APQ store is asked."""
+    try:
+        return await trusted.lookup(key)
+    except PersistedQueryNotFound as error:
+        if trusted.enforcing or not fallback:
+            raise Refusal(None, error.message, code=error.code) from None
+        return None
 
 
 def registration_of(request: object) -> Registration | None:

@@ -5,7 +5,9 @@ is 405) and CSRF, Apollo Server's rule: a request a browser could send cross-sit
 preflight (no `Content-Type`, or `text/plain`, `application/x-www-form-urlencoded` or
 `multipart/form-data`) needs a non-empty `X-Requested-With`, `Apollo-Require-Preflight` or
 `X-Apollo-Operation-Name` header (GraphiQL's page is exempt). Then Strawberry parses the request,
-persisted queries are resolved, the operation runs, and:
+persisted queries and trusted documents sent by hash or id are resolved, the operation is
+admitted (`schema.trusted.admit`, before it is parsed: PERSISTED_QUERY_REQUIRED under enforce),
+it is charged to the viewer's budget (`schema.budgets`), it runs, and:
 
 - the answer is in `application/graphql-response+json` when the client prefers it, else JSON;
 - an operation that could not run (a request error: parse or validation error, a limit,
@@ -16,6 +18,8 @@ persisted queries are resolved, the operation runs, and:
 - a malformed request (not JSON, no query, an unknown `operationName`, several operations and
   none named, ...) is 400 and a mutation over GET 405, each with a GraphQL error body and
   `extensions.code` BAD_REQUEST;
+- an operation its budget cannot pay is 429 with `Retry-After`; with budgets on, every answer
+  to an operation has the `RateLimit-Policy` and `RateLimit` headers;
 - every refusal leaves its outcome in `request.state.refused` (`http_STATUS`, or the code of
   one that is not a fixed status, such as PERSISTED_QUERY_NOT_FOUND) for the request log;
 - anything unexpected (in the context, the database, this layer) is logged with the request id
@@ -45,14 +49,24 @@ from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET
 
 from db.errors import Unavailable
+from schema.budgets import BUDGET, Charge, over_budget_of
 from schema.context import Context, Services
-from schema.errors import INTERNAL, BadRequest, is_request_error
+from schema.errors import INTERNAL, BadRequest, PublicError, is_request_error
 from schema.limits import operation_name_refusal
 from schema.operation import OPERATION_NAME_REQUIRED, names_no_operation
+from schema.trusted import TrustedDocuments, admit
 from transport.body import BodyTooLarge
 from transport.deadline import note_result
 from transport.fast import FastLane
-from transport.persisted import Bounds, PersistedQueries, registration_of, requested_hash
+from transport.persisted import (
+    DOCUMENT_ID_KEYS,
+    Bounds,
+    PersistedQueries,
+    document_id,
+    registration_of,
+    requested_hash,
+    trusted_text,
+)
 from transport.responses import GRAPHQL_RESPONSE, JSON, Refusal, media_type_of
 from transport.websockets import TextWebSocketAdapter
 
@@ -163,7 +177,26 @@ class BaseGraphQLView(GraphQL[Context, None]):
             response.headers["vary"] = "Accept"
             if not ran and media_type == GRAPHQL_RESPONSE:
                 response.status_code = 400
+        self.budget_headers(request, response)
         return response
+
+    def budget_headers(self, request: Request, response: Response) -> None:
+        """With budgets on: 429 and `Retry-After` for an operation its budget refused, and
+        the `RateLimit-Policy` and `RateLimit` headers on every answer to a viewer."""
+        services: Services = request.app.state.services
+        budgets = services.budgets
+        if budgets is None:
+            return
+        retry_after: int | None = getattr(request.state, "retry_after_budget", None)
+        if retry_after is not None:
+            response.status_code = 429
+            response.headers["Retry-After"] = str(retry_after)
+        charge: Charge | None = getattr(request.state, BUDGET, None)
+        key: str | None = getattr(request.state, "budget_key", None)
+        if charge is None and key is not None:
+            charge = budgets.peek(key)
+        if charge is not None:
+            response.headers.update(budgets.headers(charge))
 
     def refuse_early(self, request: Request) -> None:
         if request.method not in ("GET", "POST"):
@@ -193,10 +226,11 @@ class BaseGraphQLView(GraphQL[Context, None]):
         return Refusal(exc.status_code, exc.reason)
 
     def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
-        # An Apollo client sends a persisted query over GET with no `query` parameter.
-        return (
-            super().should_render_graphql_ide(request)
-            and request.query_params.get("extensions") is None
+        # An Apollo client sends a persisted query over GET with no `query` parameter; a
+        # trusted document may be named by its id alone.
+        params = request.query_params
+        return super().should_render_graphql_ide(request) and not any(
+            params.get(key) is not None for key in ("extensions", *DOCUMENT_ID_KEYS)
         )
 
     def parse_json(self, data: str | bytes) -> Any:
@@ -217,17 +251,51 @@ class BaseGraphQLView(GraphQL[Context, None]):
             raise HTTPException(400, refusal.message)
         if refusal is not None:  # a name no operation has: refused as text, like the rest
             raise Refusal(None, refusal.message, **refusal.extensions)
+        request: Request = request_adapter.request
         sha256 = requested_hash(data.extensions)
+        trusted: TrustedDocuments | None = request.app.state.services.trusted
+        if trusted is not None and data.query is None:
+            key = sha256 or await document_id(request)
+            if key is not None:
+                data.query = await trusted_text(trusted, key, fallback=sha256 is not None)
+                if data.query is not None:
+                    return data
         if sha256 is not None:
-            request: Request = request_adapter.request
             store = self.persisted_queries(request)
+            if trusted is not None and trusted.enforcing:
+                # No registration under enforce: the text must be trusted on its own.
+                store.check_hash(sha256, data.query)
+                return data
             data.query, request.state.registration = await store.resolve(sha256, data.query)
         return data
+
+    async def execute_operation(  # type: ignore[override]
+        self, request: Request, request_data: Any, context: Context, **rest: Any
+    ) -> Any:
+        """Strawberry's, after the admission every transport makes (`schema.trusted.admit`);
+        the viewer's budget key is noted for the answer's RateLimit headers."""
+        services = context.services
+        if services.budgets is not None:
+            key = services.budgets.key_of(context.viewer, context.client_address)
+            request.state.budget_key = key
+        batch = request_data if isinstance(request_data, list) else [request_data]
+        for item in batch:
+            if item.query is not None:
+                try:
+                    await admit(context, item.query)
+                except PublicError as error:
+                    raise Refusal(None, error.message, **error.extensions) from None
+        return await super().execute_operation(
+            request=request, request_data=request_data, context=context, **rest
+        )
 
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
         ran = not isinstance(result, PreExecutionError)
+        over = over_budget_of(result)
+        if over is not None:
+            request.state.retry_after_budget = over
         request.state.graphql_ran = ran and not is_request_error(result)
         note_result(request.state, result.data, result.errors)  # 503 when it failed entirely
         registration = registration_of(request)

@@ -31,7 +31,7 @@ import json
 import logging
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractContextManager, suppress
-from typing import Any, Protocol, TypeGuard
+from typing import Any, Protocol, TypeGuard, cast
 
 import orjson
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -70,6 +70,7 @@ from schema.errors import (
     is_request_error,
 )
 from schema.limits import operation_name_refusal
+from schema.trusted import admit
 from schema.validation import text_problem
 
 logger = logging.getLogger("chatql.ws")
@@ -109,15 +110,53 @@ def request_refusal(payload: Mapping[str, object]) -> PublicError | None:
     (a query that is not a string, variables or extensions that are not objects) or the
     refusal of its `operationName`."""
     query = payload.get("query")
-    if query is None:
+    if query is None and document_key(payload) is None:
         return BadRequest(NO_QUERY)
-    if not isinstance(query, str):
+    if not isinstance(query, str | None):
         return BadRequest(BAD_QUERY)
     if not isinstance(payload.get("variables"), dict | None):
         return BadRequest(BAD_VARIABLES)
     if not isinstance(payload.get("extensions"), dict | None):
         return BadRequest(BAD_EXTENSIONS)
     return operation_name_refusal(payload.get("operationName"))
+
+
+def document_key(payload: Mapping[str, object]) -> str | None:
+    """The hash or id a payload with no query names a trusted document by, as over HTTP:
+    `extensions.persistedQuery.sha256Hash`, or `documentId`, `doc_id` or `id`."""
+    extensions = payload.get("extensions")
+    persisted = extensions.get("persistedQuery") if isinstance(extensions, dict) else None
+    candidates = [persisted.get("sha256Hash") if isinstance(persisted, dict) else None]
+    candidates += [payload.get(key) for key in ("documentId", "doc_id", "id")]
+    return next((found for found in candidates if isinstance(found, str) and found), None)
+
+
+async def admitted(context: Context, query: str | None, key: str | None) -> str | PublicError:
+    """The text an operation runs (a trusted document's, when it is sent by hash or id
+    alone), or why it may not: the admission of `schema.trusted.admit`, as over HTTP."""
+    try:
+        if query is None:
+            trusted = context.services.trusted
+            if trusted is None or key is None:
+                return BadRequest(NO_QUERY)
+            query = await trusted.lookup(key)
+        await admit(context, query)
+    except PublicError as error:
+        return error
+    return query
+
+
+async def _admitted_or_refused(
+    handler: Any, record: Record, context: Context, op_id: str, query: str | None
+) -> str | None:
+    """The operation's text; or None once the client has been sent the error refusing it."""
+    key = handler.document_keys.pop(op_id, None)
+    found = await admitted(context, query, key)
+    if isinstance(found, str):
+        return found
+    record.outcome = found.code
+    await handler.websocket.send_json({"id": op_id, "type": "error", "payload": [formatted(found)]})
+    return None
 
 
 def close_reason(reason: str) -> str:
@@ -220,6 +259,11 @@ async def _operation_context(handler: Any, record: Record) -> Context | list[dic
 class TransportWSProtocol(BaseGraphQLTransportWSHandler[Context, None]):
     """`graphql-transport-ws` (the graphql-ws library's protocol)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The hash or id of each operation sent without its text (trusted documents).
+        self.document_keys: dict[str, str | None] = {}
+
     async def handle_message(self, message: Any) -> None:
         kind = message.get("type")
         if kind in ("subscribe", "complete"):
@@ -254,10 +298,11 @@ class TransportWSProtocol(BaseGraphQLTransportWSHandler[Context, None]):
                 {"id": message["id"], "type": "error", "payload": [formatted(refusal)]}
             )
             return
+        self.document_keys[message["id"]] = document_key(payload)
         operation: Operation[Context, None] = Operation(
             self,
             message["id"],
-            payload["query"],
+            payload.get("query"),
             payload.get("variables"),
             payload.get("operationName"),
         )
@@ -273,8 +318,13 @@ class TransportWSProtocol(BaseGraphQLTransportWSHandler[Context, None]):
                     error: Any = {"id": operation.id, "type": "error", "payload": context}
                     await operation.send_operation_message(error)
                     return
+                query = await _admitted_or_refused(
+                    self, record, context, operation.id, operation.query
+                )
+                if query is None:
+                    return
                 stream = await self.schema.stream(
-                    operation.query,
+                    query,
                     variable_values=operation.variables,
                     context_value=context,
                     operation_name=operation.operation_name,
@@ -313,6 +363,11 @@ class LegacyWSProtocol(BaseGraphQLWSHandler[Context, None]):
     connection that sends no `connection_init` within the view's init timeout is closed with
     4408, as the new protocol does (Strawberry waits forever).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The hash or id of each operation sent without its text (trusted documents).
+        self.document_keys: dict[str, str | None] = {}
 
     async def handle(self) -> None:
         timer = asyncio.create_task(self._close_unless_initialised())
@@ -381,6 +436,12 @@ class LegacyWSProtocol(BaseGraphQLWSHandler[Context, None]):
                 {"type": "error", "id": message["id"], "payload": [formatted(refusal)]}
             )
             return
+        if self.connection_acknowledged:
+            payload: Any = message["payload"]
+            self.document_keys[message["id"]] = document_key(payload)
+            message = cast(
+                StartMessage, {**message, "payload": {**payload, "query": payload.get("query")}}
+            )
         await super().handle_start(message)
 
     async def handle_async_results(
@@ -397,8 +458,13 @@ class LegacyWSProtocol(BaseGraphQLWSHandler[Context, None]):
                     error = {"type": "error", "id": operation_id, "payload": context}
                     await self.websocket.send_json(error)
                     return
+                admitted_query = await _admitted_or_refused(
+                    self, record, context, operation_id, query
+                )
+                if admitted_query is None:
+                    return
                 stream = await self.schema.stream(
-                    query=query,
+                    query=admitted_query,
                     variable_values=variables,
                     operation_name=operation_name,
                     context_value=context,
