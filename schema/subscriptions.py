@@ -9,10 +9,11 @@ request after that moment would be refused.
 Notifications lost while the LISTEN connection was down (issue 13) are made up for: when it
 comes back the hub sends a `resync` batch, and the subscription reads the ids of the
 conversation's messages above the last one it delivered (or, before its first, above the
-highest id just before it subscribed), which follow commit order within a conversation
+highest id once it had subscribed), which follow commit order within a conversation
 (`db.messages.message_ids_after`). Later batches drop ids at or below the last delivered, so
-nothing arrives twice. (So a resync may bring a message committed in the instant between
-that read and the subscription, which a live notification would not have.)
+nothing arrives twice. That highest id is read after subscribing (subscribing stays the first
+thing the operation does, as before): a message committed in the instant between the two whose
+notification a cut of the LISTEN connection also loses is the one case still missed.
 """
 
 from __future__ import annotations
@@ -52,15 +53,14 @@ class Subscription:
         viewer = require_viewer(context)
         pk = decode_conversation_id(conversation_id, field="conversationId")
         sessionmaker = context.sessionmaker
-        # What a resync reads above until a message is delivered: the highest id before the
-        # subscription exists, so that one lost while it was being made is read too.
-        (floor,) = await idempotent_read(
-            sessionmaker, partial(message_ids_after, conversation_id=pk, after=None)
-        ) or [0]
         # Subscribe before checking access, so no message committed after the check is missed.
         async with context.services.broker.hub.subscribe(pk, viewer_id=viewer.id) as subscription:
             if await make_loaders(sessionmaker, viewer).conversation_by_id.get(pk) is None:
                 raise NotFound()
+            # What a resync reads above until a message is delivered.
+            (floor,) = await idempotent_read(
+                sessionmaker, partial(message_ids_after, conversation_id=pk, after=None)
+            ) or [0]
             delivered = 0
             while True:
                 try:

@@ -245,6 +245,8 @@ async def test_message_added_makes_up_for_what_was_sent_while_the_listener_was_c
             {"id": gid("Conversation", conversation)},
         )
         await wait_for_subscribers(app, 1)
+        await send(api, token, conversation, "ready")  # the subscription has settled
+        got.append((await socket.next_data("1"))["messageAdded"]["content"])
         for round_ in range(3):
             await send(api, token, conversation, f"{round_}: before the cut")
             gate.clear()
@@ -257,7 +259,7 @@ async def test_message_added_makes_up_for_what_was_sent_while_the_listener_was_c
                 got.append((await socket.next_data("1"))["messageAdded"]["content"])
         await send(api, token, conversation, "sentinel")
         got.append((await socket.next_data("1"))["messageAdded"]["content"])
-    assert got == [
+    assert got == ["ready"] + [
         f"{round_}: {what}"
         for round_ in range(3)
         for what in ("before the cut", "in the gap 0", "in the gap 1")
