@@ -20,20 +20,30 @@ conversation_id, message_id, at)` keyed by `(user_id, position)`. A change names
 about by id only (no foreign keys): it outlives a deleted conversation or message, as the
 tombstone of that deletion. Retention removes changes older than a cutoff and raises
 `pruned_through`, so a reader can tell a cursor whose successors are gone (`CURSOR_EXPIRED`).
+
+Announcing. A feed's readers are told "user U's feed has grown to position P" once the write
+commits, and then read the feed after the last position they delivered: the announcement is a
+wake-up, never the content. On PostgreSQL the recording statement itself calls
+`pg_notify(FEED_CHANNEL, 'U:P')` (NOTIFY is delivered at commit, in commit order, never for a
+rolled-back write), so a write still costs one statement per user. On SQLite (one process) the
+functions registered with `on_local_commit` for the database are called after the commit.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, select, text
+from sqlalchemy import BigInteger, Integer, Row, String, Table, bindparam, event, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from db.models import Change, Feed, UTCDateTime, utcnow
 
@@ -62,21 +72,33 @@ class NewChange:
     message_id: int | None = None
 
 
-# PostgreSQL: raise the head (row-locked until commit) and store the changes, one statement.
+# The PostgreSQL channel on which a write announces `<user id>:<head>` at commit.
+FEED_CHANNEL = "chatql_feeds"
+
+# PostgreSQL: raise the head (row-locked until commit), store the changes and announce the new
+# head, one statement. `announced` calls a volatile function, so it is evaluated once.
 _RECORD_POSTGRES = text(
-    """
+    f"""
     WITH head AS (
         INSERT INTO feeds (user_id, head, pruned_through) VALUES (:user_id, :count, 0)
         ON CONFLICT (user_id) DO UPDATE SET head = feeds.head + excluded.head
-        RETURNING head
+        RETURNING user_id, head
+    ),
+    stored AS (
+        INSERT INTO changes (user_id, position, kind, conversation_id, message_id, at)
+        SELECT :user_id, head.head - :count + v.k, v.kind, v.conversation_id, v.message_id, :at
+        FROM head,
+             unnest(CAST(:kinds AS text[]), CAST(:conversation_ids AS text[]),
+                    CAST(:message_ids AS bigint[])) WITH ORDINALITY
+                 AS v(kind, conversation_id, message_id, k)
+        RETURNING position
+    ),
+    announced AS (
+        SELECT pg_notify('{FEED_CHANNEL}', CAST(user_id AS text) || ':' || CAST(head AS text))
+            AS done
+        FROM head
     )
-    INSERT INTO changes (user_id, position, kind, conversation_id, message_id, at)
-    SELECT :user_id, head.head - :count + v.k, v.kind, v.conversation_id, v.message_id, :at
-    FROM head,
-         unnest(CAST(:kinds AS text[]), CAST(:conversation_ids AS text[]),
-                CAST(:message_ids AS bigint[])) WITH ORDINALITY
-             AS v(kind, conversation_id, message_id, k)
-    RETURNING position
+    SELECT stored.position FROM stored, announced
     """
 ).bindparams(bindparam("at", type_=UTCDateTime()))
 # SQLite (one writer at a time): positions follow the head; the trigger `changes_raise_head`
@@ -123,7 +145,58 @@ async def record(
             statement = _RECORD_SQLITE
         result = await session.execute(statement, params)
         positions[user_id] = sorted(int(position) for (position,) in result.all())
+    if not postgres:
+        _announce_after_commit(session, positions)
     return positions
+
+
+# SQLite: what to call, per database URL, when a transaction that recorded changes commits.
+FeedListener = Callable[[int, int], None]
+_local_listeners: dict[str, list[FeedListener]] = {}
+_PENDING_HEADS = "chatql.feed.pending"
+
+
+@contextmanager
+def on_local_commit(database_url: str, listener: FeedListener) -> Iterator[None]:
+    """While the block runs, `listener(user_id, head)` is called after every commit, in this
+    process, of a transaction that recorded changes on the SQLite database `database_url`
+    (PostgreSQL announces through `FEED_CHANNEL` instead). Never on rollback."""
+    key = _url_key(database_url)
+    _local_listeners.setdefault(key, []).append(listener)
+    try:
+        yield
+    finally:
+        _local_listeners[key].remove(listener)
+        if not _local_listeners[key]:
+            del _local_listeners[key]
+
+
+def _url_key(database_url: str) -> str:
+    return make_url(database_url).render_as_string(hide_password=True)
+
+
+def _announce_after_commit(session: AsyncSession, positions: dict[int, list[int]]) -> None:
+    pending: dict[int, int] | None = session.info.get(_PENDING_HEADS)
+    if pending is None:
+        pending = session.info[_PENDING_HEADS] = {}
+        sync_session = session.sync_session
+
+        def deliver(committed: Session) -> None:
+            heads = dict(pending)
+            pending.clear()
+            listeners = _local_listeners.get(_url_key(str(committed.get_bind().engine.url)), ())
+            for user_id, head in heads.items():
+                for listener in list(listeners):
+                    listener(user_id, head)
+
+        def forget(_: Session) -> None:
+            pending.clear()
+
+        event.listen(sync_session, "after_commit", deliver)
+        event.listen(sync_session, "after_rollback", forget)
+    for user_id, stored in positions.items():
+        if stored:
+            pending[user_id] = max(stored[-1], pending.get(user_id, 0))
 
 
 @dataclass(frozen=True)
@@ -159,3 +232,53 @@ async def read_changes(
         .limit(limit)
     )
     return list((await session.execute(statement)).all())
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    """A page of a feed, read in one statement with the feed's state at that moment: `rows`
+    are changes (`position`, `kind`, `conversation_id`, `message_id`, `at`) oldest first."""
+
+    state: FeedState
+    rows: list[Row[Any]]
+
+
+_READ_FEED = text(
+    """
+    SELECT f.head AS feed_head, f.pruned_through AS feed_pruned_through,
+           c.position, c.kind, c.conversation_id, c.message_id, c.at
+    FROM (SELECT CAST(:user_id AS INTEGER) AS user_id) AS me
+    LEFT JOIN feeds AS f ON f.user_id = me.user_id
+    LEFT JOIN (
+        SELECT position, kind, conversation_id, message_id, at FROM changes
+        WHERE user_id = :user_id AND position > :after
+          AND position > COALESCE(
+              (SELECT pruned_through FROM feeds WHERE user_id = :user_id), 0)
+        ORDER BY position
+        LIMIT :limit
+    ) AS c ON 1 = 1
+    ORDER BY c.position
+    """
+).columns(
+    feed_head=BigInteger(),
+    feed_pruned_through=BigInteger(),
+    position=BigInteger(),
+    kind=String(),
+    conversation_id=String(),
+    message_id=Integer(),
+    at=UTCDateTime(),
+)
+
+
+async def read_feed(session: AsyncSession, *, user_id: int, after: int, limit: int) -> FeedPage:
+    """Up to `limit` changes of `user_id`'s feed after position `after`, oldest first, and the
+    feed's head and `pruned_through` as of the same snapshot: one statement, so a caller can
+    tell whether changes after `after` were pruned without a second round trip. Changes at or
+    before `pruned_through` are never returned, even while retention is still deleting them."""
+    result = await session.execute(_READ_FEED, {"user_id": user_id, "after": after, "limit": limit})
+    rows = list(result.all())
+    first = rows[0]
+    state = FeedState(
+        head=int(first.feed_head or 0), pruned_through=int(first.feed_pruned_through or 0)
+    )
+    return FeedPage(state=state, rows=[row for row in rows if row.position is not None])

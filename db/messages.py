@@ -198,3 +198,24 @@ async def revisions_by_message(
     for row in (await session.execute(statement)).all():
         found[row.message_id].append(row)
     return found
+
+
+async def message_ids_after(
+    session: AsyncSession, *, conversation_id: str, after: int | None
+) -> list[int]:
+    """The ids of the conversation's messages above `after`, lowest first; `after` None: the
+    highest id alone (none for an empty conversation). Every write of messages holds the
+    conversation's row lock until it commits, so within one conversation ids are given out in
+    commit order: "above the last one seen" misses nothing that commits later."""
+    if after is None:
+        statement = select(func.max(messages.c.id)).where(
+            messages.c.conversation_id == conversation_id
+        )
+        highest = (await session.execute(statement)).scalar()
+        return [int(highest)] if highest is not None else []
+    statement = (
+        select(messages.c.id)
+        .where(messages.c.conversation_id == conversation_id, messages.c.id > after)
+        .order_by(messages.c.id)
+    )
+    return [int(i) for i in (await session.execute(statement)).scalars()]

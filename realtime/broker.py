@@ -5,17 +5,20 @@
      └── PostgresBroker   PostgreSQL (any number of processes): NOTIFY in the transaction,
                           one LISTEN connection per process (realtime/postgres.py)
 
-Both hand committed ids to the process's `Hub`, which fans them out by conversation.
+Both hand committed ids to the process's `Hub`, which fans them out by conversation, and the
+heads of feeds that grew (`db.changes`), which it fans out by user.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Protocol
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.changes import on_local_commit
 from db.engine import is_sqlite
 from realtime.hub import Hub
 from realtime.postgres import PostgresBroker
@@ -40,8 +43,10 @@ PENDING = "chatql.realtime.pending"
 class LocalBroker:
     """Delivers within this process once the writing transaction commits; never on rollback."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, database_url: str = "") -> None:
         self.hub = hub
+        self.database_url = database_url
+        self._feeds = contextlib.ExitStack()
 
     async def publish(
         self, session: AsyncSession, *, conversation_id: str, message_ids: Sequence[int]
@@ -65,14 +70,15 @@ class LocalBroker:
         pending.append((conversation_id, tuple(message_ids)))
 
     async def start(self) -> None:
-        return None
+        if self.database_url:
+            self._feeds.enter_context(on_local_commit(self.database_url, self.hub.deliver_feed))
 
     async def close(self) -> None:
-        return None
+        self._feeds.close()
 
 
 def make_broker(database_url: str, *, queue_size: int) -> Broker:
     hub = Hub(queue_size)
     if is_sqlite(database_url):
-        return LocalBroker(hub)
+        return LocalBroker(hub, database_url)
     return PostgresBroker(database_url, hub)

@@ -1,8 +1,14 @@
-"""Fan-out within one process: each subscriber has a bounded queue of committed message ids.
+"""Fan-out within one process: each subscriber has a bounded queue of committed message ids
+(`messageAdded`, by conversation) or of feed heads (`changes`, by user).
 
 Delivery never waits on a subscriber: a queue that is full means its consumer has fallen
 behind, and that subscription is ended with `SubscriberTooSlow` (its queued events are dropped)
 instead of letting memory grow.
+
+A feed subscriber's queue holds wake-ups, not content: "the feed has grown to position P"
+(`deliver_feed`) or "notifications may have been lost: read again" (`resync`, sent when the
+LISTEN connection comes back). Its consumer reads the feed after the last position it
+delivered, so a lost or merged wake-up costs nothing as long as a later one arrives.
 """
 
 from __future__ import annotations
@@ -34,10 +40,12 @@ class ViewerGone(SubscriptionEnded):
 
 @dataclass(frozen=True)
 class Batch:
-    """Messages one transaction added to one conversation, in the order they were written."""
+    """Messages one transaction added to one conversation, in the order they were written; or,
+    with `resync`, no ids: notifications may have been lost, the subscriber reads again."""
 
     conversation_id: str
     message_ids: tuple[int, ...]
+    resync: bool = False
 
 
 class Subscription:
@@ -76,17 +84,110 @@ class Subscription:
         return item
 
 
+# A feed wake-up that names no position: read whatever follows the last delivered one.
+RESYNC = -1
+
+
+class FeedSubscription:
+    """Wake-ups for one subscriber of `viewer_id`'s feed: positions the feed has grown to, or
+    `RESYNC`. `offer`, `end` and `next_head` behave as `Subscription`'s."""
+
+    def __init__(self, viewer_id: int, queue_size: int) -> None:
+        self.viewer_id = viewer_id
+        self.queue_size = queue_size
+        self._queue: asyncio.Queue[int | SubscriptionEnded] = asyncio.Queue(queue_size + 1)
+        self.ended: SubscriptionEnded | None = None
+
+    def offer(self, head: int) -> bool:
+        if self.ended is not None:
+            return False
+        if self._queue.qsize() >= self.queue_size:
+            self.end(SubscriberTooSlow(self.queue_size))
+            return False
+        self._queue.put_nowait(head)
+        return True
+
+    def end(self, reason: SubscriptionEnded) -> None:
+        if self.ended is not None:
+            return
+        self.ended = reason
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(reason)
+
+    async def next_head(self) -> int:
+        """The next wake-up; raises the reason once the subscription has been ended."""
+        item = await self._queue.get()
+        if isinstance(item, SubscriptionEnded):
+            self._queue.put_nowait(item)
+            raise item
+        return item
+
+    def drain(self) -> None:
+        """Forget the wake-ups queued so far (a read that starts now covers them); raises the
+        reason if the subscription has been ended."""
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, SubscriptionEnded):
+                self._queue.put_nowait(item)
+                raise item
+
+
 class Hub:
     def __init__(self, queue_size: int) -> None:
         self.queue_size = queue_size
         self._by_conversation: dict[str, set[Subscription]] = {}
+        self._by_feed: dict[int, set[FeedSubscription]] = {}
 
     @property
     def subscriber_count(self) -> int:
-        return sum(len(group) for group in self._by_conversation.values())
+        return sum(len(group) for group in self._by_conversation.values()) + sum(
+            len(group) for group in self._by_feed.values()
+        )
 
     def viewer_ids(self) -> set[int]:
-        return {s.viewer_id for group in self._by_conversation.values() for s in group}
+        return {s.viewer_id for group in self._by_conversation.values() for s in group} | set(
+            self._by_feed
+        )
+
+    def deliver_feed(self, user_id: int, head: int) -> None:
+        """`user_id`'s feed has grown to `head` (committed)."""
+        for subscription in list(self._by_feed.get(user_id, ())):
+            if not subscription.offer(head):
+                logger.warning(
+                    "ending a subscription to the feed of user %s: %s", user_id, subscription.ended
+                )
+                self._remove_feed(subscription)
+
+    def resync(self) -> None:
+        """Notifications may have been lost (the LISTEN connection came back): every
+        subscriber reads again after the last thing it delivered (a feed's position, a
+        conversation's message id)."""
+        for conversation_id, conversation_group in list(self._by_conversation.items()):
+            for conversation_subscription in list(conversation_group):
+                if not conversation_subscription.offer(Batch(conversation_id, (), resync=True)):
+                    self._remove(conversation_subscription)
+        for group in list(self._by_feed.values()):
+            for subscription in list(group):
+                if not subscription.offer(RESYNC):
+                    self._remove_feed(subscription)
+
+    @contextlib.asynccontextmanager
+    async def subscribe_feed(self, *, viewer_id: int) -> AsyncIterator[FeedSubscription]:
+        subscription = FeedSubscription(viewer_id, self.queue_size)
+        self._by_feed.setdefault(viewer_id, set()).add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._remove_feed(subscription)
+
+    def _remove_feed(self, subscription: FeedSubscription) -> None:
+        group = self._by_feed.get(subscription.viewer_id)
+        if group is None:
+            return
+        group.discard(subscription)
+        if not group:
+            del self._by_feed[subscription.viewer_id]
 
     def deliver(self, conversation_id: str, message_ids: Sequence[int]) -> None:
         group = self._by_conversation.get(conversation_id)
@@ -105,6 +206,10 @@ class Hub:
 
     def end_for_viewers(self, viewer_ids: Iterable[int]) -> None:
         gone = set(viewer_ids)
+        for user_id in gone & set(self._by_feed):
+            for feed_subscription in list(self._by_feed[user_id]):
+                feed_subscription.end(ViewerGone(user_id))
+                self._remove_feed(feed_subscription)
         for group in list(self._by_conversation.values()):
             for subscription in list(group):
                 if subscription.viewer_id in gone:

@@ -5,9 +5,17 @@ and delivers transactions in commit order, so a rolled-back message is never ann
 payload carries ids only (`<conversation id>:<id>,<id>,...`), split to stay under PostgreSQL's
 8000-byte limit; subscribers load the messages themselves, through the loaders.
 
+The same connection LISTENs on `db.changes.FEED_CHANNEL`, where every write that records
+changes announces `<user id>:<head>` (from the recording statement itself); the hub wakes that
+user's feed subscribers, who read the feed themselves.
+
 Each process holds one dedicated asyncpg connection that LISTENs. When it dies (database restart,
 `pg_terminate_backend`, a network cut caught by the periodic health check) it is opened again
-with exponential backoff. Notifications sent while it was down are lost to this process.
+with exponential backoff. Notifications sent while it was down are lost to this process: once
+LISTEN is in place again, the hub tells every feed subscriber to read its feed again from its
+last delivered position (`Hub.resync`), so the `changes` subscription loses nothing, and
+every `messageAdded` subscriber reads its conversation's messages above the last one it
+delivered (see `schema.subscriptions`).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.changes import FEED_CHANNEL
 from db.notifications import notify
 from realtime.background import stop
 from realtime.hub import Hub
@@ -111,7 +120,10 @@ class PostgresBroker:
         try:
             connection.add_termination_listener(lambda _: lost.set())
             await connection.add_listener(CHANNEL, self._on_notification)
+            await connection.add_listener(FEED_CHANNEL, self._on_feed_notification)
             self.connection = connection
+            # Whatever was announced while no LISTEN was in place is lost: readers read again.
+            self.hub.resync()
             self._connected.set()
             logger.info("listening on %s", CHANNEL)
             while not lost.is_set() and not connection.is_closed():
@@ -132,3 +144,10 @@ class PostgresBroker:
             logger.error("ignoring a malformed notification on %s: %r", CHANNEL, payload[:200])
             return
         self.hub.deliver(conversation_id, message_ids)
+
+    def _on_feed_notification(self, _: Any, __: int, ___: str, payload: str) -> None:
+        user_id, _sep, head = payload.partition(":")
+        try:
+            self.hub.deliver_feed(int(user_id), int(head))
+        except ValueError:
+            logger.error("ignoring a malformed notification on %s: %r", FEED_CHANNEL, payload[:200])

@@ -9,11 +9,13 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from schema.budgets import budgets_of, charged_events
 from schema.errors import ErrorCodes, Refused
+from schema.feed import FeedQuery, FeedSubscription
 from schema.limits import Limits
 from schema.mutations import Mutation
 from schema.operation import OperationContext
@@ -102,9 +104,9 @@ def make_schema(
     """`planned` runs the query shapes `schema.plan` covers on the plan (Strawberry runs the
     rest); without it, Strawberry runs everything."""
     return Schema(
-        query=Query,
+        query=merge_types("Query", (Query, FeedQuery)),
         mutation=Mutation,
-        subscription=Subscription,
+        subscription=merge_types("Subscription", (Subscription, FeedSubscription)),
         types=[User, Conversation, Message],
         extensions=[ErrorCodes, RejectBadTokens, Limits, *extensions, Started],
         config=StrawberryConfig(scalar_map=SCALARS, **config),

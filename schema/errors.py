@@ -16,6 +16,7 @@
  ├── PersistedQueryNotFound PERSISTED_QUERY_NOT_FOUND: no document has the hash or id sent
      ├── QueryTooComplex        QUERY_TOO_COMPLEX
      ├── TooSlow                SUBSCRIBER_TOO_SLOW (a subscription whose consumer fell behind)
+     ├── CursorExpired          CURSOR_EXPIRED (a feed cursor after which changes were pruned)
      └── ServiceUnavailable     SERVICE_UNAVAILABLE, with `extensions.retryAfter` (seconds): the
                                 database did not answer in time or its connection broke
                                 (`db.errors.Unavailable`); the same request may be sent again
@@ -52,6 +53,9 @@ INTERNAL = "Internal server error."
 INVALID_INPUT = "Invalid input."
 TOO_MANY_FAILURES = "Too many failed logins; try again later."
 TOO_SLOW = "You fell too far behind on this subscription; subscribe again."
+CURSOR_EXPIRED = (
+    "Changes after this cursor are no longer kept; reload and start from a fresh changesCursor."
+)
 OVER_BUDGET = "Your query budget is spent for now; try again in {seconds} s."
 PERSISTED_QUERY_REQUIRED = (
     "This server runs trusted documents only: send the hash or id of an operation your app "
@@ -194,6 +198,16 @@ class TooSlow(PublicError):
 
     def __init__(self, queue_size: int) -> None:
         super().__init__(TOO_SLOW, queueSize=queue_size)
+
+
+class CursorExpired(PublicError):
+    """A change after this feed cursor has been pruned (retention): the client reloads its
+    state and starts again from a fresh `changesCursor`."""
+
+    code = "CURSOR_EXPIRED"
+
+    def __init__(self, message: str = CURSOR_EXPIRED) -> None:
+        super().__init__(message)
 
 
 class ServiceUnavailable(PublicError):

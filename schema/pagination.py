@@ -34,10 +34,9 @@ def row_keyset(kind: CursorKind, row: Row[Any]) -> Keyset:
 MAX_CURSOR_LENGTH = 200
 
 
-def decode_cursor(kind: CursorKind, cursor: str, *, field: str) -> Keyset:
-    """The keyset of one of our cursors, each value within its column's domain; anything else
-    is BAD_USER_INPUT naming `field`. The JSON inside is read only once it is short and flat
-    (one list, no objects), so decoding never recurses."""
+def cursor_values(cursor: str, *, tag: str, field: str) -> list[Any]:
+    """The JSON list inside one of our cursors whose first value is `tag` (the values after
+    it unchecked); anything else is BAD_USER_INPUT naming `field`."""
     bad = BadUserInput.one(field, "not a valid cursor for this connection")
     if len(cursor) > MAX_CURSOR_LENGTH:
         raise bad
@@ -49,8 +48,17 @@ def decode_cursor(kind: CursorKind, cursor: str, *, field: str) -> Keyset:
         values = json.loads(raw)
     except (binascii.Error, UnicodeError, ValueError):
         raise bad from None
-    if not isinstance(values, list) or not values or values[0] != kind[0]:
+    if not isinstance(values, list) or not values or values[0] != tag:
         raise bad
+    return values
+
+
+def decode_cursor(kind: CursorKind, cursor: str, *, field: str) -> Keyset:
+    """The keyset of one of our cursors, each value within its column's domain; anything else
+    is BAD_USER_INPUT naming `field`. The JSON inside is read only once it is short and flat
+    (one list, no objects), so decoding never recurses."""
+    bad = BadUserInput.one(field, "not a valid cursor for this connection")
+    values = cursor_values(cursor, tag=kind[0], field=field)
     try:
         if kind == "user":
             (_, user_id) = values
