@@ -100,16 +100,6 @@ def request_id_of(connection: HTTPConnection) -> str:
     return found
 
 
-def refuse_cross_site(request: HTTPConnection) -> None:
-    """Apollo Server's CSRF rule (see the module): `Refusal` 400 for a request a browser could
-    send cross-site without a preflight. Also the rule of `GET /export` (`transport.export`)."""
-    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if content_type not in SIMPLE_CONTENT_TYPES:
-        return  # a browser asks the server first (a preflight), and CORS decides
-    if not any(request.headers.get(name, "").strip() for name in PREFLIGHT_HEADERS):
-        raise Refusal(400, CSRF_REFUSED)
-
-
 class RequestAdapter(StarletteRequestAdapter):
     """Strawberry's adapter, keeping the request for the hooks that are only given this."""
 
@@ -213,7 +203,11 @@ class BaseGraphQLView(GraphQL[Context, None]):
             raise Refusal(405, METHOD_NOT_ALLOWED, headers={"Allow": "GET, POST"})
         if self.should_render_graphql_ide(self.request_adapter_class(request)):
             return
-        refuse_cross_site(request)
+        content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if content_type not in SIMPLE_CONTENT_TYPES:
+            return  # a browser asks the server first (a preflight), and CORS decides
+        if not any(request.headers.get(name, "").strip() for name in PREFLIGHT_HEADERS):
+            raise Refusal(400, CSRF_REFUSED)
 
     def refuse(self, request: Request, refusal: Refusal, media_type: str) -> Response:
         request.state.refused = refusal.outcome
