@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pytest
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,6 +28,7 @@ from tests.factories import (
 )
 from tests.helpers import Api
 from tests.process import run_command, serve
+from tests.test_ops import sample
 
 DATA = Path(__file__).resolve().parent / "data"
 Sessionmaker = async_sessionmaker[AsyncSession]
@@ -588,3 +591,38 @@ async def _feed(sm: Sessionmaker, user_id: int) -> dict[str, list[str]]:
 
 def _messages_by_conversation(lines: list[dict[str, Any]]) -> dict[str, list[str]]:
     return {line["id"]: [message["id"] for message in line["messages"]] for line in lines}
+
+
+async def test_an_export_is_logged_and_counted_as_an_operation(
+    api: Api, sessionmaker: Sessionmaker, caplog: pytest.LogCaptureFixture
+) -> None:
+    owner = await make_user(sessionmaker)
+    await make_messages(
+        sessionmaker,
+        conversation_id=await make_conversation(sessionmaker, owner_id=owner),
+        count=3,
+    )
+    caplog.set_level(logging.INFO, logger="chatql.request")
+    ok_before = sample("chatql_graphql_requests_total", operation="export", outcome="ok")
+    refused_before = sample("chatql_graphql_requests_total", operation="none", outcome="http_401")
+
+    done = await api.client.get("/export", headers={"Authorization": f"Bearer {token_for(owner)}"})
+    refused = await api.client.get("/export")
+
+    lines = [dict(r.fields) for r in caplog.records if r.name == "chatql.request"]  # type: ignore[attr-defined]
+    assert [
+        (line["method"], line["path"], line["status"], line["operation"], line["outcome"])
+        for line in lines
+    ] == [("GET", "/export", 200, "export", "ok"), ("GET", "/export", 401, None, "http_401")]
+    assert [line["request_id"] for line in lines] == [
+        done.headers["x-request-id"],
+        refused.headers["x-request-id"],
+    ]
+    assert lines[0]["statements"] >= 3  # the viewer, the conversations, the messages
+    assert (
+        sample("chatql_graphql_requests_total", operation="export", outcome="ok") == ok_before + 1
+    )
+    assert (
+        sample("chatql_graphql_requests_total", operation="none", outcome="http_401")
+        == refused_before + 1
+    )
