@@ -11,8 +11,8 @@ be in it or not, and one edited meanwhile appears once, in one of its states.
 - Conversations come in id order, `CONVERSATION_BATCH` at a time (`conversation_batches`).
 - Messages of a batch of conversations come in (conversation id, `created_at`, id) order,
   `MESSAGE_BATCH` at a time: the order of the `ix_messages_conversation_created` index, read
-  without a sort (`message_batches`); each batch brings the earlier contents of its edited
-  messages with one more statement (`Revision`).
+  as ranges of it without a sort (`message_batches`); each batch brings the earlier contents
+  of its edited messages with one more statement (`Revision`).
 
 Memory is bounded by a batch: `MESSAGE_BATCH` messages of at most the largest content.
 """
@@ -117,24 +117,49 @@ async def one_conversation(
 async def message_batches(
     sessionmaker: Sessionmaker, *, conversation_ids: Sequence[str]
 ) -> AsyncIterator[MessageBatch]:
-    """The messages of these conversations in (conversation id, `created_at`, id) order,
-    `MESSAGE_BATCH` a batch, each with its edited messages' earlier contents."""
-    order = (messages.c.conversation_id, messages.c.created_at, messages.c.id)
-    after: tuple[str, datetime, int] | None = None
+    """The messages of these conversations (given in id order) in (conversation id,
+    `created_at`, id) order, `MESSAGE_BATCH` a batch, each with its edited messages' earlier
+    contents.
+
+    Two kinds of statement, each one index range scan: the rest of the conversation a batch
+    ended in (`conversation_id = :c AND (created_at, id) > (:t, :i)`), and the first messages of
+    the conversations after it (`conversation_id IN (...)`, no row comparison). One statement
+    with both (an IN list and a row comparison) is what PostgreSQL before 17 cannot start in
+    the middle of: it read every earlier conversation's messages again for each batch.
+    """
+    ids = list(conversation_ids)
+    after: Row[Any] | None = None  # the last message of a full batch
+    following = 0  # the first conversation not started
     while True:
-        statement = select(messages).where(messages.c.conversation_id.in_(list(conversation_ids)))
         if after is not None:
-            statement = statement.where(tuple_(*order) > tuple_(*after))
-        statement = statement.order_by(*order).limit(MESSAGE_BATCH)
-        rows = await _all(sessionmaker, statement)
-        if not rows:
+            statement = (
+                select(messages)
+                .where(
+                    messages.c.conversation_id == after.conversation_id,
+                    tuple_(messages.c.created_at, messages.c.id)
+                    > tuple_(after.created_at, after.id),
+                )
+                .order_by(messages.c.created_at, messages.c.id)
+            )
+        elif following < len(ids):
+            statement = (
+                select(messages)
+                .where(messages.c.conversation_id.in_(ids[following:]))
+                .order_by(messages.c.conversation_id, messages.c.created_at, messages.c.id)
+            )
+        else:
             return
-        edited = [row.id for row in rows if row.revision > 1]
-        yield MessageBatch(rows, await _revisions(sessionmaker, edited) if edited else {})
-        if len(rows) < MESSAGE_BATCH:
-            return
-        last = rows[-1]
-        after = (last.conversation_id, last.created_at, last.id)
+        rows = await _all(sessionmaker, statement.limit(MESSAGE_BATCH))
+        if rows:
+            edited = [row.id for row in rows if row.revision > 1]
+            yield MessageBatch(rows, await _revisions(sessionmaker, edited) if edited else {})
+        if len(rows) == MESSAGE_BATCH:
+            after = rows[-1]
+            following = ids.index(after.conversation_id) + 1
+        elif after is not None:
+            after = None  # that conversation is done: on to the ones after it
+        else:
+            return  # every conversation left is done
 
 
 async def _revisions(
