@@ -36,6 +36,16 @@ revisions = cast(Table, MessageRevision.__table__)
 
 CONVERSATION_BATCH = 200
 MESSAGE_BATCH = 500
+# What a message batch's rows hold, in this order.
+MESSAGE_COLUMNS = (
+    messages.c.id,
+    messages.c.conversation_id,
+    messages.c.role,
+    messages.c.content,
+    messages.c.created_at,
+    messages.c.edited_at,
+    messages.c.revision,
+)
 
 
 @dataclass(frozen=True)
@@ -133,7 +143,7 @@ async def message_batches(
     while True:
         if after is not None:
             statement = (
-                select(messages)
+                select(*MESSAGE_COLUMNS)
                 .where(
                     messages.c.conversation_id == after.conversation_id,
                     tuple_(messages.c.created_at, messages.c.id)
@@ -143,7 +153,7 @@ async def message_batches(
             )
         elif following < len(ids):
             statement = (
-                select(messages)
+                select(*MESSAGE_COLUMNS)
                 .where(messages.c.conversation_id.in_(ids[following:]))
                 .order_by(messages.c.conversation_id, messages.c.created_at, messages.c.id)
             )
