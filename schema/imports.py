@@ -121,6 +121,7 @@ def _chatql_conversation(data: Any, where: str) -> ImportedConversation:
             past = f"{at}.revisions.{number}"
             if not isinstance(revision, dict) or not isinstance(revision.get("content"), str):
                 raise BrokenFile(where, f"{past}: needs a content string")
+            _check(content_problem(revision["content"]), where, f"{past}.content")
             revisions.append(
                 ImportedRevision(
                     revision=number + 1,
