@@ -17,6 +17,8 @@ from app.commands import (
     CommandError,
     cmd_create_admin,
     cmd_export_schema,
+    cmd_import,
+    cmd_import_chatgpt,
     cmd_migrate,
     cmd_seed,
     cmd_trust,
@@ -155,6 +157,32 @@ def parser() -> argparse.ArgumentParser:
         help="delete the manifest NAME (may be repeated; after loading FILE)",
     )
     trust.set_defaults(handler=cmd_trust)
+
+    imported = _command(
+        commands,
+        "import",
+        "import chatql's own export (GET /export, NDJSON) into an account",
+        "Every conversation and message of FILE is stored for --user, with new ids, in one "
+        "transaction: a file that breaks a rule stores nothing and the error names its line. "
+        "Exits 2 on a broken file or an unknown user.",
+    )
+    imported.add_argument("file", metavar="FILE", help="the export (NDJSON)")
+    imported.add_argument("--user", required=True, metavar="USERNAME", help="the owner")
+    imported.set_defaults(handler=cmd_import)
+
+    chatgpt = _command(
+        commands,
+        "import-chatgpt",
+        "import a ChatGPT data export's conversations.json into an account",
+        "Of a conversation with branches the current path is imported (the others are left "
+        "out, and the output says how many had them); tool messages and messages with no text "
+        "are skipped. One transaction: a file that breaks a rule stores nothing and the error "
+        "names the conversation, the node and the field (or the JSON position). Exits 2 on a "
+        "broken file or an unknown user.",
+    )
+    chatgpt.add_argument("file", metavar="FILE", help="conversations.json")
+    chatgpt.add_argument("--user", required=True, metavar="USERNAME", help="the owner")
+    chatgpt.set_defaults(handler=cmd_import_chatgpt)
 
     export = _command(
         commands,

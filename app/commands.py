@@ -1,4 +1,5 @@
-"""The commands but `serve`: migrate, create-admin, seed, trust, export-schema.
+"""The commands but `serve`: migrate, create-admin, seed, trust, import, import-chatgpt,
+export-schema.
 
 Each is `cmd_NAME(settings, args) -> exit status`; what one cannot do is a `CommandError`, which
 `app.cli.main` prints in a line (no traceback).
@@ -22,9 +23,13 @@ from schema import make_schema
 from schema.auth import Passwords
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from db.imports import Importer
     from db.seed import SeedCounts
     from db.trusted_documents import Operation
     from ops.progress import RowProgress
+    from schema.imports import ImportedConversation
 
 
 class CommandError(Exception):
@@ -235,6 +240,109 @@ def cmd_trust(settings: Settings, args: argparse.Namespace) -> int:
         print(asyncio.run(_trust(settings, args, operations)))
     except (ManifestError, OSError, UnicodeDecodeError) as exc:
         raise CommandError(f"{args.file}: {exc}", status=2) from exc
+    return 0
+
+
+async def _import(
+    settings: Settings,
+    username: str,
+    conversations: Iterable[ImportedConversation],
+    progress: RowProgress,
+    total: int,
+) -> tuple[Importer, int]:
+    """Store `conversations` for `username` in one transaction (all or nothing); the
+    importer's counts and how many conversations had branches."""
+    from db.engine import write_transaction
+    from db.imports import Importer
+    from db.users import users_by_usernames
+
+    await migrate(settings)
+    engine = make_engine(settings.database_url)
+    branched = 0
+    try:
+        async with write_transaction(make_sessionmaker(engine)) as session:
+            found = await users_by_usernames(session, usernames=[username])
+            if username not in found:
+                raise CommandError(f"no user named {username!r}", status=2)
+            importer = Importer(session, owner_id=found[username].id)
+            for conversation in conversations:
+                await importer.add(conversation)
+                branched += conversation.branched
+                progress.update("conversations", importer.conversations, total)
+            await importer.finish()
+    finally:
+        progress.close()
+        await engine.dispose()
+    return importer, branched
+
+
+def _run_import(
+    settings: Settings,
+    args: argparse.Namespace,
+    conversations: Iterable[ImportedConversation],
+    total: int,
+) -> tuple[Importer, int]:
+    from ops.progress import RowProgress
+    from schema.imports import BrokenFile
+
+    keep_secret_key(settings)
+    progress = RowProgress(sys.stderr)
+    try:
+        return asyncio.run(_import(settings, args.user, conversations, progress, total))
+    except BrokenFile as exc:
+        raise CommandError(f"{args.file}: {exc}; nothing was imported", status=2) from exc
+
+
+def _stored(importer: Importer, args: argparse.Namespace) -> str:
+    return (
+        f"imported {importer.conversations:,} conversations and {importer.messages:,} "
+        f"messages from {args.file} for {args.user}"
+    )
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    """chatql's own export (NDJSON), read a line at a time, into `--user`'s account."""
+    from schema.imports import chatql_lines
+
+    try:
+        with Path(args.file).open(encoding="utf-8") as lines:
+            total = sum(1 for line in lines if line.strip())
+        with Path(args.file).open(encoding="utf-8") as lines:
+            importer, _ = _run_import(settings, args, chatql_lines(lines), total)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"{args.file}: {exc}; nothing was imported", status=2) from exc
+    print(_stored(importer, args))
+    return 0
+
+
+def cmd_import_chatgpt(settings: Settings, args: argparse.Namespace) -> int:
+    """A ChatGPT data export's conversations.json into `--user`'s account: of a conversation
+    with branches, the current path (`schema.imports`)."""
+    import json
+    from datetime import UTC, datetime
+
+    from schema.imports import chatgpt_conversations
+
+    try:
+        data = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CommandError(
+            f"{args.file}: not JSON at line {exc.lineno} column {exc.colno} (character "
+            f"{exc.pos}): {exc.msg}; nothing was imported",
+            status=2,
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"{args.file}: {exc}; nothing was imported", status=2) from exc
+    total = len(data) if isinstance(data, list) else 0
+    conversations = chatgpt_conversations(data, now=datetime.now(UTC))
+    importer, branched = _run_import(settings, args, conversations, total)
+    done = _stored(importer, args)
+    if branched:
+        done += (
+            f"; {branched:,} conversations had branches: the current path of each was "
+            "imported, the other branches were left out"
+        )
+    print(done)
     return 0
 
 

@@ -54,6 +54,7 @@ from schema.context import Context, Services, build_context
 from schema.trusted import Mode, TrustedDocuments
 from transport.body import BodyLimit
 from transport.deadline import RequestDeadline
+from transport.export import Export
 from transport.fast import FastLane
 from transport.persisted import Bounds, StoreRegistered
 from transport.sse import EventStreams, heartbeat_transport
@@ -277,6 +278,11 @@ def create_app(
         # Every method reaches the view, which answers 405 in GraphQL's error format.
         Route("/graphql", RequestDeadline(graphql, seconds=settings.request_timeout)),
         WebSocketRoute("/graphql", graphql),
+        # Issue 16: the viewer's data, under /graphql's auth, CSRF rule, deadline and budgets.
+        *(
+            Route(path, RequestDeadline(export, seconds=settings.request_timeout))
+            for path, export in export_routes(settings).items()
+        ),
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz(settings.ready_timeout)),
         Route(
@@ -293,6 +299,20 @@ def create_app(
         # Inside the request log, which writes the trace id the span leaves in the record.
         middleware.insert(1, Middleware(tracing.middleware))
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+def export_routes(settings: Settings) -> dict[str, Export]:
+    """`GET /export` and `GET /export/conversations/<id>.md` (`transport.export`)."""
+
+    def address_of(request: Request) -> str | None:
+        return client_address(request, trust_proxy=settings.trust_proxy)
+
+    return {
+        "/export": Export(markdown=False, address_of=address_of),
+        "/export/conversations/{conversation_id:path}.md": Export(
+            markdown=True, address_of=address_of
+        ),
+    }
 
 
 def _tracing(settings: Settings, provider: TracerProvider | None) -> Tracing | None:

@@ -29,6 +29,8 @@ SANE_ID = re.compile(rb"[A-Za-z0-9._:@+=/-]{1,128}")
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # Where the transport says why it refused a request (`transport.view`).
 REFUSED = "refused"
+# Where a route that is not /graphql names the operation it answered (`transport.export`).
+OPERATION = "operation"
 
 
 def incoming_request_id(scope: Scope) -> str | None:
@@ -73,6 +75,12 @@ class RequestLog:
         # GET /graphql from a browser is the explorer's page, not an operation.
         graphql = path == self.graphql_path
         refused = scope["state"].get(REFUSED)
+        # A route that is an operation of its own (`transport.export`) names it in the state.
+        named = scope["state"].get(OPERATION)
+        if named is not None:
+            graphql = True
+            record.operation, record.operation_type = named, "query"
+            record.outcome = record.outcome or "ok"
         finish(
             record,
             method=scope["method"],

@@ -1,0 +1,300 @@
+"""What `python server.py import` and `import-chatgpt` read, checked by the API's input rules
+(`schema.validation`) before anything is stored; `db.imports` stores it.
+
+- `chatql_lines`: chatql's own export (`GET /export`, see `transport.export`), one
+  conversation a line. Ids, `parentId`, `model`, `archived`, `pinned` and `tags` are not read:
+  the conversation and its messages get new ids, the messages their order from the file.
+- `chatgpt_conversations`: a ChatGPT data export's `conversations.json`, a list of
+  conversations, each a `mapping` of nodes (`id`, `message`, `parent`, `children`) and a
+  `current_node`. Of a tree with branches, the current path is imported: from `current_node`
+  up through the parents, root first (chatql's branches, "assistant", are not built yet).
+  `author.role` user, assistant and system become USER, ASSISTANT and SYSTEM; `tool` messages
+  (a plugin's or a browsing tool's output) are skipped, as are nodes without a message and
+  messages with no text. Text is the string parts of `content.parts` (images and other
+  non-string parts are left out) joined by blank lines, or `content.text` when there are no
+  parts (`code`). `create_time` is epoch seconds; a message without one takes the time of the
+  one before it (or the conversation's), and a message is never earlier than the one before
+  it, so the order stays the path's. A title over 200 characters is cut to 200, an empty or
+  missing one is "Untitled".
+
+A file that breaks a rule is a `BrokenFile` naming where: the line, or the conversation's
+index and id and the node's id, and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from db.formats import EARLIEST, LATEST, OUT_OF_RANGE, parse_stamp
+from db.models import MessageRole
+from schema.validation import content_problem, title_problem
+
+UNTITLED = "Untitled"
+TITLE_MAX = 200
+CHATGPT_ROLES = {
+    "user": MessageRole.USER,
+    "assistant": MessageRole.ASSISTANT,
+    "system": MessageRole.SYSTEM,
+}
+SKIPPED_ROLES = frozenset({"tool"})
+
+
+class BrokenFile(Exception):
+    """A file that cannot be imported: `where` it broke and why, in one line."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.where = where
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImportedRevision:
+    revision: int
+    content: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ImportedMessage:
+    role: MessageRole
+    content: str
+    created_at: datetime
+    edited_at: datetime | None = None
+    # Earlier contents, oldest first; the message's revision is one more than the last.
+    revisions: list[ImportedRevision] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImportedConversation:
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    messages: list[ImportedMessage]
+    # ChatGPT: the tree had branches, of which the current path was read.
+    branched: bool = False
+
+
+# chatql's own export ----------------------------------------------------------------------
+
+
+def chatql_lines(lines: Iterable[str]) -> Iterator[ImportedConversation]:
+    """The conversations of an export, one a line (blank lines are skipped), checked as they
+    are read: a `BrokenFile` names the line (1 is the first) and the field."""
+    import json
+
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"line {number}"
+        try:
+            data = json.loads(line)
+        except ValueError as exc:
+            raise BrokenFile(where, f"not JSON ({exc})") from None
+        yield _chatql_conversation(data, where)
+
+
+def _chatql_conversation(data: Any, where: str) -> ImportedConversation:
+    if not isinstance(data, dict):
+        raise BrokenFile(where, "not a JSON object")
+    title = _string(data, "title", where)
+    _check(title_problem(title), where, "title")
+    items = data.get("messages")
+    if not isinstance(items, list):
+        raise BrokenFile(where, "messages: must be a list")
+    messages = []
+    for index, item in enumerate(items):
+        at = f"messages.{index}"
+        if not isinstance(item, dict):
+            raise BrokenFile(where, f"{at}: not a JSON object")
+        role = item.get("role")
+        if role not in MessageRole.__members__:
+            raise BrokenFile(where, f"{at}.role: must be USER, ASSISTANT or SYSTEM")
+        content = _string(item, "content", where, at)
+        _check(content_problem(content), where, f"{at}.content")
+        revisions = []
+        for number, revision in enumerate(item.get("revisions") or []):
+            past = f"{at}.revisions.{number}"
+            if not isinstance(revision, dict) or not isinstance(revision.get("content"), str):
+                raise BrokenFile(where, f"{past}: needs a content string")
+            _check(content_problem(revision["content"]), where, f"{past}.content")
+            revisions.append(
+                ImportedRevision(
+                    revision=number + 1,
+                    content=revision["content"],
+                    created_at=_stamp(revision, "createdAt", where, past),
+                )
+            )
+        edited = item.get("editedAt")
+        messages.append(
+            ImportedMessage(
+                role=MessageRole(str(role)),
+                content=content,
+                created_at=_stamp(item, "createdAt", where, at),
+                edited_at=None if edited is None else _stamp(item, "editedAt", where, at),
+                revisions=revisions,
+            )
+        )
+    return ImportedConversation(
+        title=title,
+        created_at=_stamp(data, "createdAt", where),
+        updated_at=_stamp(data, "updatedAt", where),
+        messages=messages,
+    )
+
+
+def _string(data: dict[str, Any], key: str, where: str, at: str = "") -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise BrokenFile(where, f"{at + '.' if at else ''}{key}: must be a string")
+    return value
+
+
+def _stamp(data: dict[str, Any], key: str, where: str, at: str = "") -> datetime:
+    name = f"{at + '.' if at else ''}{key}"
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise BrokenFile(where, f"{name}: must be an ISO 8601 date and time")
+    try:
+        return parse_stamp(value)
+    except ValueError as exc:
+        raise BrokenFile(where, f"{name}: {exc}") from None
+
+
+def _check(problem: str | None, where: str, name: str) -> None:
+    if problem is not None:
+        raise BrokenFile(where, f"{name}: {problem}")
+
+
+# ChatGPT's conversations.json -------------------------------------------------------------
+
+
+def chatgpt_conversations(data: Any, *, now: datetime) -> Iterator[ImportedConversation]:
+    """The conversations of a parsed `conversations.json`, in the file's order (see the
+    module); `now` stands for a conversation with no time at all."""
+    if not isinstance(data, list):
+        raise BrokenFile("the file", "must be a JSON list of conversations")
+    for index, item in enumerate(data):
+        ident = item.get("id") or item.get("conversation_id") if isinstance(item, dict) else None
+        where = f"conversation {index}" + (f" (id {ident!r})" if isinstance(ident, str) else "")
+        if not isinstance(item, dict):
+            raise BrokenFile(where, "not a JSON object")
+        yield _chatgpt_conversation(item, where, now)
+
+
+def _chatgpt_conversation(item: dict[str, Any], where: str, now: datetime) -> ImportedConversation:
+    mapping = item.get("mapping")
+    if not isinstance(mapping, dict):
+        raise BrokenFile(where, "mapping: must be an object of nodes")
+    title = item.get("title")
+    if title is not None and not isinstance(title, str):
+        raise BrokenFile(where, "title: must be a string or null")
+    title = " ".join((title or "").split())[:TITLE_MAX] or UNTITLED
+    _check(title_problem(title), where, "title")
+    started = _epoch(item.get("create_time"), where, "create_time")
+    ended = _epoch(item.get("update_time"), where, "update_time")
+    messages: list[ImportedMessage] = []
+    previous = started
+    for node_id in _current_path(mapping, item.get("current_node"), where):
+        node = mapping[node_id]
+        at = f"{where}, node {node_id!r}"
+        message = node.get("message")
+        if message is None:
+            continue
+        if not isinstance(message, dict):
+            raise BrokenFile(at, "message: must be an object or null")
+        author = message.get("author")
+        role = author.get("role") if isinstance(author, dict) else None
+        if role in SKIPPED_ROLES:
+            continue
+        if role not in CHATGPT_ROLES:
+            raise BrokenFile(
+                at, f"message.author.role: {role!r} is not user, assistant, system or tool"
+            )
+        text = _text(message.get("content"), at)
+        if not text.strip():
+            continue
+        _check(content_problem(text), at, "message.content")
+        moment = _epoch(message.get("create_time"), at, "message.create_time")
+        moment = max(filter(None, (moment, previous))) if moment or previous else None
+        previous = moment
+        messages.append(
+            ImportedMessage(role=CHATGPT_ROLES[role], content=text, created_at=moment or now)
+        )
+    created = started or (messages[0].created_at if messages else None) or ended or now
+    updated = ended or (messages[-1].created_at if messages else None) or created
+    branched = any(len(node.get("children") or []) > 1 for node in mapping.values())
+    return ImportedConversation(
+        title=title,
+        created_at=created,
+        updated_at=max(created, updated),
+        messages=messages,
+        branched=branched,
+    )
+
+
+def _current_path(mapping: dict[str, Any], current: Any, where: str) -> list[str]:
+    """The node ids from the root to `current`, through each node's `parent`. Without a
+    `current_node`, the path ends at the last leaf reached by following last children."""
+    for node_id, node in mapping.items():
+        if not isinstance(node, dict):
+            raise BrokenFile(f"{where}, node {node_id!r}", "not a JSON object")
+    if current is None:
+        roots = [key for key, node in mapping.items() if node.get("parent") is None]
+        if not roots:
+            return []
+        current = roots[0]
+        while True:
+            children = mapping[current].get("children") or []
+            if not children or children[-1] not in mapping:
+                break
+            current = children[-1]
+    if not isinstance(current, str) or current not in mapping:
+        raise BrokenFile(where, f"current_node: {current!r} is not a node of the mapping")
+    path: list[str] = []
+    seen: set[str] = set()
+    step: Any = current
+    while step is not None:
+        if not isinstance(step, str) or step not in mapping:
+            raise BrokenFile(
+                f"{where}, node {path[-1]!r}", f"parent: {step!r} is not a node of the mapping"
+            )
+        if step in seen:
+            raise BrokenFile(f"{where}, node {step!r}", "parent: the parents form a cycle")
+        seen.add(step)
+        path.append(step)
+        step = mapping[step].get("parent")
+    path.reverse()
+    return path
+
+
+def _text(content: Any, at: str) -> str:
+    if content is None:
+        return ""
+    if not isinstance(content, dict):
+        raise BrokenFile(at, "message.content: must be an object")
+    parts = content.get("parts")
+    if parts is None:
+        text = content.get("text")
+        return text if isinstance(text, str) else ""
+    if not isinstance(parts, list):
+        raise BrokenFile(at, "message.content.parts: must be a list")
+    return "\n\n".join(part for part in parts if isinstance(part, str) and part.strip())
+
+
+def _epoch(value: Any, where: str, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BrokenFile(where, f"{name}: must be epoch seconds or null")
+    try:
+        moment = datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise BrokenFile(where, f"{name}: {OUT_OF_RANGE}") from None
+    if not EARLIEST <= moment <= LATEST:
+        raise BrokenFile(where, f"{name}: {OUT_OF_RANGE}")
+    return moment
