@@ -12,10 +12,17 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.models import Base
+from db.search import is_search_object
+
+
+def _models_only(name: str | None, *_: Any) -> bool:
+    return not is_search_object(name)
 
 
 def _differences(connection: Connection) -> list[Any]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    # Search's column, index and FTS5 tables are each database's own (db/search.py).
+    opts = {"compare_type": True, "include_name": _models_only}
+    context = MigrationContext.configure(connection, opts=opts)
     with warnings.catch_warnings():
         # SQLite's reflection cannot read expression indexes; they are checked by name below.
         warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based")
