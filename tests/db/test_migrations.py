@@ -11,8 +11,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.migrate import migrate
 from db.models import Base
-from db.search import is_search_object
+from db.search import is_search_object, parse_query, search_messages
+from tests.factories import Sessionmaker, make_conversation, make_messages, make_user
 
 
 def _models_only(name: str | None, *_: Any) -> bool:
@@ -53,3 +55,37 @@ async def test_every_access_path_has_its_index(engine: AsyncEngine) -> None:
         "ix_conversations_user_updated",
         "ix_messages_conversation_created",
     } <= names
+
+
+async def test_the_search_index_covers_the_rows_written_before_it(
+    engine: AsyncEngine, sessionmaker: Sessionmaker
+) -> None:
+    user = await make_user(sessionmaker)
+    conversation = await make_conversation(sessionmaker, owner_id=user)
+    await migrate(engine, "0007_trusted_documents", down=True)
+    await make_messages(
+        sessionmaker, conversation_id=conversation, count=3, content="wombats dig burrow {i}"
+    )
+    await migrate(engine, "head")
+    await make_messages(sessionmaker, conversation_id=conversation, count=1, content="a wombat")
+
+    async def found(words: str) -> list[str]:
+        async with sessionmaker() as session:
+            page = await search_messages(
+                session,
+                query=parse_query(words),
+                owner_id=user,
+                conversation_id=None,
+                role=None,
+                first=10,
+                after=None,
+            )
+        return sorted(row.content for row in page.rows)
+
+    assert await found("wombat") == [
+        "a wombat",
+        "wombats dig burrow 0",
+        "wombats dig burrow 1",
+        "wombats dig burrow 2",
+    ]
+    assert await found('"dig burrow 1"') == ["wombats dig burrow 1"]
