@@ -27,6 +27,7 @@ from sqlalchemy import (
     Float,
     FromClause,
     Row,
+    Select,
     Table,
     and_,
     column,
@@ -163,8 +164,33 @@ async def search_messages(
     after: tuple[float, int] | None,
 ) -> SearchPage:
     """The messages of `owner_id`'s conversations that match, best first: one statement."""
+    statement = search_statement(
+        session.get_bind().dialect.name,
+        query=query,
+        owner_id=owner_id,
+        conversation_id=conversation_id,
+        role=role,
+        first=first,
+        after=after,
+    )
+    rows = list((await session.execute(statement)).all())
+    return SearchPage(rows=rows[:first], has_next=len(rows) > first)
+
+
+def search_statement(
+    dialect: str,
+    *,
+    query: SearchQuery,
+    owner_id: int,
+    conversation_id: str | None = None,
+    role: MessageRole | None = None,
+    first: int,
+    after: tuple[float, int] | None = None,
+) -> Select[Any]:
+    """The page's statement (one row more than `first`, which tells whether more follow), each
+    row a message with its `rank`. The bench hands it to pgbench as the limit."""
     owned = messages.join(conversations, conversations.c.id == messages.c.conversation_id)
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect == "postgresql":
         tsquery = func.websearch_to_tsquery(
             literal_column(f"'{POSTGRES_CONFIG}'::regconfig"), query.websearch()
         )
@@ -191,6 +217,4 @@ async def search_messages(
         statement = statement.where(
             or_(rank < after_rank, and_(rank == after_rank, messages.c.id < after_id))
         )
-    statement = statement.order_by(rank.desc(), messages.c.id.desc()).limit(first + 1)
-    rows = list((await session.execute(statement)).all())
-    return SearchPage(rows=rows[:first], has_next=len(rows) > first)
+    return statement.order_by(rank.desc(), messages.c.id.desc()).limit(first + 1)
