@@ -75,6 +75,9 @@ async def test_phrases_exclusions_and_or(api: Api, sessionmaker: Sessionmaker) -
     # FTS5's own syntax is text: no operator, column filter or prefix query gets through.
     assert await hits(api, token, 'content:black NEAR(cat dog) bla* "unclosed') == []
     assert await hits(api, token, "cat NEAR black") == []
+    # PostgreSQL gets the query's text as a literal: quotes and backslashes stay text there too.
+    assert await hits(api, token, "cat's \\' o'clock \\x00 $1 ');--") == []
+    assert sorted(await hits(api, token, "cat\\ 'sleeps'")) == ["a black cat sleeps"]
 
 
 async def test_better_matches_come_first(api: Api, sessionmaker: Sessionmaker) -> None:
