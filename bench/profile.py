@@ -1,4 +1,4 @@
-"""Profile one workload in-process: `python bench/profile.py DATABASE_URL [Q1|Q2] [N]`.
+"""Profile one workload in-process: `python bench/profile.py DATABASE_URL [Q1|Q1+|Q2] [N]`.
 
 Runs the query N times through the real app (httpx over ASGI, no sockets) under pyinstrument
 and prints the profile; the database must hold the bench data set (see bench/run).
@@ -17,7 +17,7 @@ from pyinstrument import Profiler
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.factory import create_app
 from app.settings import Settings
-from bench.workloads import Q1, Q2
+from bench.workloads import Q1, Q1_PLUS, Q2
 
 
 async def main(url: str, name: str, times: int) -> None:
@@ -34,7 +34,7 @@ async def main(url: str, name: str, times: int) -> None:
             )
             token = login.json()["data"]["logIn"]["token"]
             headers = {"Authorization": f"Bearer {token}"}
-            body: dict[str, object] = {"query": Q1}
+            body: dict[str, object] = {"query": Q1_PLUS if name == "Q1+" else Q1}
             if name == "Q2":
                 me = await client.post(
                     "/graphql",

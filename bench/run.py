@@ -1,10 +1,14 @@
-"""The benchmark driver; `bench/run` prepares PostgreSQL and the data, then calls this.
+"""The benchmark driver; `bench/run` prepares PostgreSQL, the data and PostGraphile, then calls
+this.
 
-Starts chatql on loopback (one server per `--workers` value, all alive at once), then runs
-rounds: in each round every workload once under load (wrk, or pgbench for the limit) and once
+Starts chatql on loopback (one server per `--workers` value and per `--variant`, all alive at
+once) and PostGraphile 4 (issue 14) on the same database, checks that every read workload's
+answers carry the same data in all its forms (`check_answers`), then runs rounds: in each
+round every workload once under load (wrk; pgbench for the lean and the exact limit) and once
 with one client, so drift on a shared machine hits all of them alike. Per run it reads the
-server's CPU time from /proc, and counts SQL statements with pg_stat_statements. Prints a
-markdown table and writes it to `bench/results/latest.md`.
+servers' and PostgreSQL's CPU time and the servers' peak RSS from /proc, and counts SQL
+statements with pg_stat_statements. Prints a markdown table with chatql's ratios to each
+anchor and writes it to `bench/results/latest.md`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +37,7 @@ from typing import Any
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.workloads import LIMIT_Q1, Q1, Q2, W1, limit_q2
+from bench.workloads import CHATQL, EXACT, LEAN, POSTGRAPHILE, READS, W1, Read
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-key-that-is-long-enough-for-hs256"
@@ -62,6 +66,7 @@ class Sample:
     p50_ms: float
     p99_ms: float
     cpu_ms: float = 0.0
+    pg_cpu_ms: float = 0.0
     statements: int = 0
     round_trips: int = 0
     errors: int = 0
@@ -76,6 +81,7 @@ class Sample:
 class Row:
     name: str
     server: str
+    kind: str  # chatql, postgraphile, exact or lean (bench.workloads)
     loaded: list[Sample] = field(default_factory=list)
     single: list[Sample] = field(default_factory=list)
 
@@ -98,7 +104,101 @@ def free_port() -> int:
         return port
 
 
-class Server:
+def descendants(root: int) -> list[int]:
+    """`root` and every process below it (uvicorn's workers, PostgreSQL's backends)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, queue = [], [root]
+    while queue:
+        pid = queue.pop()
+        found.append(pid)
+        queue.extend(children.get(pid, []))
+    return found
+
+
+def cpu_seconds(pids: list[int], reaped: int | None = None) -> float:
+    """utime+stime of `pids`, plus the CPU of the exited children that `reaped` has waited for
+    (cutime+cstime: PostgreSQL's postmaster reaps its finished backends)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+        if pid == reaped:
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return total / ticks
+
+
+class Process:
+    """A server under load: its process group, its CPU time and its peak memory."""
+
+    process: subprocess.Popen[bytes]
+    log: Any
+    url: str
+    lifetime_peak_mb: float
+
+    def pids(self) -> list[int]:
+        return descendants(self.process.pid)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pids())
+
+    def wait_ready(self, url: str, data: bytes | None, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                request = urllib.request.Request(
+                    url, data=data, headers={"Content-Type": "application/json"}
+                )
+                with urllib.request.urlopen(request, timeout=1):
+                    return
+            except OSError:
+                if self.process.poll() is not None:
+                    raise SystemExit(f"{what} did not start (its log: {self.log.name})") from None
+                time.sleep(0.2)
+        raise SystemExit(f"{what} did not answer within 60 s (its log: {self.log.name})")
+
+    def reset_peak_rss(self) -> None:
+        """Start VmHWM afresh (Linux: 5 to clear_refs), so that the next reading is the peak of
+        what ran in between, not of start-up (Argon2's dummy hash takes 64 MiB for a moment)."""
+        self.lifetime_peak_mb = max(self.lifetime_peak_mb, self.peak_rss_mb())
+        for pid in self.pids():
+            try:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+            except OSError:
+                continue
+
+    def peak_rss_mb(self) -> float:
+        """VmHWM of the process that serves (the largest one when there are several)."""
+        peaks = [0]
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]))
+            except OSError:
+                continue
+        return max(peaks) / 1024
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.log.close()
+
+
+class Server(Process):
     def __init__(
         self,
         database_url: str,
@@ -142,74 +242,44 @@ class Server:
             stderr=subprocess.STDOUT,
         )
         self.url = f"http://127.0.0.1:{self.port}/graphql"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
-                    return
-            except OSError:
-                if self.process.poll() is not None:
-                    raise SystemExit("chatql did not start") from None
-                time.sleep(0.2)
-        raise SystemExit("chatql did not answer within 60 s")
+        self.wait_ready(f"http://127.0.0.1:{self.port}/healthz", None, "chatql")
 
-    def pids(self) -> list[int]:
-        """The server process and all its descendants (uvicorn's workers)."""
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                children.setdefault(parent, []).append(int(entry.name))
-        found, queue = [], [self.process.pid]
-        while queue:
-            pid = queue.pop()
-            found.append(pid)
-            queue.extend(children.get(pid, []))
-        return found
 
-    def cpu_seconds(self) -> float:
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = 0
-        for pid in self.pids():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total / ticks
+POSTGRAPHILE_DIR = ROOT / "bench" / "postgraphile"
 
-    def reset_peak_rss(self) -> None:
-        """Start VmHWM afresh (Linux: 5 to clear_refs), so that the next reading is the peak of
-        what ran in between, not of start-up (Argon2's dummy hash takes 64 MiB for a moment)."""
-        self.lifetime_peak_mb = max(self.lifetime_peak_mb, self.peak_rss_mb())
-        for pid in self.pids():
-            try:
-                Path(f"/proc/{pid}/clear_refs").write_text("5")
-            except OSError:
-                continue
 
-    def peak_rss_mb(self) -> float:
-        """VmHWM of the process that serves (the largest one when there are several)."""
-        peaks = [0]
-        for pid in self.pids():
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peaks.append(int(line.split()[1]))
-            except OSError:
-                continue
-        return max(peaks) / 1024
+def postgraphile_version() -> str:
+    package = POSTGRAPHILE_DIR / "node_modules" / "postgraphile" / "package.json"
+    version: str = json.loads(package.read_text())["version"]
+    return version
 
-    def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.log.close()
+
+class PostGraphile(Process):
+    """PostGraphile 4 (`bench/postgraphile/package.json`, installed by `bench/run` with `npm
+    ci`) on the bench's database, as its owner: no JWT, no roles, default mutations off, no
+    GraphiQL, no query log, `NODE_ENV=production`; its default pool of 10 connections."""
+
+    def __init__(self, dsn: str) -> None:
+        self.port = free_port()
+        self.lifetime_peak_mb = 0.0
+        self.label = f"PostGraphile {postgraphile_version()}"
+        self.log = tempfile.NamedTemporaryFile(
+            "w", prefix="chatql-bench-postgraphile-", suffix=".log", delete=False
+        )
+        command = [str(POSTGRAPHILE_DIR / "node_modules" / ".bin" / "postgraphile")]
+        command += ["--connection", dsn, "--schema", "public", "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--disable-query-log", "--disable-graphiql"]
+        command += ["--disable-default-mutations", "--legacy-relations", "omit"]
+        self.process = subprocess.Popen(
+            command,
+            cwd=POSTGRAPHILE_DIR,
+            env={**os.environ, "NODE_ENV": "production"},
+            start_new_session=True,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{self.port}/graphql"
+        self.wait_ready(self.url, b'{"query":"{ __typename }"}', "PostGraphile")
 
 
 def checkout(revision: str) -> Path:
@@ -252,6 +322,19 @@ class Database:
 
     def fetch(self, sql: str, *args: Any) -> list[Any]:
         return asyncio.run(self._run(sql, *args))
+
+    def postmaster(self) -> int:
+        """The pid of PostgreSQL's postmaster: the first line of `postmaster.pid` in its data
+        directory (the bench's cluster is local, and its files are ours or root's to read)."""
+        folder = self.fetch("SELECT current_setting('data_directory')")[0][0]
+        return int((Path(folder) / "postmaster.pid").read_text().split()[0])
+
+    def cpu_seconds(self, postmaster: int) -> float:
+        """CPU time of the whole cluster: the postmaster, its live backends and helpers, and
+        the backends it has reaped. PostgreSQL runs nothing else on this machine's cluster but
+        the bench, so a run's difference is the database's CPU for that run's requests (plus
+        the checkpointer and autovacuum, a little)."""
+        return cpu_seconds(descendants(postmaster), reaped=postmaster)
 
     def reset_statements(self) -> None:
         self.fetch("SELECT pg_stat_statements_reset()")
@@ -422,26 +505,68 @@ def prepare(server: Server, database: Database) -> Fixture:
     )
 
 
-def check_answers(server: Server, fixture: Fixture, database: Database) -> dict[str, int]:
-    """Each chatql answer is correct (no errors) and as large as the limit's; returns sizes."""
+def first_difference(left: Any, right: Any, path: str = "") -> str | None:
+    """Where two plain values (bench.workloads' normal form) first differ, or None."""
+    if isinstance(left, list | tuple) and isinstance(right, list | tuple):
+        if len(left) != len(right):
+            return f"{path or 'top'}: {len(left)} items against {len(right)}"
+        for index, (a, b) in enumerate(zip(left, right, strict=True)):
+            found = first_difference(a, b, f"{path}[{index}]")
+            if found:
+                return found
+        return None
+    return None if left == right else f"{path or 'top'}: {left!r} against {right!r}"
+
+
+def read_variables(read: Read, fixture: Fixture, source: str) -> dict[str, Any]:
+    if not read.has_id:
+        return {}
+    return {"id": fixture.conversation_gid if source == CHATQL else fixture.conversation_id}
+
+
+def check_answers(
+    server: Server,
+    postgraphile: PostGraphile | None,
+    fixture: Fixture,
+    database: Database,
+    reads: list[Read],
+) -> dict[str, int]:
+    """Before anything is measured, every read workload's forms carry the same data: chatql's
+    answer has no errors, equals the exact limit's document as parsed JSON, and normalises
+    (`bench.workloads`) to the same data as PostGraphile's answer and the lean limit's
+    document. Returns the size of chatql's answers; exits on the first difference."""
     sizes = {}
-    q1 = graphql(server.url, Q1, {}, fixture.admin_token)
-    assert "errors" not in q1, q1
-    users = q1["data"]["users"]["edges"]
-    messages = sum(
-        len(c["node"]["messages"]["edges"])
-        for u in users
-        for c in u["node"]["conversations"]["edges"]
-    )
-    assert len(users) == 50 and messages == 10_000, (len(users), messages)
-    limit = json.loads(database.fetch(LIMIT_Q1)[0][0])
-    assert limit == q1, "the limit's Q1 document differs from chatql's"
-    sizes["Q1"] = len(json.dumps(q1, separators=(",", ":")))
-    q2 = graphql(server.url, Q2, {"id": fixture.conversation_gid}, fixture.owner_token)
-    assert "errors" not in q2, q2
-    limit2 = json.loads(database.fetch(limit_q2(fixture.conversation_id, fixture.owner_id))[0][0])
-    assert limit2 == q2, "the limit's Q2 document differs from chatql's"
-    sizes["Q2"] = len(json.dumps(q2, separators=(",", ":")))
+    for read in reads:
+        token = fixture.admin_token if read.as_admin else fixture.owner_token
+        answer = graphql(server.url, read.chatql, read_variables(read, fixture, CHATQL), token)
+        assert "errors" not in answer, answer
+        if read.as_admin:
+            users = answer["data"]["users"]["edges"]
+            messages = sum(
+                len(c["node"]["messages"]["edges"])
+                for u in users
+                for c in u["node"]["conversations"]["edges"]
+            )
+            assert len(users) == 50 and messages == 10_000, (len(users), messages)
+        key, owner = fixture.conversation_id, fixture.owner_id
+        if json.loads(database.fetch(read.exact_sql(key, owner))[0][0]) != answer:
+            raise SystemExit(f"{read.name}: the exact limit's document differs from chatql's")
+        plain = read.normalise(CHATQL, answer)
+        others = [(LEAN, json.loads(database.fetch(read.lean_sql(key, owner))[0][0]))]
+        if postgraphile is not None:
+            theirs = graphql(
+                postgraphile.url,
+                read.postgraphile,
+                read_variables(read, fixture, POSTGRAPHILE),
+                None,
+            )
+            assert "errors" not in theirs, theirs
+            others.append((POSTGRAPHILE, theirs))
+        for source, other in others:
+            difference = first_difference(plain, read.normalise(source, other))
+            if difference:
+                raise SystemExit(f"{read.name}: {source} differs from chatql at {difference}")
+        sizes[read.name] = len(json.dumps(answer, separators=(",", ":")))
     return sizes
 
 
@@ -459,7 +584,14 @@ def main() -> int:
     parser.add_argument("--single-seconds", type=float, default=3.0, help="per one-client run")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "latest.md"))
-    parser.add_argument("--only", default="", help="comma-separated workloads to run (Q1,Q2,W1)")
+    parser.add_argument(
+        "--only", default="", help="comma-separated workloads to run (Q1,Q1+,Q2,W1)"
+    )
+    parser.add_argument(
+        "--no-postgraphile",
+        action="store_true",
+        help="leave PostGraphile out (the limits and chatql still run)",
+    )
     parser.add_argument("--note", default="", help="a line to put above the table")
     parser.add_argument(
         "--variant",
@@ -478,7 +610,11 @@ def main() -> int:
     parts = dict(zip(("user", "host", "port", "database"), match.groups(), strict=True))
     database = Database(args.dsn, parts["database"])
     database_url = args.dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
-    wanted = set(filter(None, args.only.upper().split(","))) or {"Q1", "Q2", "W1"}
+    names = [read.name for read in READS] + ["W1"]
+    wanted = set(filter(None, args.only.upper().split(","))) or set(names)
+    if wanted - set(names):
+        raise SystemExit(f"--only: unknown workloads {sorted(wanted - set(names))}")
+    reads = [read for read in READS if read.name in wanted]
 
     servers = [Server(database_url, int(n), {}) for n in args.workers.split(",") if n.strip()]
     trees: list[Path] = []
@@ -490,15 +626,24 @@ def main() -> int:
             continue
         env = dict(item.split("=", 1) for item in assignments.split(",") if item)
         servers.append(Server(database_url, 1, env, name))
+    postgraphile: PostGraphile | None = None
     try:
+        if not args.no_postgraphile:
+            postgraphile = PostGraphile(args.dsn)
         fixture = prepare(servers[0], database)
-        sizes = check_answers(servers[0], fixture, database)
-        print(f"answers checked: Q1 {sizes['Q1']:,} bytes, Q2 {sizes['Q2']:,} bytes", flush=True)
-        rows, before_w1 = run_rounds(args, servers, fixture, database, parts, wanted)
+        sizes = check_answers(servers[0], postgraphile, fixture, database, reads)
+        print(
+            "answers checked: "
+            + ", ".join(f"{name} {size:,} bytes" for name, size in sizes.items()),
+            flush=True,
+        )
+        rows, before_w1 = run_rounds(
+            args, servers, postgraphile, fixture, database, parts, reads, "W1" in wanted
+        )
         after_w1 = count_w1(database, fixture)
-        table = render(args, servers, rows, sizes, before_w1, after_w1)
+        table = render(args, servers, postgraphile, rows, sizes, before_w1, after_w1)
     finally:
-        for server in servers:
+        for server in [*servers, *([postgraphile] if postgraphile else [])]:
             server.stop()
         for tree in trees:
             subprocess.run(
@@ -524,28 +669,59 @@ def count_w1(database: Database, fixture: Fixture) -> tuple[int, int]:
     return int(row["n"]), int(row["d"])
 
 
+LABELS = {
+    LEAN: "the lean limit (pgbench, one SQL statement)",
+    EXACT: "the exact limit (pgbench, one SQL statement)",
+}
+
+Run = tuple[str, str, str, bool, Callable[[], Sample]]  # workload, label, kind, single, go
+
+
 def run_rounds(
     args: argparse.Namespace,
     servers: list[Server],
+    postgraphile: PostGraphile | None,
     fixture: Fixture,
     database: Database,
     parts: dict[str, str],
-    wanted: set[str],
+    reads: list[Read],
+    writes: bool,
 ) -> tuple[list[Row], tuple[int, int]]:
-    """The rows of the table, and the W1 count after the warm-up (see `count_w1`)."""
+    """The rows of the table, and the W1 count after the warm-up (see `count_w1`). In each
+    round every read workload runs on each chatql server, on PostGraphile, then as the lean
+    and the exact limit, each loaded and with one client; then W1 on each chatql server."""
     rows: dict[tuple[str, str], Row] = {}
-    q1_body = body(Q1, {})
-    q2_body = body(Q2, {"id": fixture.conversation_gid})
+    postmaster = database.postmaster()
     w1_bodies = [
         body(W1, {"input": {"conversationId": c, "content": W1_CONTENT, "clientId": "w1-@N@"}})
         for c in fixture.sender_conversations
     ]
-    limit2 = limit_q2(fixture.conversation_id, fixture.owner_id)
 
-    def chatql(
-        name: str, server: Server, bodies: list[str], tokens: list[str], **options: Any
-    ) -> Iterator[tuple[str, str, bool, Any]]:
-        label = server_label(server)
+    def measured(process: Process | None, run: Callable[[], Sample]) -> Sample:
+        """Runs `run` and adds the server's CPU, its peak RSS, PostgreSQL's CPU and the
+        statements PostgreSQL counted meanwhile."""
+        database.reset_statements()
+        if process is not None:
+            process.reset_peak_rss()
+        cpu = process.cpu_seconds() if process is not None else 0.0
+        pg_cpu = database.cpu_seconds(postmaster)
+        sample = run()
+        sample.pg_cpu_ms = (database.cpu_seconds(postmaster) - pg_cpu) * 1000
+        if process is not None:
+            sample.cpu_ms = (process.cpu_seconds() - cpu) * 1000
+            sample.peak_rss_mb = process.peak_rss_mb()
+            sample.statements, sample.round_trips = database.statements()
+        return sample
+
+    def http(
+        name: str,
+        process: Server | PostGraphile,
+        kind: str,
+        bodies: list[str],
+        tokens: list[str],
+        **options: Any,
+    ) -> Iterator[Run]:
+        label = server_label(process) if isinstance(process, Server) else process.label
         clients = options.pop("clients", args.connections)
         check = options.pop("check", None)
         for single in (False, True):
@@ -553,62 +729,60 @@ def run_rounds(
             threads = 1 if single else min(2, clients) if name != "W1" else clients
 
             def go(
-                server: Server = server,
-                connections: int = connections,
-                threads: int = threads,
-                single: bool = single,
+                connections: int = connections, threads: int = threads, single: bool = single
             ) -> Sample:
-                seconds = args.single_seconds if single else args.seconds
-                database.reset_statements()
-                server.reset_peak_rss()
-                cpu = server.cpu_seconds()
-                sample = wrk(
-                    server.url,
-                    bodies=bodies,
-                    tokens=tokens,
-                    connections=connections,
-                    threads=threads,
-                    seconds=seconds,
-                    check=check,
-                )
-                sample.cpu_ms = (server.cpu_seconds() - cpu) * 1000
-                sample.peak_rss_mb = server.peak_rss_mb()
-                sample.statements, sample.round_trips = database.statements()
-                return sample
+                # (a closure per run: the default arguments pin this run's settings)
+                def load() -> Sample:
+                    return wrk(
+                        process.url,
+                        bodies=bodies,
+                        tokens=tokens,
+                        connections=connections,
+                        threads=threads,
+                        seconds=args.single_seconds if single else args.seconds,
+                        check=check,
+                    )
 
-            yield name, label, single, go
+                return measured(process, load)
 
-    def limit(name: str, sql: str) -> Iterator[tuple[str, str, bool, Any]]:
+            yield name, label, kind, single, go
+
+    def limit(name: str, kind: str, sql: str) -> Iterator[Run]:
         for single in (False, True):
 
             def go(single: bool = single) -> Sample:
-                seconds = args.single_seconds if single else args.seconds
-                clients = 1 if single else args.connections
-                return pgbench(
-                    args.pg_bin,
-                    parts,
-                    sql,
-                    clients=clients,
-                    threads=1 if single else 2,
-                    seconds=seconds,
-                )
+                def load() -> Sample:
+                    return pgbench(
+                        args.pg_bin,
+                        parts,
+                        sql,
+                        clients=1 if single else args.connections,
+                        threads=1 if single else 2,
+                        seconds=args.single_seconds if single else args.seconds,
+                    )
 
-            yield name, "the limit (pgbench, one SQL statement)", single, go
+                return measured(None, load)
 
-    plan: list[tuple[str, str, bool, Any]] = []
-    if "Q1" in wanted:
+            yield name, LABELS[kind], kind, single, go
+
+    plan: list[Run] = []
+    for read in reads:
+        token = fixture.admin_token if read.as_admin else fixture.owner_token
+        ours = body(read.chatql, read_variables(read, fixture, CHATQL))
         for server in servers:
-            plan += chatql("Q1", server, [q1_body], [fixture.admin_token])
-        plan += limit("Q1", LIMIT_Q1)
-    if "Q2" in wanted:
+            plan += http(read.name, server, CHATQL, [ours], [token])
+        if postgraphile is not None:
+            theirs = body(read.postgraphile, read_variables(read, fixture, POSTGRAPHILE))
+            plan += http(read.name, postgraphile, POSTGRAPHILE, [theirs], [""])
+        key, owner = fixture.conversation_id, fixture.owner_id
+        plan += limit(read.name, LEAN, read.lean_sql(key, owner))
+        plan += limit(read.name, EXACT, read.exact_sql(key, owner))
+    if writes:
         for server in servers:
-            plan += chatql("Q2", server, [q2_body], [fixture.owner_token])
-        plan += limit("Q2", limit2)
-    if "W1" in wanted:
-        for server in servers:
-            plan += chatql(
+            plan += http(
                 "W1",
                 server,
+                CHATQL,
                 w1_bodies,
                 fixture.sender_tokens,
                 clients=W1_CLIENTS,
@@ -618,20 +792,21 @@ def run_rounds(
     print(f"warming up ({len(plan)} runs a round, {args.rounds} rounds)", flush=True)
     saved = args.seconds, args.single_seconds
     args.seconds = args.single_seconds = 1
-    for _, _, _, go in plan:
+    for *_, go in plan:
         go()
     args.seconds, args.single_seconds = saved
     before_w1 = count_w1(database, fixture)
     for number in range(1, args.rounds + 1):
-        for name, label, single, go in plan:
+        for name, label, kind, single, go in plan:
             sample = go()
-            row = rows.setdefault((name, label), Row(name, label))
+            row = rows.setdefault((name, label), Row(name, label, kind))
             (row.single if single else row.loaded).append(sample)
-            kind = "1 client" if single else "loaded"
+            requests = max(sample.requests, 1)
             print(
-                f"round {number} {name:<3} {label:<42} {kind:<8} {sample.rate:8.1f} req/s "
-                f"p50 {sample.p50_ms:7.1f} ms  cpu {sample.cpu_ms / max(sample.requests, 1):6.1f} "
-                f"ms/req  errors {sample.errors}",
+                f"round {number} {name:<3} {label:<44} {'1 client' if single else 'loaded':<8} "
+                f"{sample.rate:8.1f} req/s p50 {sample.p50_ms:7.1f} ms  "
+                f"cpu {sample.cpu_ms / requests:6.1f} ms/req  "
+                f"pg {sample.pg_cpu_ms / requests:6.1f} ms/req  errors {sample.errors}",
                 flush=True,
             )
     return list(rows.values()), before_w1
@@ -640,12 +815,12 @@ def run_rounds(
 def render(
     args: argparse.Namespace,
     servers: list[Server],
+    postgraphile: PostGraphile | None,
     rows: list[Row],
     sizes: dict[str, int],
     before_w1: tuple[int, int],
     after_w1: tuple[int, int],
 ) -> str:
-    limits = {row.name: row.median("rate") for row in rows if row.server.startswith("the limit")}
     cpu = platform.processor() or platform.machine()
     try:
         model = next(
@@ -656,48 +831,51 @@ def render(
         cpu = model
     except (OSError, StopIteration):
         pass
+    command = (
+        f"bench/run --rounds {args.rounds} --seconds {args.seconds:g} "
+        f"--single-seconds {args.single_seconds:g} --workers {args.workers}"
+        + (f" --only {args.only}" if args.only else "")
+        + (" --no-postgraphile" if args.no_postgraphile else "")
+        + "".join(f" --variant '{v}'" for v in args.variant)
+    )
     lines = [
         f"## Bench run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Machine: {os.cpu_count()} cores ({cpu}), shared by PostgreSQL, chatql and the load "
-        f"generator; Python {platform.python_version()}. Command: `bench/run "
-        f"--rounds {args.rounds} --seconds {args.seconds:g} "
-        f"--single-seconds {args.single_seconds:g} --workers {args.workers}"
-        + "".join(f" --variant '{v}'" for v in args.variant)
-        + "`. "
+        f"Machine: {os.cpu_count()} cores ({cpu}), shared by PostgreSQL, chatql"
+        f"{', PostGraphile' if postgraphile else ''} and the load generator (and, on this "
+        f"workplace, other sessions' work: absolute figures are noisy, ratios within one run "
+        f"are what count); Python "
+        f"{platform.python_version()}. Command: `{command}`. "
         f"Medians of {args.rounds} interleaved rounds; {args.connections} connections "
         f"(W1: {W1_CLIENTS} clients), one-client latency from separate 1-connection runs. "
-        f"Answers: Q1 {sizes.get('Q1', 0):,} bytes, Q2 {sizes.get('Q2', 0):,} bytes.",
+        "Answers: " + ", ".join(f"{name} {size:,} bytes" for name, size in sizes.items()) + ".",
         "",
     ]
     if args.note:
         lines += [args.note, ""]
     lines += [
         "| workload | server | req/s | p50 ms | p99 ms | one-client ms | SQL statements/req "
-        "| round trips/req | server CPU ms/req | peak RSS MB | ratio to the limit |",
+        "| round trips/req | server CPU ms/req | PostgreSQL CPU ms/req | peak RSS MB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        is_limit = row.server.startswith("the limit")
+        is_limit = row.kind in (LEAN, EXACT)
         cpu_ms = "" if is_limit else f"{row.per_request('cpu_ms'):.1f}"
         peak_rss = max(sample.peak_rss_mb for sample in row.loaded + row.single)
         peak = "" if is_limit else f"{peak_rss:.0f}"
-        ratio = (
-            f"{row.median('rate') / limits[row.name]:.3f}"
-            if row.name in limits and not is_limit
-            else ("1" if is_limit else "")
-        )
         answered = [sample for sample in row.single if sample.requests]
         single = f"{row.median('p50_ms', answered):.1f}" if answered else "> run"
         lines.append(
             f"| {row.name} | {row.server} | {row.median('rate'):.1f} | {row.median('p50_ms'):.1f} "
             f"| {row.median('p99_ms'):.1f} | {single} "
             f"| {row.per_request('statements'):.2f} | {row.per_request('round_trips'):.2f} "
-            f"| {cpu_ms} | {peak} | {ratio} |"
+            f"| {cpu_ms} | {row.per_request('pg_cpu_ms'):.1f} | {peak} |"
         )
+    lines += ["", *ratios(rows, postgraphile)]
     errors = sum(sample.errors for row in rows for sample in row.loaded + row.single)
     stored = after_w1[0] - before_w1[0]
     sent = sum(s.requests for row in rows if row.name == "W1" for s in row.loaded + row.single)
+    processes: list[Process] = [*servers, *([postgraphile] if postgraphile else [])]
     lines += [
         "",
         f"Failed or wrong responses: {errors}. W1: {sent:,} sends answered, {stored:,} messages "
@@ -706,15 +884,74 @@ def render(
         "VmHWM over that workload's runs (reset before each run; start-up and log-in, where "
         "Argon2 takes 64 MiB for a moment, are not in it): "
         + ", ".join(
-            f"{server_label(s)} {max(s.lifetime_peak_mb, s.peak_rss_mb()):.0f} MB" for s in servers
+            f"{label(p)} {max(p.lifetime_peak_mb, p.peak_rss_mb()):.0f} MB" for p in processes
         )
-        + " over the whole life of each server. Statements per request are counted "
-        "by PostgreSQL over the requests wrk saw answered: requests still running when a run "
-        "ends add a little (the tests count Q1 at 4 and Q2 at 3 exactly). '> run': no answer "
-        "within a one-client run.",
+        + " over the whole life of each server. PostgreSQL CPU is the whole cluster's (its "
+        "backends, and the checkpointer and autovacuum a little) over each run, per request. "
+        "Statements per request are counted by PostgreSQL over the requests the load generator "
+        "saw answered: requests still running when a run ends add a little (the tests count "
+        "chatql's exactly). '> run': no answer within a one-client run.",
         "",
     ]
     return "\n".join(lines)
+
+
+def label(process: Process) -> str:
+    if isinstance(process, PostGraphile):
+        return process.label
+    assert isinstance(process, Server)
+    return server_label(process)
+
+
+def ratios(rows: list[Row], postgraphile: PostGraphile | None) -> list[str]:
+    """chatql's rate over each anchor's, per workload and chatql server, and, for Q1+, its
+    ratios as a share of Q1's (issue 12 asks for at least 0.8)."""
+    anchors = [
+        (POSTGRAPHILE, postgraphile.label if postgraphile else ""),
+        (LEAN, "lean"),
+        (EXACT, "exact"),
+    ]
+    kinds = [kind for kind, _ in anchors if any(row.kind == kind for row in rows)]
+    if not kinds:
+        return []
+    rate = {(row.name, row.kind): row.median("rate") for row in rows if row.kind != CHATQL}
+    names = dict(anchors)
+    lines = [
+        "Ratios: chatql's req/s over each anchor's, in this run (higher is better; 1 would be "
+        "as fast as the anchor).",
+        "",
+        "| workload | server | "
+        + " | ".join(
+            f"÷ {names[kind]}" if kind == POSTGRAPHILE else f"÷ {names[kind]} limit"
+            for kind in kinds
+        )
+        + " |",
+        "|---|---|" + "---:|" * len(kinds),
+    ]
+    of: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        if row.kind != CHATQL or (row.name, kinds[0]) not in rate:
+            continue
+        values = [row.median("rate") / rate[(row.name, kind)] for kind in kinds]
+        of[(row.name, row.server)] = values
+        lines.append(
+            f"| {row.name} | {row.server} | " + " | ".join(f"{v:.3f}" for v in values) + " |"
+        )
+    shares = [
+        f"{server}: "
+        + ", ".join(
+            f"{plus / plain:.2f} (÷ {names[kind]})"
+            for kind, plus, plain in zip(kinds, values, of[("Q1", server)], strict=True)
+        )
+        for (name, server), values in of.items()
+        if name == "Q1+" and ("Q1", server) in of
+    ]
+    if shares:
+        lines += [
+            "",
+            "Q1+'s ratios as a share of Q1's (issue 12: at least 0.8): " + "; ".join(shares) + ".",
+        ]
+    return lines
 
 
 if __name__ == "__main__":
