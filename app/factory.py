@@ -22,6 +22,11 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import (
+    GRAPHQL_SSE_PROTOCOL,
+    GRAPHQL_TRANSPORT_WS_PROTOCOL,
+    GRAPHQL_WS_PROTOCOL,
+)
 from strawberry.types.unset import UnsetType
 
 import explorer
@@ -50,7 +55,8 @@ from transport.body import BodyLimit
 from transport.deadline import RequestDeadline
 from transport.fast import FastLane
 from transport.persisted import Bounds, StoreRegistered
-from transport.view import PREFLIGHT_HEADERS, BaseGraphQLView
+from transport.sse import EventStreams, heartbeat_transport
+from transport.view import PREFLIGHT_HEADERS
 from transport.websockets import LegacyWSProtocol, TransportWSProtocol
 
 if TYPE_CHECKING:
@@ -73,9 +79,10 @@ def client_address(request: Request | WebSocket, *, trust_proxy: bool) -> str | 
     return request.client.host if request.client else None
 
 
-class GraphQLView(BaseGraphQLView):
+class GraphQLView(EventStreams):
     """Strawberry's ASGI view; the process-wide services come from the app's state.
 
+    Server-Sent Events (`transport.sse`) are HTTP requests with a streamed answer.
     A WebSocket's context is the connection's: it holds the `connection_init` credentials.
     Each operation on it runs with a context of its own (`operation_context`), built by the
     same `build_context` as an HTTP request's.
@@ -240,6 +247,11 @@ def create_app(
             planned=settings.query_plan,
         ),
         allowed_origins=settings.cors_origins,
+        subscription_protocols=(
+            GRAPHQL_TRANSPORT_WS_PROTOCOL,
+            GRAPHQL_WS_PROTOCOL,
+            GRAPHQL_SSE_PROTOCOL,
+        ),
         connection_init_wait_timeout=datetime.timedelta(seconds=settings.ws_init_timeout),
         max_subscriptions_per_connection=settings.ws_max_operations,
         persisted_query_cache_size=settings.persisted_query_cache_size,
@@ -251,6 +263,9 @@ def create_app(
         fast_lane=lane,
     )
     graphql.max_message_bytes = settings.max_body_bytes
+    graphql.stream_transport_classes_by_protocol = {
+        GRAPHQL_SSE_PROTOCOL: heartbeat_transport(settings.sse_heartbeat)
+    }
     graphql.tracing = tracing
     routes = [
         # Every method reaches the view, which answers 405 in GraphQL's error format.

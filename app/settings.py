@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     # operations one connection may have open at once (RATE_LIMITED beyond).
     ws_init_timeout: float = 10.0
     ws_max_operations: int = 100
+    # Server-Sent Events: seconds between the comment lines that keep a quiet stream open.
+    sse_heartbeat: float = Field(default=15.0, gt=0)
     # How often the subscriptions of deactivated users are looked for and ended.
     subscription_recheck_seconds: float = 30.0
     # On SIGTERM, how long in-flight requests may take to finish.

@@ -80,6 +80,8 @@ class RequestLog:
             status=status,
             graphql=graphql,
             refused=refused,
+            # An HTTP request that carried a streamed protocol (`transport.sse`).
+            protocol=scope["state"].get("protocol"),
         )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import strawberry
@@ -13,7 +13,7 @@ from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from schema.budgets import budgets_of, charged_events
-from schema.errors import ErrorCodes
+from schema.errors import ErrorCodes, Refused
 from schema.limits import Limits
 from schema.mutations import Mutation
 from schema.operation import OperationContext
@@ -23,6 +23,10 @@ from schema.queries import Query
 from schema.scalars import SCALARS
 from schema.subscriptions import Subscription
 from schema.types import Conversation, Message, User
+
+SUBSCRIPTION = OperationType.SUBSCRIPTION
+# In a context's extras: an `asyncio.Event` set once the operation has begun (`Started`).
+STARTED = "operation_started"
 
 
 class Schema(strawberry.Schema):
@@ -66,6 +70,29 @@ class Schema(strawberry.Schema):
         return charged_events(results, context)
 
 
+class Started(SchemaExtension):
+    """The last `on_execute` hook: an operation refused by an earlier one (a bad token, a
+    limit, the budget) stops here. Strawberry checks `execution_context.result` before it
+    executes a query or mutation, but subscribes regardless: without this a subscription
+    over a limit ran on every streaming transport (both WebSocket protocols and SSE).
+
+    Once the operation has run (a query or mutation) or begun (a subscription is subscribed:
+    graphql-core has its event stream, the first event may be hours away), unrefused,
+    `STARTED` in the context's extras is set, when a streaming transport put an event there
+    to learn that nothing refused it (`transport.sse`).
+    """
+
+    def on_execute(self) -> Iterator[None]:
+        execution = self.execution_context
+        result = execution.result
+        if result is not None and result.errors and execution.operation_type is SUBSCRIPTION:
+            raise Refused(result.errors)
+        yield
+        started = getattr(execution.context, "extras", {}).get(STARTED)
+        if started is not None and result is None:
+            started.set()
+
+
 def make_schema(
     *,
     extensions: Sequence[type[SchemaExtension] | Callable[[], SchemaExtension]] = (),
@@ -79,7 +106,7 @@ def make_schema(
         mutation=Mutation,
         subscription=Subscription,
         types=[User, Conversation, Message],
-        extensions=[ErrorCodes, RejectBadTokens, Limits, *extensions],
+        extensions=[ErrorCodes, RejectBadTokens, Limits, *extensions, Started],
         config=StrawberryConfig(scalar_map=SCALARS, **config),
         execution_context_class=PlanExecutor if planned else None,
     )

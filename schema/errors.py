@@ -25,7 +25,7 @@ Anything else is unexpected: `ErrorCodes` masks it to INTERNAL_SERVER_ERROR and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from graphql import GraphQLError, GraphQLSyntaxError
@@ -192,6 +192,15 @@ class ServiceUnavailable(PublicError):
         self.retry_after = retry_after
 
 
+class Refused(GraphQLError):
+    """The errors that refused an operation before it ran, raised as one from an extension's
+    hook (`schema.Started`); `ErrorCodes` answers them one by one."""
+
+    def __init__(self, errors: Iterable[GraphQLError]) -> None:
+        self.errors = list(errors)
+        super().__init__(self.errors[0].message)
+
+
 def classify(error: GraphQLError) -> str:
     """The code of an error graphql-core raised before any resolver ran."""
     if isinstance(error, GraphQLSyntaxError) or error.message.startswith("Syntax Error"):
@@ -220,7 +229,8 @@ def public_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
         # No operation to run (no document, an unknown operationName, a type the transport
         # does not carry): the client's request, answered as HTTP answers it.
         message = OPERATION_NAME_REQUIRED if names_no_operation(original) else error.message
-        return GraphQLError(message, extensions={"code": "BAD_REQUEST"})
+        # The original stays for a transport that answers it with a status (`transport.sse`).
+        return GraphQLError(message, extensions={"code": "BAD_REQUEST"}, original_error=original)
     # A variable that failed to coerce (an unreadable DateTime, say) keeps the scalar's
     # exception as its original error, but it is the client's input, not our fault.
     if original is None or (error.path is None and error.message.startswith("Variable '$")):
@@ -265,10 +275,15 @@ class ErrorCodes(SchemaExtension):
             return
         context = self.execution_context.context
         request_id = getattr(context, "request_id", None)
+        errors = [each for error in errors for each in _unpacked(error)]
         result.errors = [public_error(error, request_id) for error in errors]
         if not config_of(context).suggestions:
             for error in result.errors:
                 error.message = without_suggestions(error.message)
+
+
+def _unpacked(error: GraphQLError) -> list[GraphQLError]:
+    return error.errors if isinstance(error, Refused) else [error]
 
 
 def without_suggestions(message: str) -> str:

@@ -20,6 +20,7 @@ from schema.errors import OVER_BUDGET
 from tests.factories import Sessionmaker, gid, make_conversation, make_user, token_for
 from tests.helpers import Api, running
 from tests.process import serve
+from tests.schema.test_subscriptions import wait_for_subscribers
 from tests.ws import PROTOCOLS, asgi_socket
 
 # Costs (schema.complexity): `me` is 1; `users(first: 2)` is 1 + 2 * (1 + 1) = 5.
@@ -175,6 +176,8 @@ async def test_a_subscription_is_charged_per_event_and_ends_past_its_budget(
         async with asgi_socket(served.app, protocol) as socket:
             await socket.login(ada)
             await socket.subscribe("s", subscription, {"id": conversation})
+            # Registered asynchronously: a send before that would not reach it.
+            await wait_for_subscribers(served.app, 1)
             for text in ("one", "two"):
                 sent = await served.api.post(send, {"id": conversation, "text": text}, token=ada)
                 assert sent.status_code == 200, sent.text

@@ -1,5 +1,5 @@
-"""One pipeline: every operation answers the same over HTTP (POST, the fast lane, GET) and over
-both WebSocket protocols, errors included, on both databases.
+"""One pipeline: every operation answers the same over HTTP (POST, the fast lane, GET), over
+Server-Sent Events and over both WebSocket protocols, errors included, on both databases.
 
 Each document below runs as one viewer over every transport; the answers are compared whole,
 after taking out what must differ (a request id). Mutations that succeed write a new row per
@@ -147,6 +147,30 @@ async def over_http(
     return result
 
 
+async def over_sse(
+    api: Api, query: str, variables: Any, name: str | None, token: str
+) -> dict[str, Any]:
+    """The answer over Server-Sent Events: the one `next` event of a stream (then `complete`),
+    or the JSON body of a request refused before it ran."""
+    body: dict[str, Any] = {"query": query, "variables": variables, "operationName": name}
+    response = await api.client.post(
+        "/graphql",
+        json=body,
+        headers={"Accept": "text/event-stream", "Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code < 500, response.text
+    if response.headers["content-type"] != "text/event-stream":
+        assert response.status_code >= 400, response.text
+        refused: dict[str, Any] = response.json()
+        return refused
+    next_event, complete, end = response.text.split("\r\n\r\n")
+    assert (complete, end) == ("event: complete\r\ndata: ", ""), response.text
+    kind, data = next_event.split("\r\n")
+    assert kind == "event: next", response.text
+    result: dict[str, Any] = json.loads(data.removeprefix("data: "))
+    return result
+
+
 async def test_every_operation_answers_alike_over_http_and_both_websocket_protocols(
     app: Starlette, api: Api, sessionmaker: Sessionmaker
 ) -> None:
@@ -173,6 +197,7 @@ async def test_every_operation_answers_alike_over_http_and_both_websocket_protoc
         }
         if not query.lstrip().startswith("mutation"):
             over["GET"] = await over_http(api, query, variables, name, token, get=True)
+        over["SSE"] = await over_sse(api, query, variables, name, token)
         answers.append(over)
     # One socket at a time: the in-process WebSocket transport cannot interleave two.
     for protocol in (TRANSPORT_WS, LEGACY_WS):
