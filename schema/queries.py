@@ -13,6 +13,7 @@ from schema.errors import BadUserInput, NotFound
 from schema.pagination import Connection, page_request
 from schema.permissions import require_viewer
 from schema.relay import decode_conversation_id, decode_user_id, parse_global_id
+from schema.search import SearchFields
 from schema.types import Conversation, Info, Message, Node, User
 
 
@@ -37,7 +38,7 @@ async def load_node(info: Info, global_id: str, *, field: str) -> Node | None:
 
 
 @strawberry.type
-class Query:
+class Query(SearchFields):  # searchMessages: schema/search.py
     @strawberry.field(description="Any object by its global id; null when it is not visible.")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
         require_viewer(info.context)

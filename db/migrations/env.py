@@ -13,6 +13,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from db.models import Base
+from db.search import is_search_object
 
 connection: Connection | None = context.config.attributes.get("connection")
 if connection is None:
@@ -27,6 +28,8 @@ try:
         target_metadata=Base.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # Search's column, index and FTS5 tables are left out of the models (db/search.py).
+        include_name=lambda name, *_: not is_search_object(name),
     )
 finally:
     announcer.setLevel(level)

@@ -16,13 +16,21 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import make_engine
-from db.migrate import alembic_config, upgrade_to_head
+from db.migrate import alembic_config, migrate, upgrade_to_head
 from db.models import Base
+from db.search import is_search_object, parse_query, search_messages
 from tests.conftest import _create_database, _drop_database
+from tests.factories import Sessionmaker, make_conversation, make_messages, make_user
+
+
+def _models_only(name: str | None, *_: Any) -> bool:
+    return not is_search_object(name)
 
 
 def _differences(connection: Connection) -> list[Any]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    # Search's column, index and FTS5 tables are each database's own (db/search.py).
+    opts = {"compare_type": True, "include_name": _models_only}
+    context = MigrationContext.configure(connection, opts=opts)
     with warnings.catch_warnings():
         # SQLite's reflection cannot read expression indexes; they are checked by name below.
         warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based")
@@ -79,3 +87,37 @@ async def test_hosts_migrating_one_new_database_at_once_all_succeed(database_url
         await _drop_database(database_url, name)
     assert heads == [ScriptDirectory.from_config(alembic_config()).get_current_head()]
     assert differences == []
+
+
+async def test_the_search_index_covers_the_rows_written_before_it(
+    engine: AsyncEngine, sessionmaker: Sessionmaker
+) -> None:
+    user = await make_user(sessionmaker)
+    conversation = await make_conversation(sessionmaker, owner_id=user)
+    await migrate(engine, "0007_trusted_documents", down=True)
+    await make_messages(
+        sessionmaker, conversation_id=conversation, count=3, content="wombats dig burrow {i}"
+    )
+    await migrate(engine, "head")
+    await make_messages(sessionmaker, conversation_id=conversation, count=1, content="a wombat")
+
+    async def found(words: str) -> list[str]:
+        async with sessionmaker() as session:
+            page = await search_messages(
+                session,
+                query=parse_query(words),
+                owner_id=user,
+                conversation_id=None,
+                role=None,
+                first=10,
+                after=None,
+            )
+        return sorted(row.content for row in page.rows)
+
+    assert await found("wombat") == [
+        "a wombat",
+        "wombats dig burrow 0",
+        "wombats dig burrow 1",
+        "wombats dig burrow 2",
+    ]
+    assert await found('"dig burrow 1"') == ["wombats dig burrow 1"]

@@ -207,6 +207,7 @@ BASELINE: dict[str, Any] = {
     "login": "admin",
     "title": "a title",
     "content": "a message",
+    "query": "a message",
     "conversationId": "@C1@",
     "toUserId": gid("User", 2),
 }
