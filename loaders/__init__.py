@@ -53,9 +53,6 @@ class Loaders:
 
     def __init__(self, makers: dict[str, Callable[[], Any]]) -> None:
         self._makers = makers
-        # The loaders Strawberry's resolvers make, one per field and arguments
-        # (`schema.resolvers.FieldLoader`).
-        self.by_field: dict[Hashable, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for a loader not made yet (made ones are plain attributes).

@@ -6,9 +6,8 @@ connection), `args` the field's arguments by their Python names, and the column 
 per parent, in order. Both executors run these same functions:
 
 - the planned executor (`schema.plan`) calls each definition once per level with all its rows;
-- Strawberry (`schema.types`, `schema.queries`) calls them through `defined(...)` fields, whose
-  resolvers batch the objects of a level through one per-request DataLoader per field and
-  arguments (`FieldLoader`), so each still runs once per level.
+- Strawberry (`schema.types`, `schema.queries`) calls them through `defined(...)` fields
+  (`schema.resolvers`), one object at a time; the loaders inside batch the objects of a level.
 
 What a column holds, by the field's GraphQL type:
 
@@ -76,6 +75,20 @@ async def gather(*steps: Awaitable[Any]) -> list[Any]:
     return results
 
 
+async def load_all(loader: Any, keys: Sequence[Any]) -> list[Any]:
+    """`loader.load_many(keys)` without its `gather`: every key is asked at once, and the
+    values come with no extra turn of the event loop once their batch is in, so the loads a
+    level starts next still batch with those of its siblings (Strawberry's resolvers keep the
+    timing, and the statement counts, they had before definitions)."""
+    futures = [loader.load(key) for key in keys]
+    try:
+        return [await future for future in futures]
+    finally:
+        for future in futures:  # one failed: the others' errors are seen, not warned about
+            if future.done() and not future.cancelled():
+                future.exception()
+
+
 class Root:
     """The one object of a Query level."""
 
@@ -107,7 +120,7 @@ class Paged:
 
     page: Page | JsonPage
     kind: CursorKind
-    count: Callable[[], Awaitable[int]]
+    count: Callable[[], Awaitable[int]]  # starts the count's load when called
 
 
 class EdgeRow(NamedTuple):
@@ -186,10 +199,10 @@ Prefetcher = Callable[[Sequence[Any], Context, Args, Below], Prefetch]
 
 @dataclass(frozen=True)
 class Definition:
-    """One field. `arguments`: Python name -> (annotation, default), as Strawberry reads them.
-    `attribute`: a scalar field that is the rows' attribute of that name (both executors
-    read it directly). `json`: what `db.page_json` writes for it (a `MessageField`, "cursor", "node",
-    "edges", or "ends" for the page's end cursors)."""
+    """One field. `arguments`: Python name -> (annotation, default), as Strawberry reads
+    them. `attribute`: a scalar field that is the rows' attribute of that name (both
+    executors read it directly). `json`: what `db.page_json` writes for it (a
+    `MessageField`, "cursor", "node", "edges", or "ends" for the page's end cursors)."""
 
     name: str
     resolve: Resolve
@@ -301,6 +314,7 @@ def edge_cursor(level: Level, args: Args) -> Column:
 def edge_node(level: Level, args: Args) -> Column:
     return [edge.row for edge in level.rows]
 
+
 plain("PageInfo.hasNextPage", "page.has_next")
 plain("PageInfo.hasPreviousPage", "page.has_previous")
 
@@ -324,8 +338,19 @@ def page_end_cursor(level: Level, args: Args) -> Column:
     return [_end(paged, False) for paged in level.rows]
 
 
-async def _counted(loader: Any, key: Any) -> int:
-    return int(await loader.load(key))
+def _counted(loader: Any, key: Any) -> Callable[[], Awaitable[int]]:
+    """A count `loader` gives: asked for at once when called (no task in between), so the
+    counts of one level load in one batch with their siblings' loads, in both executors."""
+    return lambda: loader.load(key)
+
+
+def _known(count: int) -> Callable[[], Awaitable[int]]:
+    def done() -> Awaitable[int]:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future.set_result(count)
+        return future
+
+    return done
 
 
 def _paged(
@@ -397,9 +422,9 @@ async def user_conversations(level: Level, args: Args) -> Column:
         if counted
         else loaders.conversations_page_by_user
     )
-    pages = await family(request).load_many(ids)
+    pages = await load_all(family(request), ids)
     counter = loaders.conversation_count_by_user
-    counts = [lambda key=key: _counted(counter, key) for key in ids]
+    counts = [_counted(counter, key) for key in ids]
     return _merge(errors, _paged(pages, "conversation", counts))
 
 
@@ -408,7 +433,7 @@ async def user_conversation_count(level: Level, args: Args) -> Column:
     ids, errors = _owned(level)
     if not ids:
         return errors
-    return _merge(errors, await level.loaders.conversation_count_by_user.load_many(ids))
+    return _merge(errors, await load_all(level.loaders.conversation_count_by_user, ids))
 
 
 # ---- Conversation --------------------------------------------------------------------------
@@ -425,19 +450,14 @@ plain(
 
 @define("Conversation.owner")
 async def conversation_owner(level: Level, args: Args) -> Column:
-    found = await level.loaders.user_by_id.load_many([row.user_id for row in level.rows])
+    found = await load_all(level.loaders.user_by_id, [row.user_id for row in level.rows])
     return [row if row is not None else Failed(NotFound()) for row in found]
 
 
 def _message_count(loaders: Loaders, row: Any) -> Callable[[], Awaitable[int]]:
     if "message_count" in row._fields:  # the count came along with the row
-        count = int(row.message_count)
-
-        async def known() -> int:
-            return count
-
-        return known
-    return lambda: _counted(loaders.message_count_by_conversation, row.id)
+        return _known(int(row.message_count))
+    return _counted(loaders.message_count_by_conversation, row.id)
 
 
 def _message_pages(context: Context, args: Args, below: Below) -> tuple[Any, bool]:
@@ -460,7 +480,7 @@ def _prefetch_messages(keys: Sequence[Any], context: Context, args: Args, below:
     ids = list(keys)
 
     async def load() -> None:
-        pages = await loader.load_many(ids)
+        pages = await load_all(loader, ids)
         for key, page in zip(ids, pages, strict=True):
             row = page.conversation if isinstance(page, JsonPage) else None
             if row is not None:
@@ -478,7 +498,7 @@ def _prefetch_messages(keys: Sequence[Any], context: Context, args: Args, below:
 )
 async def conversation_messages(level: Level, args: Args) -> Column:
     loader, _ = _message_pages(level.context, args, level.below)
-    pages = await loader.load_many([row.id for row in level.rows])
+    pages = await load_all(loader, [row.id for row in level.rows])
     counts = [_message_count(level.loaders, row) for row in level.rows]
     return _paged(pages, "message", counts)
 
@@ -489,13 +509,13 @@ async def conversation_message_count(level: Level, args: Args) -> Column:
     if "message_count" in rows[0]._fields:
         return [int(row.message_count) for row in rows]
     ids = [row.id for row in rows]
-    return list(await level.loaders.message_count_by_conversation.load_many(ids))
+    return list(await load_all(level.loaders.message_count_by_conversation, ids))
 
 
 @define("Conversation.lastMessage")
 async def conversation_last_message(level: Level, args: Args) -> Column:
     ids = [row.id for row in level.rows]
-    pages = await level.loaders.messages_page_by_conversation(LAST_ONE).load_many(ids)
+    pages = await load_all(level.loaders.messages_page_by_conversation(LAST_ONE), ids)
     return [page.rows[-1] if page.rows else None for page in pages]
 
 
@@ -516,7 +536,7 @@ plain("Message.createdAt", "created_at", json="created_at")
 @define("Message.conversation")
 async def message_conversation(level: Level, args: Args) -> Column:
     ids = [row.conversation_id for row in level.rows]
-    found = await level.loaders.conversation_by_id.load_many(ids)
+    found = await load_all(level.loaders.conversation_by_id, ids)
     return [row if row is not None else Failed(NotFound()) for row in found]
 
 
@@ -609,7 +629,7 @@ async def query_users(level: Level, args: Args) -> Column:
         raise BadUserInput.one("search", "at most 100 characters")
     loaders = level.loaders
     page = await loaders.users_page((request, needle)).load(EVERYONE)
-    return [Paged(page, "user", lambda: _counted(loaders.user_count_by_search, needle or ""))]
+    return [Paged(page, "user", _counted(loaders.user_count_by_search, needle or ""))]
 
 
 @define(
