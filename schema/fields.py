@@ -42,6 +42,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from inspect import Parameter, iscoroutinefunction
+from itertools import repeat
 from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
@@ -68,6 +69,8 @@ REQUIRED = Parameter.empty  # an argument without a default
 async def gather(*steps: Awaitable[Any]) -> list[Any]:
     """Like `asyncio.gather`, but every step has finished when it raises: nothing of a plan
     that missed may still be running (and holding a session) when Strawberry takes over."""
+    if len(steps) == 1:  # nothing else runs: no task needed
+        return [await steps[0]]
     results = await asyncio.gather(*steps, return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
@@ -123,11 +126,9 @@ class Paged:
     count: Callable[[], Awaitable[int]]  # starts the count's load when called
 
 
-class EdgeRow(NamedTuple):
-    """One edge of a page of rows: the row and the kind of its cursor."""
-
-    kind: CursorKind
-    row: Any
+# One edge of a page of rows: the kind of its cursor, and the row (a plain tuple: a page of
+# them is made in C).
+EdgeRow = tuple[CursorKind, Any]
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,7 @@ def connection_edges(level: Level, args: Args) -> Column:
     return [
         orjson.Fragment(paged.page.edges)
         if isinstance(paged.page, JsonPage)
-        else [EdgeRow(paged.kind, row) for row in paged.page.rows]
+        else list(zip(repeat(paged.kind), paged.page.rows))
         for paged in level.rows
     ]
 
@@ -307,12 +308,12 @@ async def connection_total_count(level: Level, args: Args) -> Column:
 
 @define("Edge.cursor", json="cursor")
 def edge_cursor(level: Level, args: Args) -> Column:
-    return [encode_cursor(edge.kind, row_keyset(edge.kind, edge.row)) for edge in level.rows]
+    return [encode_cursor(kind, row_keyset(kind, row)) for kind, row in level.rows]
 
 
 @define("Edge.node", json="node")
 def edge_node(level: Level, args: Args) -> Column:
-    return [edge.row for edge in level.rows]
+    return [row for _, row in level.rows]
 
 
 plain("PageInfo.hasNextPage", "page.has_next")
@@ -454,10 +455,13 @@ async def conversation_owner(level: Level, args: Args) -> Column:
     return [row if row is not None else Failed(NotFound()) for row in found]
 
 
-def _message_count(loaders: Loaders, row: Any) -> Callable[[], Awaitable[int]]:
-    if "message_count" in row._fields:  # the count came along with the row
-        return _known(int(row.message_count))
-    return _counted(loaders.message_count_by_conversation, row.id)
+def _message_counts(level: Level) -> list[Callable[[], Awaitable[int]]]:
+    """The message count of each conversation: come along with its row, or to load."""
+    rows = level.rows
+    if "message_count" in rows[0]._fields:
+        return [_known(int(row.message_count)) for row in rows]
+    loader = level.loaders.message_count_by_conversation
+    return [_counted(loader, row.id) for row in rows]
 
 
 def _message_pages(context: Context, args: Args, below: Below) -> tuple[Any, bool]:
@@ -499,7 +503,7 @@ def _prefetch_messages(keys: Sequence[Any], context: Context, args: Args, below:
 async def conversation_messages(level: Level, args: Args) -> Column:
     loader, _ = _message_pages(level.context, args, level.below)
     pages = await load_all(loader, [row.id for row in level.rows])
-    counts = [_message_count(level.loaders, row) for row in level.rows]
+    counts = _message_counts(level)
     return _paged(pages, "message", counts)
 
 

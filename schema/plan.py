@@ -25,10 +25,10 @@ running it twice is safe, and errors are Strawberry's by construction. Field mid
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from inspect import isawaitable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from graphql import (
@@ -298,6 +298,8 @@ class Walk:
         )
 
     # ---- levels --------------------------------------------------------------------------
+    # A column that needs no waiting is made on the spot: only definitions that load data
+    # return awaitables (`Later`), and only those become tasks.
 
     async def root(self) -> dict[str, Any]:
         x = self.executor
@@ -307,24 +309,46 @@ class Walk:
             self.schema, x.fragments, x.variable_values, query, x.operation, x.hide_suggestions
         )
         grouped = self._checked(collected.grouped_field_set, collected.new_defer_usages)
-        (data,) = await self.objects(query, grouped, [ROOT])
+        (data,) = await now(self.objects(query, grouped, [ROOT]))
         return data
 
-    async def objects(
+    def objects(
         self, parent: GraphQLObjectType, grouped: GroupedFieldSet, rows: Sequence[Any]
-    ) -> list[dict[str, Any]]:
+    ) -> Later[dict[str, Any]]:
         """The result objects of `rows`, all of type `parent`, one column per field."""
         if not rows:
             return []
-        columns = await gather(*(self.column(parent, sub, rows) for sub in grouped.values()))
         if not grouped:  # every field skipped
             return [{} for _ in rows]
         keys = list(grouped)
-        return [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
+        columns: list[Any] = []
+        try:
+            for sub in grouped.values():
+                columns.append(self.column(parent, sub, rows))
+        except BaseException:
+            for column in columns:  # made, never started: closed, so none is left unawaited
+                if isinstance(column, Coroutine):
+                    column.close()
+            raise
 
-    async def column(
+        def assemble(columns: list[Column]) -> list[dict[str, Any]]:
+            return [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
+
+        waiting = [index for index, column in enumerate(columns) if not isinstance(column, list)]
+        if not waiting:
+            return assemble(columns)
+
+        async def after() -> list[dict[str, Any]]:
+            done = await gather(*(columns[index] for index in waiting))
+            for index, column in zip(waiting, done, strict=True):
+                columns[index] = column
+            return assemble(columns)
+
+        return after()
+
+    def column(
         self, parent: GraphQLObjectType, details: FieldDetailsList, rows: Sequence[Any]
-    ) -> Column:
+    ) -> Later[Any]:
         """One field of every object of a level: its definition's column, completed."""
         name = _name(details)
         if name == "__typename":
@@ -335,40 +359,65 @@ class Walk:
             raise Miss(f"{parent.name}.{name} has no definition")
         level = Level(rows, self.context, Selection(self, field, details))
         made = definition.resolve(level, self.arguments(field, details))
-        values = await made if isawaitable(made) else made
-        if definition.attribute is None and any(type(value) is Failed for value in values):
-            # Exact errors and null propagation are Strawberry's to report.
-            raise Miss(f"{parent.name}.{name}: an error for an object")
-        return await self.complete(field.type, details, values, f"{parent.name}.{name}")
+        where = f"{parent.name}.{name}"
+        if isinstance(made, list):
+            return self.completed(field, details, definition.attribute is None, made, where)
 
-    async def complete(
+        async def after() -> Column:
+            values = await made
+            completed = self.completed(field, details, True, values, where)
+            return await now(completed)
+
+        return after()
+
+    def completed(
+        self,
+        field: GraphQLField,
+        details: FieldDetailsList,
+        check: bool,
+        values: Column,
+        where: str,
+    ) -> Later[Any]:
+        if check and any(type(value) is Failed for value in values):
+            # Exact errors and null propagation are Strawberry's to report.
+            raise Miss(f"{where}: an error for an object")
+        return self.complete(field.type, details, values, where)
+
+    def complete(
         self, output: GraphQLOutputType, details: FieldDetailsList, values: Column, where: str
-    ) -> Column:
+    ) -> Later[Any]:
         """`values` of a field of type `output` as the answer holds them."""
         if isinstance(output, GraphQLNonNull):
-            if None in values:
+            if any(value is None for value in values):  # `None in` would compare rows
                 raise Miss(f"{where}: null where the type forbids it")
             output = output.of_type
         if isinstance(output, GraphQLList):
             # Every list of the level is one level below: flattened, completed, split back.
             lists = [v for v in values if v is not None and not isinstance(v, orjson.Fragment)]
             flat = [item for items in lists for item in items]
-            done = iter(await self.complete(output.of_type, details, flat, where))
-            return [
-                v if v is None or isinstance(v, orjson.Fragment) else [next(done) for _ in v]
-                for v in values
-            ]
+
+            def split(done: Column) -> Column:
+                items = iter(done)
+                return [
+                    v if v is None or isinstance(v, orjson.Fragment) else [next(items) for _ in v]
+                    for v in values
+                ]
+
+            return then(self.complete(output.of_type, details, flat, where), split)
         if isinstance(output, GraphQLObjectType):
             children = [value for value in values if value is not None]
-            grouped = self.fields(output, details)
-            made = iter(await self.objects(output, grouped, children))
-            return [next(made) if value is not None else None for value in values]
+
+            def put(made: list[dict[str, Any]]) -> Column:
+                objects = iter(made)
+                return [next(objects) if value is not None else None for value in values]
+
+            return then(self.objects(output, self.fields(output, details), children), put)
         if isinstance(output, GraphQLScalarType | GraphQLEnumType):
             serialize = _serializer(output)
             if serialize is None:
                 return values
             return [serialize(value) if value is not None else None for value in values]
-        return await self.abstract(details, values)
+        return self.abstract(details, values)
 
     async def abstract(self, details: FieldDetailsList, values: Column) -> Column:
         """Values of an interface type (`Of`): each concrete type one level of its own."""
@@ -376,14 +425,39 @@ class Walk:
         for value in values:
             if value is not None:
                 by_type.setdefault(value.type_name, []).append(value.row)
-        made: dict[str, Any] = {}
-        for type_name, rows in by_type.items():
+        kinds = list(by_type)
+        made: list[list[dict[str, Any]]] = []
+        for type_name in kinds:
             concrete = self.schema.get_type(type_name)
             assert isinstance(concrete, GraphQLObjectType)
-            made[type_name] = iter(
-                await self.objects(concrete, self.fields(concrete, details), rows)
+            made.append(
+                await now(
+                    self.objects(concrete, self.fields(concrete, details), by_type[type_name])
+                )
             )
-        return [next(made[value.type_name]) if value is not None else None for value in values]
+        objects = {kind: iter(done) for kind, done in zip(kinds, made, strict=True)}
+        return [next(objects[value.type_name]) if value is not None else None for value in values]
+
+
+T = TypeVar("T")
+U = TypeVar("U")
+# A value made on the spot, or an awaitable of it (a list is never awaitable).
+Later = list[T] | Awaitable[list[T]]
+
+
+async def now(later: Later[T]) -> list[T]:
+    return later if isinstance(later, list) else await later
+
+
+def then(later: Later[T], use: Callable[[list[T]], list[U]]) -> Later[U]:
+    """`use` of `later`'s value: on the spot, or once it is there."""
+    if isinstance(later, list):
+        return use(later)
+
+    async def after() -> list[U]:
+        return use(await later)
+
+    return after()
 
 
 def _serializer(output: GraphQLScalarType | GraphQLEnumType) -> Callable[[Any], Any] | None:
