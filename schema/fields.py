@@ -79,13 +79,15 @@ async def gather(*steps: Awaitable[Any]) -> list[Any]:
 
 
 async def load_all(loader: Any, keys: Sequence[Any]) -> list[Any]:
-    """`loader.load_many(keys)` without its `gather`: every key is asked at once, and the
-    values come with no extra turn of the event loop once their batch is in, so the loads a
-    level starts next still batch with those of its siblings (Strawberry's resolvers keep the
-    timing, and the statement counts, they had before definitions)."""
+    """`loader.load_many(keys)`, each key shielded as `BatchLoader.get` shields it (a future
+    is shared by every field that asked for its key: graphql-core cancelling one of them must
+    not cancel the others'), and without `load_many`'s `gather`: the values come with no
+    more turns of the event loop than `get`'s, so the loads a level starts next still batch
+    with those of its siblings (Strawberry's resolvers keep the timing, and the statement
+    counts, they had before definitions)."""
     futures = [loader.load(key) for key in keys]
     try:
-        return [await future for future in futures]
+        return [await asyncio.shield(future) for future in futures]
     finally:
         for future in futures:  # one failed: the others' errors are seen, not warned about
             if future.done() and not future.cancelled():
@@ -342,7 +344,7 @@ def page_end_cursor(level: Level, args: Args) -> Column:
 def _counted(loader: Any, key: Any) -> Callable[[], Awaitable[int]]:
     """A count `loader` gives: asked for at once when called (no task in between), so the
     counts of one level load in one batch with their siblings' loads, in both executors."""
-    return lambda: loader.load(key)
+    return lambda: asyncio.shield(loader.load(key))  # shared: see `load_all`
 
 
 def _known(count: int) -> Callable[[], Awaitable[int]]:
@@ -558,11 +560,11 @@ async def _node(loaders: Loaders, global_id: str, field: str) -> Of | None:
     type_name, key = parsed
     row: Any
     if type_name == "Conversation":
-        row = await loaders.conversation_by_id.load(str(key))
+        row = await loaders.conversation_by_id.get(str(key))
     else:
         assert isinstance(key, int)
         by_id = loaders.user_by_id if type_name == "User" else loaders.message_by_id
-        row = await by_id.load(key)
+        row = await by_id.get(key)
     return Of(type_name, row) if row is not None else None
 
 
@@ -613,9 +615,9 @@ async def query_user(level: Level, args: Args) -> Column:
         raise BadUserInput({"id": reason, "username": reason}, reason)
     loaders = level.loaders
     if user_id is not None:
-        return [await loaders.user_by_id.load(decode_user_id(user_id))]
+        return [await loaders.user_by_id.get(decode_user_id(user_id))]
     assert isinstance(username, str)
-    return [await loaders.user_by_username.load(username)]
+    return [await loaders.user_by_username.get(username)]
 
 
 @define(
@@ -632,7 +634,7 @@ async def query_users(level: Level, args: Args) -> Column:
     if needle is not None and len(needle) > 100:
         raise BadUserInput.one("search", "at most 100 characters")
     loaders = level.loaders
-    page = await loaders.users_page((request, needle)).load(EVERYONE)
+    page = await loaders.users_page((request, needle)).get(EVERYONE)
     return [Paged(page, "user", _counted(loaders.user_count_by_search, needle or ""))]
 
 
@@ -653,7 +655,7 @@ async def query_conversation(level: Level, args: Args) -> Column:
     by_id = level.loaders.conversation_by_id
     if prefetch.brings_parents:
         await gather(*prefetch.loads)
-        row = await by_id.load(key)
+        row = await by_id.get(key)
     else:
-        row, *_ = await gather(by_id.load(key), *prefetch.loads)
+        row, *_ = await gather(by_id.get(key), *prefetch.loads)
     return [row if row is not None else Failed(NotFound())]
