@@ -24,8 +24,9 @@ running it twice is safe, and errors are Strawberry's by construction. Field mid
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from inspect import isawaitable
 from typing import Any, TypeVar
@@ -325,11 +326,18 @@ class Walk:
         try:
             for sub in grouped.values():
                 columns.append(self.column(parent, sub, rows))
-        except BaseException:
-            for column in columns:  # made, never started: closed, so none is left unawaited
-                if isinstance(column, Coroutine):
-                    column.close()
-            raise
+        except Exception as error:
+            started = [column for column in columns if not isinstance(column, list)]
+            if not started:
+                raise
+            missed = error  # `error` is gone once the `except` ends
+
+            async def failed() -> list[dict[str, Any]]:
+                # As `gather` does: the columns already made run out before the plan misses.
+                await asyncio.gather(*started, return_exceptions=True)
+                raise missed
+
+            return failed()
 
         def assemble(columns: list[Column]) -> list[dict[str, Any]]:
             return [dict(zip(keys, values, strict=True)) for values in zip(*columns, strict=True)]
