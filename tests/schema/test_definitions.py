@@ -8,6 +8,7 @@ is answered by the plan.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -42,6 +43,7 @@ from tests.factories import (
 )
 from tests.helpers import Api, serve
 from tests.process import ROOT
+from tests.schema.test_plan import settle
 
 # ---- a test-only schema: a new type with a new scalar field and a new relation --------------
 
@@ -115,7 +117,9 @@ async def both_answers(
         api: Api
         async with serve(each) as api:
             headers = {"X-Request-Id": "same-for-both", "Authorization": f"Bearer {token}"}
+            before = asyncio.all_tasks()
             answers.append(await api.post(query, variables, headers=headers))
+            await settle(before)  # loads an error cut loose finish before the app stops
     return answers[0], answers[1]
 
 
@@ -272,3 +276,31 @@ async def test_a_document_asking_every_field_is_answered_by_the_plan_as_by_straw
     assert data["user"]["username"] == "bob"
     assert data["conversation"]["messages"]["totalCount"] == 3
     assert [node["__typename"] for node in data["nodes"]] == ["User", "Conversation"]
+
+
+async def test_an_error_for_one_object_sends_the_operation_to_strawberry_and_says_where(
+    settings: Settings, sessionmaker: Sessionmaker, caplog: pytest.LogCaptureFixture
+) -> None:
+    viewer = await make_user(sessionmaker, username="fay")
+    await make_user(sessionmaker, username="gus")
+    query = "{ users { edges { node { username conversationCount } } } }"
+    caplog.set_level(logging.DEBUG, logger="chatql.plan")
+
+    planned, plain = await both_answers(settings, query, {}, token_for(viewer))
+
+    assert (planned.status_code, planned.content) == (plain.status_code, plain.content)
+    assert planned.json() == {
+        "data": None,
+        "errors": [
+            {
+                "message": "You are not allowed to do this.",
+                "locations": [{"line": 1, "column": 35}],
+                "path": ["users", "edges", 1, "node", "conversationCount"],
+                "extensions": {"code": "FORBIDDEN"},
+            }
+        ],
+    }
+    reasons = [
+        str(r.exc_info[1]) for r in caplog.records if r.message == PLAN_MISSED and r.exc_info
+    ]
+    assert reasons == ["User.conversationCount: an error for an object"]
