@@ -42,9 +42,8 @@ BACKREF = "strawberry-definition"
 class Wrapper:
     """A Strawberry object over the row its fields' definitions read."""
 
-    row: strawberry.Private[
-        object
-    ]  # builtins alone: Strawberry reads it in every subclass's module
+    # Builtins alone in the annotation: Strawberry reads it in every subclass's module.
+    row: strawberry.Private[object]
 
     @classmethod
     def from_row(cls, row: Any) -> Self:
