@@ -14,12 +14,15 @@ A connection whose edges the database wrote as JSON (`db.page_json`, asked for b
 through `Selection.shape`) is spliced into the answer unparsed. What the plan collects of a
 document is kept with it across requests (`Memo`).
 
-The plan never reports an error itself: a per-object error in a column (`Failed`), an
-exception, a null where the type forbids one, or a field without a definition raises `Miss`,
-and the operation is run again, from the start, by Strawberry's own executor, which reports
-it (logged as PLAN_MISSED, with the field and the reason). A query has no side effects, so
-running it twice is safe, and errors are Strawberry's by construction. Field middleware
-(extensions that wrap resolvers) turns the plan off, since it would skip them.
+An error for one object (a `Failed` value in a column: FORBIDDEN, NOT_FOUND) is reported as
+graphql-core reports a resolver's: at its path, with its locations and code, and a null where
+the type forbids one makes the nearest nullable parent null (`Walk.finished`). Anything else
+raises `Miss`: a second such error (which of several Strawberry reports first is a race of its
+own), an exception (a bad argument is an error for every object), or a field without a
+definition. Then the operation is run again, from the start, by Strawberry's own executor,
+which reports it (logged as PLAN_MISSED, with the field and the reason). A query has no side
+effects, so running it twice is safe. Field middleware (extensions that wrap resolvers) turns
+the plan off, since it would skip them.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ from graphql import (
     DirectiveNode,
     ExecutionResult,
     GraphQLEnumType,
+    GraphQLError,
     GraphQLField,
+    GraphQLInterfaceType,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
@@ -90,7 +95,7 @@ class PlanExecutor(StrawberryGraphQLCoreExecutionContext):
 
     async def _planned(self, serially: bool | None) -> Any:
         try:
-            data = await Walk(self).root()
+            return await Walk(self).root()
         except Exception:
             # A Miss, or anything else: Strawberry runs the operation and reports it.
             logger.debug(PLAN_MISSED, exc_info=True)
@@ -99,7 +104,6 @@ class PlanExecutor(StrawberryGraphQLCoreExecutionContext):
             self.context_value.reset_loaders()
             result = super().execute_operation(serially)
             return await result if isawaitable(result) else result
-        return ExecutionResult(data=data)
 
 
 @dataclass
@@ -187,6 +191,7 @@ class Walk:
         context: Context = executor.context_value
         self.context = context
         self.memo = memo_for(executor)
+        self.errors = 0
 
     # ---- selections ----------------------------------------------------------------------
 
@@ -302,7 +307,7 @@ class Walk:
     # A column that needs no waiting is made on the spot: only definitions that load data
     # return awaitables (`Later`), and only those become tasks.
 
-    async def root(self) -> dict[str, Any]:
+    async def root(self) -> ExecutionResult:
         x = self.executor
         query = self.schema.query_type
         assert query is not None
@@ -311,7 +316,71 @@ class Walk:
         )
         grouped = self._checked(collected.grouped_field_set, collected.new_defer_usages)
         (data,) = await now(self.objects(query, grouped, [ROOT]))
+        if not self.errors:
+            return ExecutionResult(data=data)
+        errors: list[GraphQLError] = []
+        finished = self.finished(data, query, grouped, (), errors)
+        return ExecutionResult(data=finished, errors=errors)
+
+    # ---- errors --------------------------------------------------------------------------
+
+    def finished(
+        self,
+        data: dict[str, Any],
+        parent: GraphQLObjectType,
+        grouped: GroupedFieldSet,
+        path: tuple[str | int, ...],
+        errors: list[GraphQLError],
+    ) -> dict[str, Any] | None:
+        """`data` with its error reported at its path, and the nulls it makes: as graphql-core
+        does, a null where the type forbids one makes the nearest nullable parent null."""
+        for key, details in grouped.items():
+            name = _name(details)
+            if name == "__typename" or key not in data:
+                continue
+            value = self.finished_value(
+                data[key], parent.fields[name].type, details, (*path, key), errors
+            )
+            if value is NULLED:
+                return None
+            data[key] = value
         return data
+
+    def finished_value(
+        self,
+        value: Any,
+        output: GraphQLOutputType,
+        details: FieldDetailsList,
+        path: tuple[str | int, ...],
+        errors: list[GraphQLError],
+    ) -> Any:
+        """The value, or NULLED: null where the type forbids it."""
+        if isinstance(output, GraphQLNonNull):
+            done = self.finished_value(value, output.of_type, details, path, errors)
+            return NULLED if done is None or done is NULLED else done
+        if type(value) is Erred:
+            error = value.failed.error
+            nodes = [detail.node for detail in value.details]
+            errors.append(GraphQLError(error.message, nodes, path=list(path), original_error=error))
+            return None
+        if value is None or isinstance(value, orjson.Fragment):
+            return value
+        if isinstance(output, GraphQLList):
+            for index, item in enumerate(value):
+                done = self.finished_value(item, output.of_type, details, (*path, index), errors)
+                if done is NULLED:
+                    return None
+                value[index] = done
+            return value
+        named = get_named_type(output)
+        if isinstance(named, GraphQLInterfaceType):
+            found = self.schema.get_type(value.get("__typename", ""))
+            if not isinstance(found, GraphQLObjectType):
+                raise Miss("an error, and an object of an interface without its __typename")
+            named = found
+        if isinstance(named, GraphQLObjectType):
+            return self.finished(value, named, self.fields(named, details), path, errors)
+        return value
 
     def objects(
         self, parent: GraphQLObjectType, grouped: GroupedFieldSet, rows: Sequence[Any]
@@ -387,9 +456,20 @@ class Walk:
         where: str,
     ) -> Later[Any]:
         if check and any(type(value) is Failed for value in values):
-            # Exact errors and null propagation are Strawberry's to report.
-            raise Miss(f"{where}: an error for an object")
+            values = [
+                self.error(value, details, where) if type(value) is Failed else value
+                for value in values
+            ]
         return self.complete(field.type, details, values, where)
+
+    def error(self, failed: Failed, details: FieldDetailsList, where: str) -> Erred:
+        """An error for one object, left in the answer where its value would be: its path and
+        the nulls it makes are found once the walk is done (`finished`)."""
+        self.errors += 1
+        if self.errors > 1:
+            # Which of several errors Strawberry reports first is its own affair.
+            raise Miss(f"{where}: a second error for an object")
+        return Erred(failed, details)
 
     def complete(
         self, output: GraphQLOutputType, details: FieldDetailsList, values: Column, where: str
@@ -401,37 +481,34 @@ class Walk:
             output = output.of_type
         if isinstance(output, GraphQLList):
             # Every list of the level is one level below: flattened, completed, split back.
-            lists = [v for v in values if v is not None and not isinstance(v, orjson.Fragment)]
+            lists = [v for v in values if type(v) is list]
             flat = [item for items in lists for item in items]
 
             def split(done: Column) -> Column:
                 items = iter(done)
-                return [
-                    v if v is None or isinstance(v, orjson.Fragment) else [next(items) for _ in v]
-                    for v in values
-                ]
+                return [[next(items) for _ in v] if type(v) is list else v for v in values]
 
             return then(self.complete(output.of_type, details, flat, where), split)
         if isinstance(output, GraphQLObjectType):
-            children = [value for value in values if value is not None]
+            children = [value for value in values if _present(value)]
 
             def put(made: list[dict[str, Any]]) -> Column:
                 objects = iter(made)
-                return [next(objects) if value is not None else None for value in values]
+                return [next(objects) if _present(value) else value for value in values]
 
             return then(self.objects(output, self.fields(output, details), children), put)
         if isinstance(output, GraphQLScalarType | GraphQLEnumType):
             serialize = _serializer(output)
             if serialize is None:
                 return values
-            return [serialize(value) if value is not None else None for value in values]
+            return [serialize(value) if _present(value) else value for value in values]
         return self.abstract(details, values)
 
     async def abstract(self, details: FieldDetailsList, values: Column) -> Column:
         """Values of an interface type (`Of`): each concrete type one level of its own."""
         by_type: dict[str, list[Any]] = {}
         for value in values:
-            if value is not None:
+            if _present(value):
                 by_type.setdefault(value.type_name, []).append(value.row)
         kinds = list(by_type)
         made: list[list[dict[str, Any]]] = []
@@ -444,7 +521,7 @@ class Walk:
                 )
             )
         objects = {kind: iter(done) for kind, done in zip(kinds, made, strict=True)}
-        return [next(objects[value.type_name]) if value is not None else None for value in values]
+        return [next(objects[value.type_name]) if _present(value) else value for value in values]
 
 
 T = TypeVar("T")
@@ -466,6 +543,22 @@ def then(later: Later[T], use: Callable[[list[T]], list[U]]) -> Later[U]:
         return use(await later)
 
     return after()
+
+
+@dataclass(frozen=True)
+class Erred:
+    """Where an object's field failed, in an answer still being made."""
+
+    failed: Failed
+    details: FieldDetailsList
+
+
+NULLED = object()  # a null where the type forbids one: the parent is null
+
+
+def _present(value: Any) -> bool:
+    """Whether a value of a column is one to complete (not null, not an error)."""
+    return value is not None and type(value) is not Erred
 
 
 def _serializer(output: GraphQLScalarType | GraphQLEnumType) -> Callable[[Any], Any] | None:

@@ -278,7 +278,7 @@ async def test_a_document_asking_every_field_is_answered_by_the_plan_as_by_straw
     assert [node["__typename"] for node in data["nodes"]] == ["User", "Conversation"]
 
 
-async def test_an_error_for_one_object_sends_the_operation_to_strawberry_and_says_where(
+async def test_an_error_for_one_object_is_the_plans_own_answer_and_two_go_to_strawberry(
     settings: Settings, sessionmaker: Sessionmaker, caplog: pytest.LogCaptureFixture
 ) -> None:
     viewer = await make_user(sessionmaker, username="fay")
@@ -289,6 +289,7 @@ async def test_an_error_for_one_object_sends_the_operation_to_strawberry_and_say
     planned, plain = await both_answers(settings, query, {}, token_for(viewer))
 
     assert (planned.status_code, planned.content) == (plain.status_code, plain.content)
+    # conversationCount is Int!: the null goes up to the nearest nullable parent, the root.
     assert planned.json() == {
         "data": None,
         "errors": [
@@ -300,7 +301,34 @@ async def test_an_error_for_one_object_sends_the_operation_to_strawberry_and_say
             }
         ],
     }
+    assert missed(caplog) == 0
+
+    # An error under a nullable field nulls that field alone.
+    nullable = "query ($id: ID!) { me { username } conversation(id: $id) { title } }"
+    missing = {"id": gid("Conversation", "0b1d5f9e-3c2a-4e8b-9d6f-2a7c1e4b5d60")}
+    planned, plain = await both_answers(settings, nullable, missing, token_for(viewer))
+    assert (planned.status_code, planned.content) == (plain.status_code, plain.content)
+    assert planned.json() == {
+        "data": {"me": {"username": "fay"}, "conversation": None},
+        "errors": [
+            {
+                "message": "Not found.",
+                "locations": [{"line": 1, "column": 36}],
+                "path": ["conversation"],
+                "extensions": {"code": "NOT_FOUND"},
+            }
+        ],
+    }
+    assert missed(caplog) == 0
+
+    # Which of two errors Strawberry reports first is its own affair: it answers.
+    await make_user(sessionmaker, username="hal")
+    planned, plain = await both_answers(settings, query, {}, token_for(viewer))
+    assert (planned.status_code, planned.content) == (plain.status_code, plain.content)
+    assert [error["path"] for error in planned.json()["errors"]] == [
+        ["users", "edges", 1, "node", "conversationCount"]
+    ]
     reasons = [
         str(r.exc_info[1]) for r in caplog.records if r.message == PLAN_MISSED and r.exc_info
     ]
-    assert reasons == ["User.conversationCount: an error for an object"]
+    assert reasons == ["User.conversationCount: a second error for an object"]
