@@ -490,18 +490,21 @@ class Walk:
 
             return then(self.complete(output.of_type, details, flat, where), split)
         if isinstance(output, GraphQLObjectType):
-            children = [value for value in values if _present(value)]
+            children = [v for v in values if v is not None and type(v) is not Erred]
 
             def put(made: list[dict[str, Any]]) -> Column:
                 objects = iter(made)
-                return [next(objects) if _present(value) else value for value in values]
+                return [
+                    next(objects) if v is not None and type(v) is not Erred else v for v in values
+                ]
 
             return then(self.objects(output, self.fields(output, details), children), put)
         if isinstance(output, GraphQLScalarType | GraphQLEnumType):
             serialize = _serializer(output)
             if serialize is None:
                 return values
-            return [serialize(value) if _present(value) else value for value in values]
+            # (inline: this runs for every value of a scalar column)
+            return [serialize(v) if v is not None and type(v) is not Erred else v for v in values]
         return self.abstract(details, values)
 
     async def abstract(self, details: FieldDetailsList, values: Column) -> Column:
