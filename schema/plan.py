@@ -31,7 +31,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from inspect import isawaitable
+from operator import is_
 from typing import Any, TypeVar
 
 import orjson
@@ -72,6 +74,7 @@ from schema.resolvers import BACKREF, definition_of
 
 logger = logging.getLogger("chatql.plan")
 PLAN_MISSED = "the plan does not cover this operation; Strawberry runs it"
+IS_NONE = partial(is_, None)
 # Scalars whose values the definitions give as graphql-core would serialise them.
 AS_THEY_ARE = frozenset({"String", "Int", "Float", "Boolean", "ID"})
 
@@ -455,7 +458,7 @@ class Walk:
         values: Column,
         where: str,
     ) -> Later[Any]:
-        if check and any(type(value) is Failed for value in values):
+        if check and Failed in map(type, values):  # (in C: this runs for every column)
             values = [
                 self.error(value, details, where) if type(value) is Failed else value
                 for value in values
@@ -476,7 +479,7 @@ class Walk:
     ) -> Later[Any]:
         """`values` of a field of type `output` as the answer holds them."""
         if isinstance(output, GraphQLNonNull):
-            if any(value is None for value in values):  # `None in` would compare rows
+            if any(map(IS_NONE, values)):  # (`None in` would compare rows with ==)
                 raise Miss(f"{where}: null where the type forbids it")
             output = output.of_type
         if isinstance(output, GraphQLList):
