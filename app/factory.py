@@ -105,6 +105,7 @@ class GraphQLView(EventStreams):
             client_address=client_address(request, trust_proxy=request.app.state.trust_proxy),
             request=request,
             response=response,
+            tentative=getattr(request.state, "tentative_viewer", False),
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:

@@ -207,6 +207,84 @@ class DriverReads:
             raise problem from error
 
 
+class ViewerChanged(Exception):
+    """The viewer a request took from the process's cache no longer matches its row."""
+
+
+@dataclass
+class ViewerGuard:
+    """A viewer taken on trust from the process's cache, to be checked by the request's first
+    read: `image` is the md5 of the row's text (`VIEWER_IMAGE`) when it was cached; `held` is
+    None until a statement checked it, then whether the row is still that one."""
+
+    user_id: int
+    image: str
+    held: bool | None = None
+
+
+# Column names the guarded statement adds after the statement's own columns.
+HELD, PRESENT = "chatql_viewer_held", "chatql_row_present"
+# The text of a users row, hashed: any change to any column of the account changes it.
+VIEWER_IMAGE = "md5(users::text)"
+
+
+def _guarded_sql(sql: str, arguments: int) -> str:
+    """`sql` with the viewer's check in the same statement: every row of `sql` when the row of
+    user `$n+1` still hashes to `$n+2`, else one row whose HELD column is false. The rows of
+    `sql` come in its order (a lateral subquery of one outer row keeps it)."""
+    user, image = arguments + 1, arguments + 2
+    return (
+        f"SELECT q.*, g.held AS {HELD} FROM (SELECT EXISTS (SELECT FROM users"
+        f" WHERE users.id = ${user} AND {VIEWER_IMAGE} = ${image}) AS held) g"
+        f" LEFT JOIN LATERAL (SELECT o.*, true AS {PRESENT} FROM ({sql}) o) q ON g.held"
+    )
+
+
+class GuardedReads:
+    """`DriverReads` for one request whose viewer came from the process's cache: its first
+    statements carry the viewer's check (`_guarded_sql`) until one has run, so a screen is one
+    statement, viewer included. Raises `ViewerChanged` once the check failed; the fast lane
+    then looks the viewer up again and answers the usual way (`schema.context`)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, reads: DriverReads, guard: ViewerGuard) -> None:
+        self.reads = reads
+        self.guard = guard
+        self._sql: dict[str, str] = {}
+
+    async def all(self, statement: Executable, values: Mapping[str, Any]) -> Sequence[Any]:
+        guard = self.guard
+        if guard.held:
+            return await self.reads.all(statement, values)
+        if guard.held is False:
+            raise ViewerChanged()
+        sql, arguments = self.reads._arguments(statement, values)
+        guarded = _GUARDED.get(sql)
+        if guarded is None:
+            guarded = _GUARDED[sql] = _guarded_sql(sql, len(arguments))
+        arguments += [guard.user_id, guard.image]
+        rows: list[Any] = await self.reads._run(
+            guarded, lambda connection: connection.fetch(guarded, *arguments)
+        )
+        held = bool(rows[0][HELD])
+        if guard.held is None:
+            guard.held = held
+        if not held:
+            raise ViewerChanged()
+        return [row for row in rows if row[PRESENT]]
+
+    async def first(self, statement: Executable, values: Mapping[str, Any]) -> Any | None:
+        if self.guard.held:
+            return await self.reads.first(statement, values)
+        rows = await self.all(statement, values)
+        return rows[0] if rows else None
+
+
+# The guarded text of each statement's SQL (as few as there are statements).
+_GUARDED: dict[str, str] = {}
+
+
 def make_reads(
     engine: AsyncEngine,
     reader: async_sessionmaker[AsyncSession],

@@ -15,6 +15,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     update,
@@ -26,7 +27,7 @@ from db.errors import Conflict, conflicting_field
 from db.folding import fold
 from db.models import User, new_account_key, utcnow
 from db.pagination import Ordering, Page, PageRequest, fetch_pages
-from db.reads import Reads
+from db.reads import VIEWER_IMAGE, Reads
 
 users = cast(Table, User.__table__)
 # The advisory lock key that sign-ups take while the first account may still be in the making.
@@ -44,6 +45,18 @@ USER_BY_ID = select(users).where(users.c.id == bindparam("user_id"))
 
 async def get_user(reads: Reads, *, user_id: int) -> Row[Any] | None:
     row: Row[Any] | None = await reads.first(USER_BY_ID, {"user_id": user_id})
+    return row
+
+
+# The user with the hash of its row (`image`), which `db.reads.GuardedReads` checks.
+VIEWER_BY_ID = select(users, literal_column(VIEWER_IMAGE).label("image")).where(
+    users.c.id == bindparam("user_id")
+)
+
+
+async def get_viewer(reads: Reads, *, user_id: int) -> Row[Any] | None:
+    """The user as `get_user` reads it, and its `image` (PostgreSQL alone)."""
+    row: Row[Any] | None = await reads.first(VIEWER_BY_ID, {"user_id": user_id})
     return row
 
 

@@ -80,7 +80,13 @@ class FastLane:
         operation = get_operation_ast(document, operation_name)
         if operation is None or operation.operation is not OperationType.QUERY:
             return None
-        context = await view.get_context(request, await view.get_sub_response(request))
+        # The viewer may come from the process's cache, checked by the first statement; every
+        # way out below confirms it first (`schema.context.build_context`).
+        request.state.tentative_viewer = True
+        try:
+            context = await view.get_context(request, await view.get_sub_response(request))
+        finally:
+            request.state.tentative_viewer = False
         if context.auth_error is not None:
             return context
         services = context.services
@@ -88,20 +94,32 @@ class FastLane:
             request.state.budget_key = services.budgets.key_of(
                 context.viewer, context.client_address
             )
+        if services.trusted is not None and not await context.confirm_viewer():
+            return context
         try:
             await admit(context, query)
         except PublicError:
-            return context  # refused the usual way
+            return await _confirmed(context)  # refused the usual way
         schema: Any = view.schema
         if self.refused(schema, document, variables, operation_name, context):
-            return context
+            return await _confirmed(context)
         charge = await charge_operation(
             context, schema._schema, document, operation_name, variables
         )
         if charge is not None and not charge.allowed:
-            return context  # refused the usual way, with the same charge
+            return await _confirmed(context)  # refused the usual way, with the same charge
         name = operation_name or (operation.name.value if operation.name else None)
         result = await self.run(schema, document, variables, name, context)
+        try:
+            confirmed = await context.confirm_viewer()
+        except Unavailable:
+            if isinstance(result, ExecutionResult) and _unavailable_only(result):
+                # Nothing read can be shown for a viewer the database could not confirm.
+                result = ExecutionResult(data=None, errors=result.errors)
+                return self.unavailable(request, result, context, name)
+            raise
+        if not confirmed:
+            return context  # the viewer changed: the usual way, with the viewer as it is now
         if not isinstance(result, ExecutionResult) or result.errors or result.extensions:
             if isinstance(result, ExecutionResult) and _unavailable_only(result):
                 return self.unavailable(request, result, context, name)
@@ -160,6 +178,11 @@ class FastLane:
         request.state.graphql_ran = True
         body = {"data": result.data, "errors": [error.formatted for error in errors]}
         return Response(orjson.dumps(body), media_type=JSON)
+
+
+async def _confirmed(context: Context) -> Context:
+    await context.confirm_viewer()
+    return context
 
 
 def _unavailable_only(result: ExecutionResult) -> bool:
