@@ -24,6 +24,9 @@ SIGN_UP = "mutation SignUp($input: SignUpInput!) { signUp(input: $input) { token
 LOG_IN = "mutation LogIn($input: LogInInput!) { logIn(input: $input) { token } }"
 ME = "query Me { me { username email isAdmin } }"
 PING = "query Ping { me { username } }"
+CREATE = (
+    "mutation Create($input: CreateConversationInput!) { createConversation(input: $input) { id } }"
+)
 
 
 def post(
@@ -319,3 +322,80 @@ async def test_requests_past_the_connection_cap_are_answered_503(tmp_path: Path)
             answered = await client.get(f"{served.url}/healthz", headers={"Connection": "close"})
     assert (refused.status_code, refused.text) == (503, "Service Unavailable")
     assert (answered.status_code, answered.text) == (200, "ok")
+
+
+SCREEN = """query Screen($id: ID!) {
+  me { fullName }
+  conversation(id: $id) { title messages(last: 5) { edges { node { content } } } }
+}"""
+USER_UPDATE = """mutation ($id: ID!, $input: UpdateUserInput!) {
+  updateUser(id: $id, input: $input) { fullName isActive }
+}"""
+
+
+def test_a_change_to_an_account_in_one_process_takes_effect_at_once_in_another(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # Issue 14: a process takes a viewer it read before from its cache, and checks it in the
+    # request's first statement (or looks it up, where the request reads nothing else).
+    name = f"adm{time.monotonic_ns() % 10**9}"
+    created = run_command(
+        ["create-admin", name, f"{name}@example.com"],
+        database_url=postgres_url,
+        cwd=tmp_path,
+        CHATQL_ADMIN_PASSWORD="s3cret-pw",
+    )
+    assert created.returncode == 0, created.stderr
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with serve(postgres_url, tmp_path / "a") as a, serve(postgres_url, tmp_path / "b") as b:
+        user = f"u{name}"
+        credentials = {"username": user, "email": f"{user}@example.com", "password": "s3cret-pw"}
+        signed = post(a.url, SIGN_UP, {"input": credentials}).json()["data"]["signUp"]["token"]
+        logged = post(b.url, LOG_IN, {"input": {"login": name, "password": "s3cret-pw"}})
+        admin = {"Authorization": f"Bearer {logged.json()['data']['logIn']['token']}"}
+        bearer = {"Authorization": f"Bearer {signed}"}
+        made = post(a.url, CREATE, {"input": {"title": "t"}}, **bearer).json()
+        variables = {"id": made["data"]["createConversation"]["id"]}
+        me_id = post(a.url, "{ me { id } }", None, **bearer).json()["data"]["me"]["id"]
+
+        def screen() -> Any:
+            return post(a.url, SCREEN, variables, **bearer).json()
+
+        def update(values: dict[str, object]) -> Any:
+            return post(b.url, USER_UPDATE, {"id": me_id, "input": values}, **admin).json()
+
+        def me() -> Any:
+            return post(a.url, "query Name { me { fullName } }", None, **bearer).json()
+
+        answer = {
+            "me": {"fullName": None},
+            "conversation": {"title": "t", "messages": {"edges": []}},
+        }
+        assert [screen(), screen(), me(), me()] == [
+            {"data": answer},
+            {"data": answer},
+            {"data": {"me": {"fullName": None}}},
+            {"data": {"me": {"fullName": None}}},
+        ]
+        assert update({"fullName": "Renamed"}) == {
+            "data": {"updateUser": {"fullName": "Renamed", "isActive": True}}
+        }
+        answer["me"] = {"fullName": "Renamed"}
+        assert [screen(), me()] == [{"data": answer}, {"data": {"me": {"fullName": "Renamed"}}}]
+        assert update({"isActive": False})["data"]["updateUser"]["isActive"] is False
+        refused = [screen(), me(), screen()]
+        assert update({"isActive": True})["data"]["updateUser"]["isActive"] is True
+        assert screen() == {"data": answer}
+        deleted = post(
+            b.url,
+            "mutation ($id: ID!) { deleteUser(id: $id) { deletedId } }",
+            {"id": me_id},
+            **admin,
+        ).json()
+        assert deleted == {"data": {"deleteUser": {"deletedId": me_id}}}
+        gone = [screen(), me()]
+    for answered in refused + gone:
+        # Refused before it ran, as every request with a bad token is.
+        assert "data" not in answered
+        assert [error["extensions"]["code"] for error in answered["errors"]] == ["UNAUTHENTICATED"]
