@@ -43,20 +43,16 @@ async def users_by_ids(session: AsyncSession, *, ids: Sequence[int]) -> dict[int
 USER_BY_ID = select(users).where(users.c.id == bindparam("user_id"))
 
 
-async def get_user(reads: Reads, *, user_id: int) -> Row[Any] | None:
-    row: Row[Any] | None = await reads.first(USER_BY_ID, {"user_id": user_id})
-    return row
-
-
 # The user with the hash of its row (`image`), which `db.reads.GuardedReads` checks.
 VIEWER_BY_ID = select(users, literal_column(VIEWER_IMAGE).label("image")).where(
     users.c.id == bindparam("user_id")
 )
 
 
-async def get_viewer(reads: Reads, *, user_id: int) -> Row[Any] | None:
-    """The user as `get_user` reads it, and its `image` (PostgreSQL alone)."""
-    row: Row[Any] | None = await reads.first(VIEWER_BY_ID, {"user_id": user_id})
+async def get_user(reads: Reads, *, user_id: int, image: bool = False) -> Row[Any] | None:
+    """With `image` (PostgreSQL alone), the row also has the md5 of its text, `image`."""
+    statement = VIEWER_BY_ID if image else USER_BY_ID
+    row: Row[Any] | None = await reads.first(statement, {"user_id": user_id})
     return row
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.reads import DriverReads, GuardedReads, Reads, SessionReads, ViewerGuard
-from db.users import get_user, get_viewer
+from db.users import get_user
 from loaders import Loaders, Viewer, make_loaders
 from realtime.broker import Broker
 from schema.auth import Passwords, read_token
@@ -226,6 +226,6 @@ async def _look_up(services: Services, user_id: int) -> Row[Any] | None:
     """The user's row; on PostgreSQL with its `image`, kept in `services.viewers`."""
     if not isinstance(services.reads, DriverReads):
         return await get_user(services.reads, user_id=user_id)
-    row = await get_viewer(services.reads, user_id=user_id)
+    row = await get_user(services.reads, user_id=user_id, image=True)
     services.viewers.put(user_id, row)
     return row

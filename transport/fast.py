@@ -110,15 +110,8 @@ class FastLane:
             return await _confirmed(context)  # refused the usual way, with the same charge
         name = operation_name or (operation.name.value if operation.name else None)
         result = await self.run(schema, document, variables, name, context)
-        try:
-            confirmed = await context.confirm_viewer()
-        except Unavailable:
-            if isinstance(result, ExecutionResult) and _unavailable_only(result):
-                # Nothing read can be shown for a viewer the database could not confirm.
-                result = ExecutionResult(data=None, errors=result.errors)
-                return self.unavailable(request, result, context, name)
-            raise
-        if not confirmed:
+        # Unavailable here refuses the request, as a failed lookup of the viewer does.
+        if not await context.confirm_viewer():
             return context  # the viewer changed: the usual way, with the viewer as it is now
         if not isinstance(result, ExecutionResult) or result.errors or result.extensions:
             if isinstance(result, ExecutionResult) and _unavailable_only(result):

@@ -49,7 +49,7 @@ async def _count(api: Api, statements: StatementCounter, token: str) -> tuple[in
 
 
 async def test_the_admin_query_costs_the_same_few_statements_at_any_size(
-    api: Api, sessionmaker: Sessionmaker, statements: StatementCounter
+    api: Api, sessionmaker: Sessionmaker, statements: StatementCounter, database_url: str
 ) -> None:
     admin = await make_user(sessionmaker, is_admin=True)
     await _populate(sessionmaker, users=2, conversations=1, messages=2)
@@ -68,8 +68,11 @@ async def test_the_admin_query_costs_the_same_few_statements_at_any_size(
     assert conversation["lastMessage"] == conversation["messages"]["edges"][-1]["node"]
 
     # the viewer, the users page, the conversations pages with their message counts, the last
-    # messages, the messages pages: one statement per level, whatever the sizes
-    assert small == large == 5, statements.seen
+    # messages, the messages pages: one statement per level, whatever the sizes. Once the
+    # document is known (the fast lane) on PostgreSQL, the viewer the process read before is
+    # checked in the users page's statement.
+    expected = 4 if database_url.startswith("postgresql") else 5
+    assert (small, large) == (5, expected), statements.seen
 
 
 async def test_sibling_fields_load_concurrently_without_sharing_a_session(
