@@ -97,19 +97,19 @@ async def set_tags(session: AsyncSession, *, conversation_id: str, tags: Sequenc
 
 async def tags_by_user(session: AsyncSession, *, user_ids: Sequence[int]) -> dict[int, list[str]]:
     """Every tag on each user's conversations, one spelling per caseless key (the smallest
-    of those written), sorted case-insensitively; one statement for all the users."""
+    by code point, chosen here: databases order text by their own collations), sorted
+    case-insensitively; one statement for all the users."""
     statement = (
-        select(
-            conversations.c.user_id, conversation_tags.c.tag_key, func.min(conversation_tags.c.tag)
-        )
+        select(conversations.c.user_id, conversation_tags.c.tag_key, conversation_tags.c.tag)
+        .distinct()
         .join(conversations, conversations.c.id == conversation_tags.c.conversation_id)
         .where(conversations.c.user_id.in_(user_ids))
-        .group_by(conversations.c.user_id, conversation_tags.c.tag_key)
     )
-    found: dict[int, list[str]] = {user_id: [] for user_id in user_ids}
-    for user_id, _, tag in (await session.execute(statement)).all():
-        found[user_id].append(tag)
-    return {user_id: sorted_tags(tags) for user_id, tags in found.items()}
+    found: dict[int, dict[str, str]] = {user_id: {} for user_id in user_ids}
+    for user_id, key, tag in (await session.execute(statement)).all():
+        spellings = found[user_id]
+        spellings[key] = min(spellings.get(key, tag), tag)
+    return {user_id: sorted_tags(list(tags.values())) for user_id, tags in found.items()}
 
 
 async def unread_counts(
