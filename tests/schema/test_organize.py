@@ -3,6 +3,7 @@ the real app on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -310,3 +311,21 @@ async def test_the_phones_list_runs_planned_in_a_fixed_number_of_statements(
     assert not [record for record in caplog.records if record.message == PLAN_MISSED]
     # auth (the viewer), the page, the unread counts, the last messages.
     assert statements.count == 4, statements.seen
+
+
+async def test_the_export_writes_archived_pinned_and_tags(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    alice = await make_user(sessionmaker)
+    token = token_for(alice)
+    conversation = await make_conversation(sessionmaker, owner_id=alice, title="kept")
+    await update(api, token, conversation, archived=True, pinned=True, tags=["b", "A"])
+    response = await api.client.get("/export", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    (line,) = [json.loads(text) for text in response.text.splitlines()]
+    assert {key: line[key] for key in ("title", "archived", "pinned", "tags")} == {
+        "title": "kept",
+        "archived": True,
+        "pinned": True,
+        "tags": ["A", "b"],
+    }
