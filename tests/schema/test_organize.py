@@ -329,3 +329,26 @@ async def test_the_export_writes_archived_pinned_and_tags(
         "pinned": True,
         "tags": ["A", "b"],
     }
+
+
+async def test_deleting_the_marked_message_keeps_the_mark_where_it_was(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    alice = await make_user(sessionmaker)
+    token = token_for(alice)
+    conversation = await make_conversation(sessionmaker, owner_id=alice)
+    ids = await make_messages(sessionmaker, conversation_id=conversation, count=6)
+    key = gid("Conversation", conversation)
+    await api.data(MARK, {"id": key, "messageId": gid("Message", ids[3])}, token=token)
+    delete = "mutation ($id: ID!) { deleteMessage(id: $id) { deletedId } }"
+    await api.data(delete, {"id": gid("Message", ids[3])}, token=token)
+    assert (await api.data(UNREAD, {"id": key}, token=token))["conversation"] == {
+        "unreadCount": 1,
+        "lastReadMessage": None,
+    }
+    # An earlier message is still earlier than the mark: it changes nothing.
+    variables = {"id": key, "messageId": gid("Message", ids[2])}
+    assert (await api.data(MARK, variables, token=token))["markConversationRead"] == {
+        "lastReadMessage": None,
+        "unreadCount": 1,
+    }
