@@ -5,17 +5,141 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from datetime import datetime
 from functools import cache
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Row, Select, Table, bindparam, delete, func, insert, select, update
+import orjson
+from sqlalchemy import (
+    Row,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Conversation, Message, new_conversation_id, utcnow
+from db.folding import fold
+from db.models import (
+    Conversation,
+    ConversationTag,
+    Message,
+    MessageRole,
+    new_conversation_id,
+    utcnow,
+)
 from db.pagination import Ordering, Page, PageRequest, fetch_pages
 from db.reads import Reads, one_of
 
 conversations = cast(Table, Conversation.__table__)
 messages = cast(Table, Message.__table__)
+conversation_tags = cast(Table, ConversationTag.__table__)
+
+
+class ConversationFilter(NamedTuple):
+    """Which of a user's conversations a list or count takes (RULES.md, "Organize"):
+    `archived` False (the default list) leaves archived ones out, True takes them alone, None
+    both; `pinned` likewise (None: both); `tag_key` the caseless key (`fold`) of a tag they
+    must have, or None. Hashable: it is part of a loader's key."""
+
+    archived: bool | None = False
+    pinned: bool | None = None
+    tag_key: str | None = None
+
+
+DEFAULT_FILTER = ConversationFilter()
+
+
+def filtered(statement: Select[Any], wanted: ConversationFilter) -> Select[Any]:
+    """`statement` (over `conversations`) narrowed to the conversations `wanted` takes."""
+    if wanted.archived is not None:
+        statement = statement.where(conversations.c.archived == wanted.archived)
+    if wanted.pinned is not None:
+        statement = statement.where(conversations.c.pinned == wanted.pinned)
+    if wanted.tag_key is not None:
+        statement = statement.where(
+            exists().where(
+                conversation_tags.c.conversation_id == conversations.c.id,
+                conversation_tags.c.tag_key == wanted.tag_key,
+            )
+        )
+    return statement
+
+
+def tag_list(row: Any) -> list[str]:
+    """A conversation row's tags, as the JSON column holds them (sorted)."""
+    value = row.tags
+    return [] if value == "[]" else cast(list[str], orjson.loads(value))
+
+
+def sorted_tags(tags: Sequence[str]) -> list[str]:
+    """Tags sorted case-insensitively (by caseless key, then as written: a stable order)."""
+    return sorted(tags, key=lambda tag: (fold(tag), tag))
+
+
+async def set_tags(session: AsyncSession, *, conversation_id: str, tags: Sequence[str]) -> None:
+    """Replace the conversation's `conversation_tags` rows by `tags` (already unique by key);
+    the caller sets its `tags` column in the same transaction."""
+    await session.execute(
+        delete(conversation_tags).where(conversation_tags.c.conversation_id == conversation_id)
+    )
+    if tags:
+        await session.execute(
+            insert(conversation_tags),
+            [{"conversation_id": conversation_id, "tag_key": fold(t), "tag": t} for t in tags],
+        )
+
+
+async def tags_by_user(session: AsyncSession, *, user_ids: Sequence[int]) -> dict[int, list[str]]:
+    """Every tag on each user's conversations, one spelling per caseless key (the smallest
+    by code point, chosen here: databases order text by their own collations), sorted
+    case-insensitively; one statement for all the users."""
+    statement = (
+        select(conversations.c.user_id, conversation_tags.c.tag_key, conversation_tags.c.tag)
+        .distinct()
+        .join(conversations, conversations.c.id == conversation_tags.c.conversation_id)
+        .where(conversations.c.user_id.in_(user_ids))
+    )
+    found: dict[int, dict[str, str]] = {user_id: {} for user_id in user_ids}
+    for user_id, key, tag in (await session.execute(statement)).all():
+        spellings = found[user_id]
+        spellings[key] = min(spellings.get(key, tag), tag)
+    return {user_id: sorted_tags(list(tags.values())) for user_id, tags in found.items()}
+
+
+async def unread_counts(
+    session: AsyncSession, *, conversation_ids: Sequence[str]
+) -> dict[str, int]:
+    """Each conversation's messages after its read mark (by `createdAt`, then id; all of
+    them before the first mark) whose role is not USER; one statement for all of them.
+    Branches are not built yet: every message of the conversation counts."""
+    after_mark = or_(
+        conversations.c.last_read_at.is_(None),
+        messages.c.created_at > conversations.c.last_read_at,
+        and_(
+            messages.c.created_at == conversations.c.last_read_at,
+            messages.c.id > conversations.c.last_read_message_id,
+        ),
+    )
+    statement = (
+        select(messages.c.conversation_id, func.count())
+        .join(conversations, conversations.c.id == messages.c.conversation_id)
+        .where(
+            messages.c.conversation_id.in_(conversation_ids),
+            messages.c.role != MessageRole.USER,
+            after_mark,
+        )
+        .group_by(messages.c.conversation_id)
+    )
+    counts = {key: int(count) for key, count in (await session.execute(statement)).all()}
+    return {key: counts.get(key, 0) for key in conversation_ids}
+
+
 CONVERSATION_ORDER = Ordering(
     keys=(conversations.c.updated_at, conversations.c.id), descending=True
 )
@@ -52,9 +176,11 @@ async def conversation_pages_by_user(
     user_ids: Sequence[int],
     request: PageRequest,
     with_message_counts: bool = False,
+    wanted: ConversationFilter = DEFAULT_FILTER,
 ) -> dict[Hashable, Page]:
-    """With `with_message_counts`, each row also has `message_count`."""
-    base = select(conversations)
+    """The conversations `wanted` takes (part of the page query: the keyset pages stay);
+    with `with_message_counts`, each row also has `message_count`."""
+    base = filtered(select(conversations), wanted)
     if with_message_counts:
         count = (
             select(func.count())
@@ -73,13 +199,12 @@ async def conversation_pages_by_user(
 
 
 async def conversation_counts_by_user(
-    session: AsyncSession, *, user_ids: Sequence[int]
+    session: AsyncSession, *, user_ids: Sequence[int], wanted: ConversationFilter = DEFAULT_FILTER
 ) -> dict[int, int]:
-    statement = (
-        select(conversations.c.user_id, func.count())
-        .where(conversations.c.user_id.in_(user_ids))
-        .group_by(conversations.c.user_id)
-    )
+    statement = filtered(
+        select(conversations.c.user_id, func.count()).where(conversations.c.user_id.in_(user_ids)),
+        wanted,
+    ).group_by(conversations.c.user_id)
     counts = {user_id: int(count) for user_id, count in (await session.execute(statement)).all()}
     return {user_id: counts.get(user_id, 0) for user_id in user_ids}
 

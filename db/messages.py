@@ -148,6 +148,17 @@ async def lock_message_conversation(
     return (await session.execute(statement.with_for_update())).first()
 
 
+async def last_message(session: AsyncSession, *, conversation_id: str) -> Row[Any] | None:
+    """The conversation's newest message (by `created_at`, then id), or None."""
+    statement = (
+        select(messages)
+        .where(messages.c.conversation_id == conversation_id)
+        .order_by(messages.c.created_at.desc(), messages.c.id.desc())
+        .limit(1)
+    )
+    return (await session.execute(statement)).first()
+
+
 async def get_message(session: AsyncSession, *, message_id: int) -> Row[Any] | None:
     """The message as committed now: read after its conversation's lock is held, so a writer
     that waited for the lock sees what the one before it wrote (READ COMMITTED takes a new

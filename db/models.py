@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -127,6 +128,13 @@ class Conversation(Base):
     title: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    archived: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The JSON array of the tags as written, sorted (`conversation_tags` has them by key too).
+    tags: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    # The read mark (migration 0009): the message and its `created_at`, kept by value.
+    last_read_message_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_read_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     owner: Mapped[User] = relationship(back_populates="conversations", lazy="raise")
     messages: Mapped[list[Message]] = relationship(
@@ -140,6 +148,22 @@ class Conversation(Base):
             updated_at.desc(),
             id.desc(),
         ),
+    )
+
+
+class ConversationTag(Base):
+    """One tag of a conversation, with its caseless key (`db.folding.fold`): the tag filter
+    and `User.tags` read these; the conversation's `tags` column has the same set."""
+
+    __tablename__ = "conversation_tags"
+
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    tag_key: Mapped[str] = mapped_column(Text)
+    tag: Mapped[str] = mapped_column(String(50))
+
+    __table_args__ = (
+        PrimaryKeyConstraint("conversation_id", "tag_key"),
+        Index("ix_conversation_tags_key", tag_key, conversation_id),
     )
 
 

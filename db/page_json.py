@@ -66,6 +66,11 @@ class ConversationRow(NamedTuple):
     title: str
     created_at: datetime
     updated_at: datetime
+    archived: bool
+    pinned: bool
+    tags: str
+    last_read_message_id: int | None
+    last_read_at: datetime | None
 
 
 @dataclass

@@ -15,12 +15,15 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db import conversations, messages, page_json, users
+from db.conversations import ConversationFilter
 from db.page_json import JsonPage, Shape
 from db.pagination import Page, PageRequest
 from db.reads import Reads, SessionReads
 from loaders.batch import BatchLoader, LoaderFamily, in_session
 
 UsersPageKey = tuple[PageRequest, str | None]
+# A page of a user's conversations: the request and which conversations it takes.
+ConversationsPageKey = tuple[PageRequest, ConversationFilter]
 JsonPageKey = tuple[PageRequest, Shape]
 # A top-level connection has one parent, the whole table; DataLoader keys cannot be None.
 EVERYONE = "*"
@@ -42,13 +45,17 @@ class Loaders:
     message_by_id: BatchLoader[int, Row[Any] | None]
     # The earlier revisions of each message, oldest first (its current content is on it).
     revisions_by_message: BatchLoader[int, list[Row[Any]]]
-    conversation_count_by_user: BatchLoader[int, int]
+    conversation_count_by_user: BatchLoader[int, int]  # the default list's (not archived)
+    conversation_count_by_user_filtered: LoaderFamily[ConversationFilter, int, int]
+    tags_by_user: BatchLoader[int, list[str]]
+    # Messages after each conversation's read mark that its owner did not write.
+    unread_count_by_conversation: BatchLoader[str, int]
     message_count_by_conversation: BatchLoader[str, int]
     user_count_by_search: BatchLoader[str, int]  # "" counts everyone
     users_page: LoaderFamily[UsersPageKey, str, Page]
-    conversations_page_by_user: LoaderFamily[PageRequest, int, Page]
+    conversations_page_by_user: LoaderFamily[ConversationsPageKey, int, Page]
     # The same pages, each row with its `message_count`.
-    conversations_with_counts_page_by_user: LoaderFamily[PageRequest, int, Page]
+    conversations_with_counts_page_by_user: LoaderFamily[ConversationsPageKey, int, Page]
     messages_page_by_conversation: LoaderFamily[PageRequest, str, Page]
     # The same pages with their edges already JSON, for a selection of plain message fields.
     message_json_pages_by_conversation: LoaderFamily[JsonPageKey, str, JsonPage]
@@ -74,6 +81,9 @@ class Loaders:
         self.conversations_page_by_user.clear_all()
         self.conversations_with_counts_page_by_user.clear_all()
         self.conversation_count_by_user.clear_all()
+        self.conversation_count_by_user_filtered.clear_all()
+        self.tags_by_user.clear_all()
+        self.unread_count_by_conversation.clear(conversation_id)
 
 
 def make_loaders(
@@ -109,6 +119,19 @@ def make_loaders(
     async def conversation_counts(session: AsyncSession, ids: Sequence[int]) -> dict[Any, int]:
         return dict(await conversations.conversation_counts_by_user(session, user_ids=ids))
 
+    async def filtered_conversation_counts(
+        wanted: ConversationFilter, session: AsyncSession, ids: Sequence[int]
+    ) -> dict[Any, int]:
+        return dict(
+            await conversations.conversation_counts_by_user(session, user_ids=ids, wanted=wanted)
+        )
+
+    async def tag_lists(session: AsyncSession, ids: Sequence[int]) -> dict[Any, list[str]]:
+        return dict(await conversations.tags_by_user(session, user_ids=ids))
+
+    async def unread_counts(session: AsyncSession, ids: Sequence[str]) -> dict[Any, int]:
+        return dict(await conversations.unread_counts(session, conversation_ids=ids))
+
     async def message_counts(session: AsyncSession, ids: Sequence[str]) -> dict[Any, int]:
         return dict(await messages.message_counts_by_conversation(session, conversation_ids=ids))
 
@@ -125,17 +148,19 @@ def make_loaders(
         return {EVERYONE: await users.users_page(session, request=request, search=search)}
 
     async def conversation_pages(
-        request: PageRequest, session: AsyncSession, user_ids: Sequence[int]
+        key: ConversationsPageKey, session: AsyncSession, user_ids: Sequence[int]
     ) -> dict[Hashable, Page]:
+        request, wanted = key
         return await conversations.conversation_pages_by_user(
-            session, user_ids=user_ids, request=request
+            session, user_ids=user_ids, request=request, wanted=wanted
         )
 
     async def counted_conversation_pages(
-        request: PageRequest, session: AsyncSession, user_ids: Sequence[int]
+        key: ConversationsPageKey, session: AsyncSession, user_ids: Sequence[int]
     ) -> dict[Hashable, Page]:
+        request, wanted = key
         return await conversations.conversation_pages_by_user(
-            session, user_ids=user_ids, request=request, with_message_counts=True
+            session, user_ids=user_ids, request=request, with_message_counts=True, wanted=wanted
         )
 
     async def message_pages(
@@ -171,6 +196,11 @@ def make_loaders(
             "message_by_id": lambda: loader(message_rows, None),
             "revisions_by_message": lambda: loader(revision_rows, []),
             "conversation_count_by_user": lambda: loader(conversation_counts, 0),
+            "conversation_count_by_user_filtered": lambda: LoaderFamily(
+                lambda wanted: loader(partial(filtered_conversation_counts, wanted), 0)
+            ),
+            "tags_by_user": lambda: loader(tag_lists, []),
+            "unread_count_by_conversation": lambda: loader(unread_counts, 0),
             "message_count_by_conversation": lambda: loader(message_counts, 0),
             "user_count_by_search": lambda: loader(user_counts, 0),
             "users_page": lambda: family(users_pages),

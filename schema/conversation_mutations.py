@@ -1,21 +1,28 @@
-"""Conversation mutations: create, rename, delete and transfer. Owner or admin, one transaction
-each; someone else's conversation is NOT_FOUND, as if it did not exist. Each write that changes
-something records it in the owner's change feed (`db.changes.record`), as the transaction's last
-statement, at the moment it gives the conversation's `updatedAt`; one that changes nothing (a
-rename to the same title, a transfer to the owner) records nothing."""
+"""Conversation mutations: create, update (title, archived, pinned, tags), mark read, delete and
+transfer. Owner or admin, one transaction each; someone else's conversation is NOT_FOUND, as if
+it did not exist. Each write that changes something records it in the owner's change feed
+(`db.changes.record`), as the transaction's last statement, at the moment it gives the
+conversation's `updatedAt`; one that changes nothing (a rename to the same title, a transfer to
+the owner, the same tags, an earlier read mark) records nothing. Organizing (archived, pinned,
+tags) and read marks add CONVERSATION_UPDATED but leave `updatedAt` alone: the list's order
+follows messages and titles (RULES.md, "Organize")."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import strawberry
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import conversations as conversation_data
+from db import messages as message_data
 from db import users as user_data
 from db.changes import ChangeKind, NewChange, record
 from db.engine import write_transaction
+from db.folding import fold
 from db.models import utcnow
 from loaders import Viewer
 from schema.errors import BadUserInput, NotFound
@@ -25,11 +32,12 @@ from schema.inputs import (
     UpdateConversationInput,
 )
 from schema.permissions import require_viewer
-from schema.relay import decode_conversation_id, decode_user_id, to_global_id
+from schema.relay import decode_conversation_id, decode_id, decode_user_id, to_global_id
 from schema.types import Conversation, DeletePayload, Info
-from schema.validation import raise_for, title_problem
+from schema.validation import raise_for, tag_problem, title_problem
 
 INACTIVE_TARGET = "this user is deactivated"
+MAX_TAGS = 20
 
 
 def owner_scope(viewer: Viewer) -> int | None:
@@ -54,6 +62,20 @@ def clean_title(title: str) -> str:
     cleaned = title.strip()
     raise_for({"title": title_problem(cleaned)})
     return cleaned
+
+
+def clean_tags(tags: Sequence[str]) -> list[str]:
+    """The set `tags` gives: each trimmed (1-50 characters; a bad one is field `tags.N`), at
+    most 20, one per caseless key (`db.folding.fold`, the first spelling given kept), sorted
+    case-insensitively. Every problem is reported at once."""
+    if len(tags) > MAX_TAGS:
+        raise BadUserInput.one("tags", f"at most {MAX_TAGS} tags")
+    trimmed = [tag.strip() for tag in tags]
+    raise_for({f"tags.{index}": tag_problem(tag) for index, tag in enumerate(trimmed)})
+    kept: dict[str, str] = {}
+    for tag in trimmed:
+        kept.setdefault(fold(tag), tag)
+    return conversation_data.sorted_tags(list(kept.values()))
 
 
 def remember(info: Info, row: Row[Any]) -> Conversation:
@@ -81,25 +103,83 @@ class ConversationMutations:
             )
         return remember(info, row)
 
-    @strawberry.mutation(description="Rename a conversation; owner or admin.")
+    @strawberry.mutation(
+        description="Rename, archive, pin or tag a conversation (omitted fields stay as they "
+        "are); owner or admin. Only a new title bumps updatedAt."
+    )
     async def update_conversation(
         self, info: Info, id: strawberry.ID, input: UpdateConversationInput
     ) -> Conversation:
         viewer = require_viewer(info.context)
         conversation_id = decode_conversation_id(id)
-        title = clean_title(input.title)
+        # Omitted and null alike leave a field as it is: none of them can be null.
+        title = clean_title(input.title) if isinstance(input.title, str) else None
+        tags = clean_tags(input.tags) if isinstance(input.tags, list) else None
         async with write_transaction(info.context.sessionmaker) as session:
             row = await lock_conversation(session, conversation_id=conversation_id, viewer=viewer)
-            if row.title != title:
+            values: dict[str, Any] = {}
+            if isinstance(title, str) and row.title != title:
+                values["title"] = title
+            for name in ("archived", "pinned"):
+                value = getattr(input, name)
+                if isinstance(value, bool) and getattr(row, name) != value:
+                    values[name] = value
+            if isinstance(tags, list):
+                written = orjson.dumps(tags).decode()
+                if row.tags != written:
+                    values["tags"] = written
+                    await conversation_data.set_tags(
+                        session, conversation_id=conversation_id, tags=tags
+                    )
+            if values:
+                at = utcnow()
+                if "title" in values:
+                    values["updated_at"] = at = max(row.updated_at, at)
                 row = await conversation_data.update_conversation(
-                    session,
-                    conversation_id=conversation_id,
-                    values={"title": title, "updated_at": max(row.updated_at, utcnow())},
+                    session, conversation_id=conversation_id, values=values
                 )
                 await record(
                     session,
                     [NewChange(row.user_id, ChangeKind.CONVERSATION_UPDATED, row.id)],
-                    at=row.updated_at,
+                    at=at,
+                )
+        return remember(info, row)
+
+    @strawberry.mutation(
+        description="Mark the conversation read up to `messageId` (omitted: its last "
+        "message); owner or admin. Never moves back (by createdAt, then id): an earlier mark "
+        "changes nothing. A message of another conversation is NOT_FOUND."
+    )
+    async def mark_conversation_read(
+        self, info: Info, id: strawberry.ID, message_id: strawberry.ID | None = None
+    ) -> Conversation:
+        viewer = require_viewer(info.context)
+        conversation_id = decode_conversation_id(id)
+        message_key = None
+        if message_id is not None:
+            key = decode_id(message_id, "Message", field="messageId")
+            assert isinstance(key, int)
+            message_key = key
+        async with write_transaction(info.context.sessionmaker) as session:
+            row = await lock_conversation(session, conversation_id=conversation_id, viewer=viewer)
+            if message_key is None:
+                message = await message_data.last_message(session, conversation_id=conversation_id)
+            else:
+                message = await message_data.get_message(session, message_id=message_key)
+                if message is None or message.conversation_id != conversation_id:
+                    raise NotFound()
+            mark = (row.last_read_at, row.last_read_message_id)
+            if message is not None and (mark[0] is None or (message.created_at, message.id) > mark):
+                row = await conversation_data.update_conversation(
+                    session,
+                    conversation_id=conversation_id,
+                    values={
+                        "last_read_message_id": message.id,
+                        "last_read_at": message.created_at,
+                    },
+                )
+                await record(
+                    session, [NewChange(row.user_id, ChangeKind.CONVERSATION_UPDATED, row.id)]
                 )
         return remember(info, row)
 

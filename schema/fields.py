@@ -50,6 +50,8 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 import strawberry
 
+from db.conversations import DEFAULT_FILTER, ConversationFilter, tag_list
+from db.folding import fold
 from db.formats import encode_cursor
 from db.page_json import JsonPage, Shape
 from db.pagination import Page, PageRequest
@@ -57,6 +59,7 @@ from loaders import EVERYONE, Loaders, Viewer
 from schema.config import Config
 from schema.context import Context
 from schema.errors import BadUserInput, Forbidden, NotFound, PublicError, Unauthenticated
+from schema.inputs import ConversationFilter as ConversationFilterInput
 from schema.pagination import CursorKind, page_request, row_keyset
 from schema.permissions import may_see_private_fields
 from schema.relay import decode_conversation_id, decode_user_id, parse_global_id, to_global_id
@@ -405,10 +408,34 @@ def _merge(errors: Column, values: Sequence[Any]) -> Column:
     return [next(found) if error is None else error for error in errors]
 
 
+FILTER_ARGUMENT: dict[str, tuple[Any, Any]] = {"filter": (ConversationFilterInput | None, None)}
+
+
+def filter_of(value: Any) -> ConversationFilter:
+    """The `filter` argument as the data layer takes it. The planned executor passes the
+    input as graphql-core coerced it (a dict by GraphQL names, its defaults filled in),
+    Strawberry as a `ConversationFilterInput`; omitted, it is the default list's."""
+    if value is None:
+        return DEFAULT_FILTER
+    found: dict[str, Any] = (
+        value
+        if isinstance(value, dict)
+        else {"archived": value.archived, "pinned": value.pinned, "tag": value.tag}
+    )
+    tag = found.get("tag")
+    tag_key = None
+    if tag is not None:
+        tag_key = fold(tag.strip())
+        if not tag_key:
+            raise BadUserInput.one("filter.tag", "must not be blank")
+    return ConversationFilter(found.get("archived", False), found.get("pinned"), tag_key)
+
+
 @define(
     "User.conversations",
-    description="Owner or admin only. Most recently updated first.",
-    arguments=PAGE_ARGUMENTS,
+    description="Owner or admin only. Most recently updated first; archived ones are left "
+    "out unless the filter asks for them.",
+    arguments={**PAGE_ARGUMENTS, **FILTER_ARGUMENT},
 )
 async def user_conversations(level: Level, args: Args) -> Column:
     ids, errors = _owned(level)
@@ -416,6 +443,7 @@ async def user_conversations(level: Level, args: Args) -> Column:
         return errors
     try:
         request = request_of(level.config, "conversation", args)
+        wanted = filter_of(args.get("filter"))
     except PublicError as error:
         return _merge(errors, [Failed(error)] * len(ids))
     loaders = level.loaders
@@ -426,18 +454,46 @@ async def user_conversations(level: Level, args: Args) -> Column:
         if counted
         else loaders.conversations_page_by_user
     )
-    pages = await load_all(family(request), ids)
-    counter = loaders.conversation_count_by_user
+    pages = await load_all(family((request, wanted)), ids)
+    counter = _counter(level.loaders, wanted)
     counts = [_counted(counter, key) for key in ids]
     return _merge(errors, _paged(pages, "conversation", counts))
 
 
-@define("User.conversationCount", description="Owner or admin only.")
+def _counter(loaders: Loaders, wanted: ConversationFilter) -> Any:
+    """The loader of a user's conversation count under `wanted`."""
+    if wanted == DEFAULT_FILTER:
+        return loaders.conversation_count_by_user
+    return loaders.conversation_count_by_user_filtered(wanted)
+
+
+@define(
+    "User.conversationCount",
+    description="Owner or admin only; the conversations the filter takes (by default, the "
+    "ones not archived).",
+    arguments=FILTER_ARGUMENT,
+)
 async def user_conversation_count(level: Level, args: Args) -> Column:
     ids, errors = _owned(level)
     if not ids:
         return errors
-    return _merge(errors, await load_all(level.loaders.conversation_count_by_user, ids))
+    try:
+        wanted = filter_of(args.get("filter"))
+    except PublicError as error:
+        return _merge(errors, [Failed(error)] * len(ids))
+    return _merge(errors, await load_all(_counter(level.loaders, wanted), ids))
+
+
+@define(
+    "User.tags",
+    description="Every tag on the user's conversations, sorted case-insensitively (one "
+    "spelling per tag); owner or admin only.",
+)
+async def user_tags(level: Level, args: Args) -> Column:
+    ids, errors = _owned(level)
+    if not ids:
+        return errors
+    return _merge(errors, await load_all(level.loaders.tags_by_user, ids))
 
 
 # ---- Conversation --------------------------------------------------------------------------
@@ -450,6 +506,39 @@ plain(
     "updated_at",
     description="Bumped when a message is added or the title changes.",
 )
+
+
+plain("Conversation.archived", "archived")
+plain("Conversation.pinned", "pinned")
+
+
+@define(
+    "Conversation.tags",
+    description="Sorted case-insensitively, case-insensitive unique, as the owner wrote them.",
+)
+def conversation_tags(level: Level, args: Args) -> Column:
+    return [tag_list(row) for row in level.rows]
+
+
+@define(
+    "Conversation.lastReadMessage",
+    description="Set by markConversationRead; null before (or once that message is deleted).",
+)
+async def conversation_last_read_message(level: Level, args: Args) -> Column:
+    marked = [row.last_read_message_id for row in level.rows if row.last_read_message_id]
+    found = await load_all(level.loaders.message_by_id, marked) if marked else []
+    by_id = dict(zip(marked, found, strict=True))
+    return [by_id.get(row.last_read_message_id) for row in level.rows]
+
+
+@define(
+    "Conversation.unreadCount",
+    description="Messages after lastReadMessage that the owner did not write (role not "
+    "USER); all of them before the first mark. One statement for a whole level.",
+)
+async def conversation_unread_count(level: Level, args: Args) -> Column:
+    ids = [row.id for row in level.rows]
+    return list(await load_all(level.loaders.unread_count_by_conversation, ids))
 
 
 @define("Conversation.owner")

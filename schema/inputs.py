@@ -39,9 +39,28 @@ class CreateConversationInput:
     title: str = strawberry.field(description="1-200 chars after trimming.")
 
 
-@strawberry.input
+@strawberry.input(description="Omitted fields stay as they are.")
 class UpdateConversationInput:
-    title: str
+    title: str | None = strawberry.field(default=UNSET, description="1-200 chars after trimming.")
+    archived: bool | None = UNSET
+    pinned: bool | None = UNSET
+    tags: list[str] | None = strawberry.field(
+        default=UNSET,
+        description="Replaces the set: at most 20 tags of 1-50 characters each (trimmed), "
+        "case-insensitive unique (the first spelling kept), sorted case-insensitively.",
+    )
+
+
+@strawberry.input(description="Which of a user's conversations a list or count takes.")
+class ConversationFilter:
+    archived: bool | None = strawberry.field(
+        default=False,
+        description="false: not archived (the default list); true: archived only; null: both.",
+    )
+    pinned: bool | None = strawberry.field(default=None, description="null: both.")
+    tag: str | None = strawberry.field(
+        default=None, description="Only conversations with this tag (case-insensitive)."
+    )
 
 
 @strawberry.input

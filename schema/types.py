@@ -56,6 +56,7 @@ class User(Wrapper, Node):
     email: str | None = defined("User.email")
     conversations: Connection[Conversation] = defined("User.conversations")
     conversation_count: int = defined("User.conversationCount")
+    tags: list[str] = defined("User.tags")
 
 
 @strawberry.type
@@ -68,6 +69,11 @@ class Conversation(Wrapper, Node):
     messages: Connection[Message] = defined("Conversation.messages")
     message_count: int = defined("Conversation.messageCount")
     last_message: Message | None = defined("Conversation.lastMessage")
+    archived: bool = defined("Conversation.archived")
+    pinned: bool = defined("Conversation.pinned")
+    tags: list[str] = defined("Conversation.tags")
+    last_read_message: Message | None = defined("Conversation.lastReadMessage")
+    unread_count: int = defined("Conversation.unreadCount")
 
 
 @strawberry.type

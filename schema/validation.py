@@ -59,6 +59,11 @@ def title_problem(value: str) -> str | None:
     return _text(value, low=1, high=200)
 
 
+def tag_problem(value: str) -> str | None:
+    """A tag, already trimmed (RULES.md, "Organize")."""
+    return _text(value, low=1, high=50)
+
+
 def content_problem(value: str) -> str | None:
     return _text(value, low=1, high=32_000)
 

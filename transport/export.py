@@ -46,6 +46,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from db.conversations import tag_list
 from db.errors import Unavailable
 from db.export import (
     MessageBatch,
@@ -196,9 +197,9 @@ def _conversation_head(row: Row[Any]) -> bytes:
             "title": row.title,
             "createdAt": stamp(row.created_at),
             "updatedAt": stamp(row.updated_at),
-            "archived": False,
-            "pinned": False,
-            "tags": [],
+            "archived": row.archived,
+            "pinned": row.pinned,
+            "tags": tag_list(row),
         }
     )
     return head[:-1] + b',"messages":['

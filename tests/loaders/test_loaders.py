@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 
+from db.conversations import DEFAULT_FILTER
 from db.pagination import PageRequest
 from loaders import EVERYONE, Viewer, make_loaders
 from tests.factories import Sessionmaker, make_conversation, make_messages, make_user
@@ -32,7 +33,7 @@ async def test_each_loader_costs_one_statement_per_batch(
         [loaders.message_by_id.get(m) for m in messages],
         [loaders.conversation_count_by_user.get(u) for u in users],
         [loaders.message_count_by_conversation.get(c) for c in conversations],
-        [loaders.conversations_page_by_user(page).get(u) for u in users],
+        [loaders.conversations_page_by_user((page, DEFAULT_FILTER)).get(u) for u in users],
         [loaders.messages_page_by_conversation(page).get(c) for c in conversations],
         [loaders.users_page((page, None)).get(EVERYONE)],
     ]

@@ -26,6 +26,7 @@ from graphql import (
 
 from app.settings import Settings
 from db.changes import ChangeKind, NewChange, record
+from db.conversations import DEFAULT_FILTER
 from db.pagination import PageRequest
 from schema import make_schema
 from schema.errors import Unauthenticated
@@ -57,7 +58,9 @@ async def query_digests(level: Level, args: Args) -> Column:
     if level.viewer is None:
         return [Failed(Unauthenticated())]
     request = PageRequest(first=10)
-    page = await level.loaders.conversations_page_by_user(request).load(level.viewer.id)
+    page = await level.loaders.conversations_page_by_user((request, DEFAULT_FILTER)).load(
+        level.viewer.id
+    )
     return [list(page.rows)]
 
 
