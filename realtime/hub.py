@@ -16,10 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 logger = logging.getLogger("chatql.realtime")
+
+T = TypeVar("T")
 
 
 class SubscriptionEnded(Exception):
@@ -38,14 +41,39 @@ class ViewerGone(SubscriptionEnded):
         self.viewer_id = viewer_id
 
 
+class Shared:
+    """What the subscribers of one event load once (issue 17, item 1): the first subscriber to
+    ask for `key` starts its load, every later one awaits the same answer, so one event to N
+    subscribers costs each load's statements once, not N times. Lives as long as the event's
+    `Batch` is queued somewhere: the answer is the state at the event, never reused for the next.
+    Design after Hasura's multiplexed subscriptions (one query for a batch of subscribers)."""
+
+    __slots__ = ("_loads",)
+
+    def __init__(self) -> None:
+        self._loads: dict[str, asyncio.Future[Any]] = {}
+
+    async def once(self, key: str, load: Callable[[], Awaitable[T]]) -> T:
+        future = self._loads.get(key)
+        if future is None:
+            future = self._loads[key] = asyncio.ensure_future(load())
+        # Shielded: a subscriber cancelled while waiting leaves the load to the others.
+        return cast(T, await asyncio.shield(future))
+
+
 @dataclass(frozen=True)
 class Batch:
     """Messages one transaction added to one conversation, in the order they were written; or,
-    with `resync`, no ids: notifications may have been lost, the subscriber reads again."""
+    with `resync`, no ids: notifications may have been lost, the subscriber reads again.
+
+    Every subscriber of the conversation gets the same Batch: `viewer_ids` are theirs at
+    delivery (whose current state the event loads at once), `shared` the event's loads."""
 
     conversation_id: str
     message_ids: tuple[int, ...]
     resync: bool = False
+    viewer_ids: frozenset[int] = frozenset()
+    shared: Shared = field(default_factory=Shared, compare=False)
 
 
 class Subscription:
@@ -193,7 +221,11 @@ class Hub:
         group = self._by_conversation.get(conversation_id)
         if not group or not message_ids:
             return
-        batch = Batch(conversation_id, tuple(message_ids))
+        batch = Batch(
+            conversation_id,
+            tuple(message_ids),
+            viewer_ids=frozenset(subscription.viewer_id for subscription in group),
+        )
         for subscription in list(group):
             if not subscription.offer(batch):
                 logger.warning(
