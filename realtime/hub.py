@@ -48,10 +48,18 @@ class Shared:
     `Batch` is queued somewhere: the answer is the state at the event, never reused for the next.
     Design after Hasura's multiplexed subscriptions (one query for a batch of subscribers)."""
 
-    __slots__ = ("_loads",)
+    __slots__ = ("_loads", "_values")
 
     def __init__(self) -> None:
         self._loads: dict[str, asyncio.Future[Any]] = {}
+        self._values: dict[str, Any] = {}
+
+    def value(self, key: str, make: Callable[[], T]) -> T:
+        """The one value under `key` (made by the first caller): loaders the subscribers of
+        the event share, say."""
+        if key not in self._values:
+            self._values[key] = make()
+        return cast(T, self._values[key])
 
     async def once(self, key: str, load: Callable[[], Awaitable[T]]) -> T:
         future = self._loads.get(key)
@@ -116,6 +124,16 @@ class Subscription:
 RESYNC = -1
 
 
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """A feed wake-up: the position the feed grew to (or `RESYNC`), and `round`, shared by
+    every feed subscriber woken in the same turn of the event loop (whatever their user), so
+    that they read their feeds, their viewers and what their changes point at together."""
+
+    head: int
+    round: Shared
+
+
 class FeedSubscription:
     """Wake-ups for one subscriber of `viewer_id`'s feed: positions the feed has grown to, or
     `RESYNC`. `offer`, `end` and `next_head` behave as `Subscription`'s."""
@@ -123,10 +141,10 @@ class FeedSubscription:
     def __init__(self, viewer_id: int, queue_size: int) -> None:
         self.viewer_id = viewer_id
         self.queue_size = queue_size
-        self._queue: asyncio.Queue[int | SubscriptionEnded] = asyncio.Queue(queue_size + 1)
+        self._queue: asyncio.Queue[Wake | SubscriptionEnded] = asyncio.Queue(queue_size + 1)
         self.ended: SubscriptionEnded | None = None
 
-    def offer(self, head: int) -> bool:
+    def offer(self, head: Wake) -> bool:
         if self.ended is not None:
             return False
         if self._queue.qsize() >= self.queue_size:
@@ -143,7 +161,7 @@ class FeedSubscription:
             self._queue.get_nowait()
         self._queue.put_nowait(reason)
 
-    async def next_head(self) -> int:
+    async def next_head(self) -> Wake:
         """The next wake-up; raises the reason once the subscription has been ended."""
         item = await self._queue.get()
         if isinstance(item, SubscriptionEnded):
@@ -166,6 +184,17 @@ class Hub:
         self.queue_size = queue_size
         self._by_conversation: dict[str, set[Subscription]] = {}
         self._by_feed: dict[int, set[FeedSubscription]] = {}
+        self._round: Shared | None = None
+
+    def _feed_round(self) -> Shared:
+        """The round of this turn of the event loop, ended (for later wake-ups) at the next."""
+        if self._round is None:
+            self._round = Shared()
+            asyncio.get_running_loop().call_soon(self._end_round)
+        return self._round
+
+    def _end_round(self) -> None:
+        self._round = None
 
     @property
     def subscriber_count(self) -> int:
@@ -180,8 +209,12 @@ class Hub:
 
     def deliver_feed(self, user_id: int, head: int) -> None:
         """`user_id`'s feed has grown to `head` (committed)."""
-        for subscription in list(self._by_feed.get(user_id, ())):
-            if not subscription.offer(head):
+        group = self._by_feed.get(user_id)
+        if not group:
+            return
+        wake = Wake(head, self._feed_round())
+        for subscription in list(group):
+            if not subscription.offer(wake):
                 logger.warning(
                     "ending a subscription to the feed of user %s: %s", user_id, subscription.ended
                 )
@@ -195,9 +228,10 @@ class Hub:
             for conversation_subscription in list(conversation_group):
                 if not conversation_subscription.offer(Batch(conversation_id, (), resync=True)):
                     self._remove(conversation_subscription)
+        wake = Wake(RESYNC, self._feed_round()) if self._by_feed else None
         for group in list(self._by_feed.values()):
             for subscription in list(group):
-                if not subscription.offer(RESYNC):
+                if wake is not None and not subscription.offer(wake):
                     self._remove_feed(subscription)
 
     @contextlib.asynccontextmanager
