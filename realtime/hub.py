@@ -9,6 +9,11 @@ A feed subscriber's queue holds wake-ups, not content: "the feed has grown to po
 (`deliver_feed`) or "notifications may have been lost: read again" (`resync`, sent when the
 LISTEN connection comes back). Its consumer reads the feed after the last position it
 delivered, so a lost or merged wake-up costs nothing as long as a later one arrives.
+
+Loading once per event, not per subscriber (issue 17, item 1): all subscribers of one
+conversation's event share its `Batch` and its `Shared` memo, and the feed wake-ups of one turn
+of the event loop share one round (`Wake.round`), through which the schema loads what they
+need together. The hub itself reads nothing.
 """
 
 from __future__ import annotations

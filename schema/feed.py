@@ -24,9 +24,12 @@ wake-ups are dropped before each read, which covers them, so a change is deliver
 position order, with no gap at the seam between replay and live. When the LISTEN connection
 comes back, the hub wakes every subscriber (`RESYNC`), which reads from its last position:
 nothing committed while it was down is lost. Each page gets fresh loaders (the subscription
-lives for hours), whose conversations and messages are loaded for the whole page at once when
-the selection asks for them, and reloads the viewer, as `messageAdded` does; it ends as
-that one does: UNAUTHENTICATED when the token expires or the viewer is deactivated, and
+lives for hours), primed with the page's conversations and messages when the selection asks
+for them, and reloads the viewer, as `messageAdded` does. Subscribers woken in the same turn
+of the event loop (one round, `realtime.hub.Wake`) do all of this together (`RoundLoads`): one
+statement reads the feeds of all their users after each one's position, one their viewers,
+one the conversations and one the messages, however many subscribers the round wakes. It
+ends as `messageAdded` does: UNAUTHENTICATED when the token expires or the viewer is deactivated, and
 SUBSCRIBER_TOO_SLOW when more wake-ups queue up than the subscription queue holds (the
 client subscribes again with its last cursor and loses nothing).
 """

@@ -1,8 +1,14 @@
 """The Subscription root: new messages of one conversation, as they are committed.
 
-The broker hands over message ids only; each batch is loaded through a fresh set of loaders
-(the connection lives for hours, so nothing is cached from one batch to the next), under the
-subscriber's own permissions, so nested fields resolve exactly as they would in a query. A
+The broker hands over message ids only. Every subscriber of the conversation gets the same
+`Batch`, and what it needs is loaded once for all of them through the batch's `Shared` memo
+(issue 17, item 1; after Hasura's multiplexed subscriptions): the conversation, the messages
+(both as an admin sees them) and the current rows of every viewer subscribed at delivery, one
+statement each. Each subscriber then gets a fresh set of loaders (the connection lives for
+hours, so nothing is cached from one batch to the next) primed with those rows as its own
+permissions let it see them (`_primed`), so its own selection of the message and its
+conversation resolves exactly as in a query, without a statement of its own; its operation's
+pipeline (token expiry, masking, budgets, logging) still runs per event. A
 subscription ends with UNAUTHENTICATED when the token it was opened with expires, as every
 request after that moment would be refused.
 
