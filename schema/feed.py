@@ -29,9 +29,9 @@ for them, and reloads the viewer, as `messageAdded` does. Subscribers woken in t
 of the event loop (one round, `realtime.hub.Wake`) do all of this together (`RoundLoads`): one
 statement reads the feeds of all their users after each one's position, one their viewers,
 one the conversations and one the messages, however many subscribers the round wakes. It
-ends as `messageAdded` does: UNAUTHENTICATED when the token expires or the viewer is deactivated, and
-SUBSCRIBER_TOO_SLOW when more wake-ups queue up than the subscription queue holds (the
-client subscribes again with its last cursor and loses nothing).
+ends as `messageAdded` does: UNAUTHENTICATED when the token expires or the viewer is
+deactivated, and SUBSCRIBER_TOO_SLOW when more wake-ups queue up than the subscription queue
+holds (the client subscribes again with its last cursor and loses nothing).
 """
 
 from __future__ import annotations
