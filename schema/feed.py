@@ -323,8 +323,11 @@ class FeedSubscription:
                 first_read = True
                 wake: Wake | None = None
                 while True:
-                    subscription.drain()  # the read below covers every wake-up so far
-                    # Woken: read with the round; replaying: alone.
+                    if wake is None:  # replaying: the read below, alone, covers every wake-up
+                        subscription.drain()
+                    # Woken: read with the round, whose read of this feed may have been made
+                    # already, before a later wake-up: that one stays queued (and is skipped
+                    # unless it is beyond what the read returned).
                     loads = (wake.round if wake else Shared()).value(
                         "feed", lambda: RoundLoads(services)
                     )
