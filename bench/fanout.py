@@ -180,12 +180,15 @@ async def run(base: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
 
         before = await statement_count(database_url)
         cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+        client_before = time.process_time()
         sent, failed = await send_rounds(client, token, conversations, args.seconds)
         expected = sent * args.subscribers // len(conversations)
         deadline = time.monotonic() + 30
         while len(latencies) < expected and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
-        cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before)
+        wall = time.monotonic() - wall_before
+        cpu = (cpu_seconds(pid) - cpu_before) / wall
+        client_cpu = (time.process_time() - client_before) / wall
         after = await statement_count(database_url)
         for task in listeners:
             task.cancel()
@@ -222,6 +225,7 @@ async def run(base: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
         "statements_per_send_alone": round(per_send, 2) if per_send is not None else None,
         "statements_per_event_for_fan_out": statements,
         "server_cpu_percent_of_one_core": round(cpu * 100, 1),
+        "client_cpu_percent_of_one_core": round(client_cpu * 100, 1),
     }
 
 
