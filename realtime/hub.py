@@ -85,7 +85,7 @@ class Batch:
     conversation_id: str
     message_ids: tuple[int, ...]
     resync: bool = False
-    viewer_ids: frozenset[int] = frozenset()
+    viewer_ids: frozenset[int] = field(default=frozenset(), compare=False)
     shared: Shared = field(default_factory=Shared, compare=False)
 
 
