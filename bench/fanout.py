@@ -109,28 +109,36 @@ async def listen(ws: ClientConnection, latencies: list[float]) -> None:
 
 
 async def send_rounds(
-    client: httpx.AsyncClient, token: str, conversations: list[str], seconds: int
+    client: httpx.AsyncClient, token: str, conversations: list[str], seconds: int, rate: int
 ) -> tuple[int, int]:
-    """One message to each conversation every second, at most 32 in flight; (sent, failed)."""
+    """`rate` messages a second for `seconds`, to the conversations in turn (`rate` equal to
+    their number: one each a second), at most 32 in flight; (sent, failed)."""
     gate = asyncio.Semaphore(32)
     sent = failed = 0
 
     async def one(conversation: str) -> None:
         nonlocal sent, failed
         async with gate:
-            response = await client.post(
-                "/graphql",
-                json={"query": SEND, "variables": {"c": conversation, "t": repr(time.time())}},
-                headers={"Authorization": f"Bearer {token}"},
-            )
+            try:
+                response = await client.post(
+                    "/graphql",
+                    json={"query": SEND, "variables": {"c": conversation, "t": repr(time.time())}},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            except httpx.HTTPError:
+                failed += 1
+                return
             if response.status_code == 200 and "errors" not in response.json():
                 sent += 1
             else:
                 failed += 1
 
+    turn = 0
     for _ in range(seconds):
         started = time.monotonic()
-        await asyncio.gather(*(one(c) for c in conversations))
+        batch = [conversations[(turn + n) % len(conversations)] for n in range(rate)]
+        turn += rate
+        await asyncio.gather(*(one(c) for c in batch))
         await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
     return sent, failed
 
@@ -156,7 +164,8 @@ async def run(base: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
         ]
         # Baseline: what the sends cost with nobody listening.
         before = await statement_count(database_url)
-        base_sent, _ = await send_rounds(client, token, conversations, args.baseline_seconds)
+        rate = args.rate or len(conversations)
+        base_sent, _ = await send_rounds(client, token, conversations, args.baseline_seconds, rate)
         after = await statement_count(database_url)
         per_send = (after - before) / base_sent if before is not None and after else None
 
@@ -181,7 +190,7 @@ async def run(base: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
         before = await statement_count(database_url)
         cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
         client_before = time.process_time()
-        sent, failed = await send_rounds(client, token, conversations, args.seconds)
+        sent, failed = await send_rounds(client, token, conversations, args.seconds, rate)
         expected = sent * args.subscribers // len(conversations)
         deadline = time.monotonic() + 30
         while len(latencies) < expected and time.monotonic() < deadline:  # noqa: ASYNC110
@@ -216,6 +225,7 @@ async def run(base: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
         "kib_per_subscriber": round((rss_after - rss_before) / args.subscribers, 1),
         "messages_sent": sent,
         "sends_failed": failed,
+        "sends_per_second_asked": rate,
         "sends_per_second": round(sent / args.seconds, 1),
         "events_expected": expected,
         "events_delivered": len(latencies),
@@ -235,7 +245,10 @@ def main() -> int:
     parser.add_argument("--conversations", type=int, default=1000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--baseline-seconds", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=200, help="sockets opened at once")
+    parser.add_argument("--batch", type=int, default=25, help="sockets opened at once")
+    parser.add_argument(
+        "--rate", type=int, default=0, help="sends a second (default: one per conversation)"
+    )
     args = parser.parse_args()
     with served(args.subscribers) as (base, pid):
         result = asyncio.run(run(base, pid, args))
