@@ -90,6 +90,7 @@ async def subscribe(url: str, token: str, conversation: str) -> ClientConnection
         url,
         subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
         compression="deflate",
+        open_timeout=60,  # a busy server answers handshakes late; that is not a refusal
     )
     await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": token}}))
     ack = json.loads(await ws.recv())
