@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,16 +121,12 @@ async def run(
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, default=1000)
-    parser.add_argument("--batch", type=int, default=100, help="connections opened at once")
-    parser.add_argument(
-        "--no-compression", action="store_true", help="clients do not offer permessage-deflate"
-    )
-    args = parser.parse_args()
+@contextlib.contextmanager
+def served(connections: int, **settings: str) -> Iterator[tuple[str, int]]:
+    """`server.py serve` (one process) on a free port, allowed `connections` sockets and more,
+    on DATABASE_URL or a new SQLite file; yields its base URL and pid, stops it at the end."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.connections + 200)), hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, connections + 200)), hard))
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         env = {
@@ -136,13 +134,14 @@ def main() -> int:
             "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite+aiosqlite:///{folder}/b.db"),
             "CHATQL_SECRET_KEY": "bench-secret-key-that-is-long-enough-for-hs256",
             "CHATQL_LOG_LEVEL": "WARNING",
+            **settings,
         }
         server = subprocess.Popen(
             [sys.executable, "server.py", "serve", "--port", str(port)],
             cwd=ROOT,
             env=env,
             preexec_fn=lambda: resource.setrlimit(
-                resource.RLIMIT_NOFILE, (min(hard, args.connections + 200), hard)
+                resource.RLIMIT_NOFILE, (min(hard, connections + 200), hard)
             ),
         )
         try:
@@ -153,12 +152,22 @@ def main() -> int:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            result = asyncio.run(
-                run(base, server.pid, args.connections, args.batch, not args.no_compression)
-            )
+            yield base, server.pid
         finally:
             server.terminate()
             server.wait(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=100, help="connections opened at once")
+    parser.add_argument(
+        "--no-compression", action="store_true", help="clients do not offer permessage-deflate"
+    )
+    args = parser.parse_args()
+    with served(args.connections) as (base, pid):
+        result = asyncio.run(run(base, pid, args.connections, args.batch, not args.no_compression))
     print(json.dumps(result, indent=2))
     return 0
 

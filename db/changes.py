@@ -44,6 +44,7 @@ from sqlalchemy import BigInteger, Integer, Row, String, Table, bindparam, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import TextualSelect
 
 from db.models import Change, Feed, UTCDateTime, utcnow
 
@@ -268,6 +269,69 @@ _READ_FEED = text(
     message_id=Integer(),
     at=UTCDateTime(),
 )
+
+
+def _feeds_statement(count: int) -> TextualSelect:
+    """`_READ_FEED` for `count` (user, after) pairs at once: one branch each, tagged `k`."""
+    branches = [
+        f"""
+        SELECT * FROM (
+            SELECT {i} AS k, f.head AS feed_head, f.pruned_through AS feed_pruned_through,
+                   c.position, c.kind, c.conversation_id, c.message_id, c.at
+            FROM (SELECT CAST(:u{i} AS INTEGER) AS user_id) AS me
+            LEFT JOIN feeds AS f ON f.user_id = me.user_id
+            LEFT JOIN (
+                SELECT position, kind, conversation_id, message_id, at FROM changes
+                WHERE user_id = :u{i} AND position > :a{i}
+                  AND position > COALESCE(
+                      (SELECT pruned_through FROM feeds WHERE user_id = :u{i}), 0)
+                ORDER BY position
+                LIMIT :limit
+            ) AS c ON 1 = 1
+        ) AS b{i}"""
+        for i in range(count)
+    ]
+    return text(" UNION ALL ".join(branches) + " ORDER BY k, position").columns(
+        k=Integer(),
+        feed_head=BigInteger(),
+        feed_pruned_through=BigInteger(),
+        position=BigInteger(),
+        kind=String(),
+        conversation_id=String(),
+        message_id=Integer(),
+        at=UTCDateTime(),
+    )
+
+
+_FEEDS_STATEMENTS: dict[int, TextualSelect] = {}
+
+
+async def read_feeds(
+    session: AsyncSession, *, keys: Sequence[tuple[int, int]], limit: int
+) -> dict[tuple[int, int], FeedPage]:
+    """`read_feed` for many (user id, after) pairs in one statement (each its own snapshot-
+    consistent page and state): what a process's feed subscribers woken together read."""
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        return {}
+    statement = _FEEDS_STATEMENTS.get(len(keys))
+    if statement is None:
+        statement = _FEEDS_STATEMENTS[len(keys)] = _feeds_statement(len(keys))
+    params: dict[str, int] = {"limit": limit}
+    for i, (user_id, after) in enumerate(keys):
+        params[f"u{i}"], params[f"a{i}"] = user_id, after
+    grouped: dict[int, list[Row[Any]]] = {}
+    for row in (await session.execute(statement, params)).all():
+        grouped.setdefault(row.k, []).append(row)
+    pages: dict[tuple[int, int], FeedPage] = {}
+    for i, key in enumerate(keys):
+        rows = grouped[i]
+        state = FeedState(
+            head=int(rows[0].feed_head or 0),
+            pruned_through=int(rows[0].feed_pruned_through or 0),
+        )
+        pages[key] = FeedPage(state=state, rows=[row for row in rows if row.position is not None])
+    return pages
 
 
 async def read_feed(session: AsyncSession, *, user_id: int, after: int, limit: int) -> FeedPage:

@@ -24,11 +24,14 @@ wake-ups are dropped before each read, which covers them, so a change is deliver
 position order, with no gap at the seam between replay and live. When the LISTEN connection
 comes back, the hub wakes every subscriber (`RESYNC`), which reads from its last position:
 nothing committed while it was down is lost. Each page gets fresh loaders (the subscription
-lives for hours), whose conversations and messages are loaded for the whole page at once when
-the selection asks for them, and reloads the viewer, as `messageAdded` does; it ends as
-that one does: UNAUTHENTICATED when the token expires or the viewer is deactivated, and
-SUBSCRIBER_TOO_SLOW when more wake-ups queue up than the subscription queue holds (the
-client subscribes again with its last cursor and loses nothing).
+lives for hours), primed with the page's conversations and messages when the selection asks
+for them, and reloads the viewer, as `messageAdded` does. Subscribers woken in the same turn
+of the event loop (one round, `realtime.hub.Wake`) do all of this together (`RoundLoads`): one
+statement reads the feeds of all their users after each one's position, one their viewers,
+one the conversations and one the messages, however many subscribers the round wakes. It
+ends as `messageAdded` does: UNAUTHENTICATED when the token expires or the viewer is
+deactivated, and SUBSCRIBER_TOO_SLOW when more wake-ups queue up than the subscription queue
+holds (the client subscribes again with its last cursor and loses nothing).
 """
 
 from __future__ import annotations
@@ -40,15 +43,20 @@ from typing import Any, NamedTuple
 
 import strawberry
 from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types.nodes import SelectedField, Selection
 
-from db.changes import ChangeKind, FeedPage, feed_state, read_feed
+from db.changes import ChangeKind, FeedPage, feed_state, read_feed, read_feeds
+from db.conversations import conversations_by_ids
 from db.engine import idempotent_read
 from db.formats import encode_cursor, is_key
+from db.messages import messages_by_ids
 from db.pagination import Page
+from db.users import users_by_ids
 from loaders import Loaders, Viewer, make_loaders
-from realtime.hub import RESYNC, SubscriberTooSlow, ViewerGone
-from schema.context import Context
+from loaders.batch import BatchLoader, in_session
+from realtime.hub import RESYNC, Shared, SubscriberTooSlow, ViewerGone, Wake
+from schema.context import Context, Services
 from schema.errors import BAD_TOKEN, BadUserInput, CursorExpired, TooSlow, Unauthenticated
 from schema.fields import Args, Column, Failed, Level, Paged, define, gather, load_all, plain
 from schema.pagination import cursor_values
@@ -66,6 +74,7 @@ MAX_POSITION = 2**63 - 1
 # Changes a subscription reads at once.
 SUBSCRIPTION_PAGE = 100
 NOT_A_CURSOR = "not a valid cursor for this connection"
+FeedKey = tuple[int, int]  # (user id, after)
 
 
 def encode_feed_cursor(user_id: int, position: int) -> str:
@@ -257,20 +266,75 @@ def _selected_names(selections: Iterable[Selection]) -> set[str]:
     return names
 
 
-async def _preload(info: Info, loaders: Loaders, rows: Sequence[Row[Any]]) -> None:
+class RoundLoads:
+    """What the feed subscribers woken in one round (`realtime.hub.Wake`) load together, each
+    as an admin would see it (`_primed` applies each one's permissions): every feed after its
+    subscriber's position (one statement for all users, `db.changes.read_feeds`), the
+    subscribed viewers' current rows, and the conversations and messages their changes point
+    at: one statement each per round, however many subscribers and users it wakes."""
+
+    def __init__(self, services: Services) -> None:
+        reader = services.read_sessionmaker
+
+        async def feeds(
+            session: AsyncSession, keys: Sequence[FeedKey]
+        ) -> dict[Any, FeedPage | None]:
+            return dict(await read_feeds(session, keys=keys, limit=SUBSCRIPTION_PAGE))
+
+        async def viewers(session: AsyncSession, ids: Sequence[int]) -> dict[Any, Row[Any] | None]:
+            return dict(await users_by_ids(session, ids=ids))
+
+        async def conversations(ids: Sequence[str]) -> dict[Any, Row[Any] | None]:
+            return dict(await conversations_by_ids(services.reads, ids=ids, owner_id=None))
+
+        async def messages(session: AsyncSession, ids: Sequence[int]) -> dict[Any, Row[Any] | None]:
+            return dict(await messages_by_ids(session, ids=ids, owner_id=None))
+
+        self.feeds: BatchLoader[FeedKey, FeedPage | None] = BatchLoader(
+            in_session(reader, feeds), None
+        )
+        self.viewers: BatchLoader[int, Row[Any] | None] = BatchLoader(
+            in_session(reader, viewers), None
+        )
+        self.conversations: BatchLoader[str, Row[Any] | None] = BatchLoader(conversations, None)
+        self.messages: BatchLoader[int, Row[Any] | None] = BatchLoader(
+            in_session(reader, messages), None
+        )
+
+
+async def _preload(
+    info: Info, loads: RoundLoads, loaders: Loaders, viewer: Viewer, rows: Sequence[Row[Any]]
+) -> None:
     """Load, for a whole page of a subscription, the conversations and messages its selection
-    asks for: one statement each, where each event would otherwise load its own."""
+    asks for, through the round's loads (one statement each for every subscriber of the
+    round, where each event would otherwise load its own), and prime the subscriber's own
+    `loaders` with them as its permissions let it see them."""
     wanted = _selected_names(
         selection for field in info.selected_fields for selection in field.selections
     )
-    loads: list[Awaitable[Any]] = []
-    if wanted & {"conversation", "message"}:
-        loads.append(loaders.conversation_by_id.load_many([row.conversation_id for row in rows]))
-    if "message" in wanted:
-        ids = [row.message_id for row in rows if row.message_id is not None]
-        loads.append(loaders.message_by_id.load_many(ids))
-    if rows and loads:
-        await asyncio.gather(*loads)
+    if not rows or not wanted & {"conversation", "message"}:
+        return
+    conversation_ids = list(dict.fromkeys(row.conversation_id for row in rows))
+    message_ids = (
+        list(dict.fromkeys(row.message_id for row in rows if row.message_id is not None))
+        if "message" in wanted
+        else []
+    )
+    found, messages = await asyncio.gather(
+        loads.conversations.load_many(conversation_ids), loads.messages.load_many(message_ids)
+    )
+    conversations = dict(zip(conversation_ids, found, strict=True))
+    for conversation_id, conversation in conversations.items():
+        visible = conversation is not None and (
+            viewer.is_admin or conversation.user_id == viewer.id
+        )
+        loaders.conversation_by_id.prime(conversation_id, conversation if visible else None)
+    for message_id, message in zip(message_ids, messages, strict=True):
+        owner = conversations.get(message.conversation_id) if message is not None else None
+        visible = message is not None and (
+            viewer.is_admin or (owner is not None and owner.user_id == viewer.id)
+        )
+        loaders.message_by_id.prime(message_id, message if visible else None)
 
 
 async def _read(context: Context, viewer: Viewer, *, after: int, limit: int) -> FeedPage:
@@ -308,21 +372,30 @@ class FeedSubscription:
                     start = state.head
                 last = start
                 first_read = True
+                wake: Wake | None = None
                 while True:
-                    subscription.drain()  # the read below covers every wake-up so far
-                    loaders = make_loaders(services.read_sessionmaker, viewer, services.reads)
-                    page, viewer_row = await asyncio.gather(
-                        _read(context, viewer, after=last, limit=SUBSCRIPTION_PAGE),
-                        loaders.user_by_id.get(viewer.id),
+                    if wake is None:  # replaying: the read below, alone, covers every wake-up
+                        subscription.drain()
+                    # Woken: read with the round, whose read of this feed may have been made
+                    # already, before a later wake-up: that one stays queued (and is skipped
+                    # unless it is beyond what the read returned).
+                    loads = (wake.round if wake else Shared()).value(
+                        "feed", lambda: RoundLoads(services)
                     )
-                    if viewer_row is None or not viewer_row.is_active:
+                    wake = None
+                    page, viewer_row = await asyncio.gather(
+                        loads.feeds.get((viewer.id, last)), loads.viewers.get(viewer.id)
+                    )
+                    if page is None or viewer_row is None or not viewer_row.is_active:
                         raise Unauthenticated(BAD_TOKEN)
                     if first_read:
                         check_position(page, last)
                         first_read = False
                     elif last < page.state.pruned_through:
                         raise CursorExpired()  # fell behind retention while subscribed
-                    await _preload(info, loaders, page.rows)
+                    loaders = make_loaders(services.read_sessionmaker, viewer, services.reads)
+                    loaders.user_by_id.prime(viewer.id, viewer_row)
+                    await _preload(info, loads, loaders, viewer, page.rows)
                     context.loaders = loaders
                     for row in page.rows:
                         yield Change(row=ChangeRow.of(row, viewer.id))
@@ -332,10 +405,10 @@ class FeedSubscription:
                     while True:  # caught up: wait for the feed to grow beyond `last`
                         try:
                             async with asyncio.timeout(until(context.token_expires)):
-                                head = await subscription.next_head()
+                                wake = await subscription.next_head()
                         except TimeoutError as exc:  # the token it was opened with expired
                             raise Unauthenticated(BAD_TOKEN) from exc
-                        if head == RESYNC or head > last:
+                        if wake.head == RESYNC or wake.head > last:
                             break
             except SubscriberTooSlow as exc:
                 raise TooSlow(exc.queue_size) from exc

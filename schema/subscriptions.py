@@ -1,8 +1,14 @@
 """The Subscription root: new messages of one conversation, as they are committed.
 
-The broker hands over message ids only; each batch is loaded through a fresh set of loaders
-(the connection lives for hours, so nothing is cached from one batch to the next), under the
-subscriber's own permissions, so nested fields resolve exactly as they would in a query. A
+The broker hands over message ids only. Every subscriber of the conversation gets the same
+`Batch`, and what it needs is loaded once for all of them through the batch's `Shared` memo
+(issue 17, item 1; after Hasura's multiplexed subscriptions): the conversation, the messages
+(both as an admin sees them) and the current rows of every viewer subscribed at delivery, one
+statement each. Each subscriber then gets a fresh set of loaders (the connection lives for
+hours, so nothing is cached from one batch to the next) primed with those rows as its own
+permissions let it see them (`_primed`), so its own selection of the message and its
+conversation resolves exactly as in a query, without a statement of its own; its operation's
+pipeline (token expiry, masking, budgets, logging) still runs per event. A
 subscription ends with UNAUTHENTICATED when the token it was opened with expires, as every
 request after that moment would be refused.
 
@@ -20,19 +26,91 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from functools import partial
+from typing import Any
 
 import strawberry
+from sqlalchemy import Row
 
+from db.conversations import conversations_by_ids
 from db.engine import idempotent_read
-from db.messages import message_ids_after
-from loaders import make_loaders
-from realtime.hub import SubscriberTooSlow, ViewerGone
+from db.messages import message_ids_after, messages_by_ids
+from db.users import users_by_ids
+from loaders import Loaders, Viewer, make_loaders
+from realtime.hub import Batch, Shared, SubscriberTooSlow, ViewerGone
+from schema.context import Services
 from schema.errors import BAD_TOKEN, NotFound, TooSlow, Unauthenticated
 from schema.permissions import require_viewer
 from schema.relay import decode_conversation_id
 from schema.types import Info, Message
+
+
+async def viewer_rows(
+    services: Services, shared: Shared, viewer_ids: frozenset[int], viewer_id: int
+) -> Row[Any] | None:
+    """`viewer_id`'s current row, read once for every viewer of an event (`viewer_ids`, at its
+    delivery: one statement for all); a viewer not among them reads its own."""
+    if viewer_id not in viewer_ids:
+        viewer_ids = frozenset([viewer_id])
+        shared = Shared()
+    rows = await shared.once(
+        "viewers",
+        lambda: idempotent_read(
+            services.read_sessionmaker, partial(users_by_ids, ids=sorted(viewer_ids))
+        ),
+    )
+    return rows.get(viewer_id)
+
+
+async def _batch_rows(
+    services: Services, shared: Shared, conversation_id: str, message_ids: Sequence[int]
+) -> tuple[Row[Any] | None, dict[int, Row[Any]]]:
+    """The conversation and the messages of an event as an admin sees them (`_primed` applies
+    each subscriber's permissions): one statement each, once for all subscribers."""
+    conversations, messages = await asyncio.gather(
+        shared.once(
+            "conversation",
+            lambda: conversations_by_ids(services.reads, ids=[conversation_id], owner_id=None),
+        ),
+        shared.once(
+            "messages",
+            lambda: idempotent_read(
+                services.read_sessionmaker,
+                partial(messages_by_ids, ids=list(message_ids), owner_id=None),
+            ),
+        ),
+    )
+    return conversations.get(conversation_id), messages
+
+
+def _primed(
+    services: Services,
+    viewer: Viewer,
+    viewer_row: Row[Any],
+    conversation: Row[Any] | None,
+    messages: dict[int, Row[Any]],
+    *,
+    conversation_id: str,
+    message_ids: Sequence[int],
+) -> tuple[Loaders, list[Row[Any]]]:
+    """Fresh loaders for one subscriber, primed with what the event loaded as the subscriber's
+    own loaders would have answered (an owner sees its own conversation only, an admin every
+    one), so resolving its selection of the message and its conversation costs no statement;
+    and the messages it may see, in `message_ids`' order."""
+    loaders = make_loaders(services.read_sessionmaker, viewer, services.reads)
+    visible = conversation is not None and (viewer.is_admin or conversation.user_id == viewer.id)
+    loaders.user_by_id.prime(viewer.id, viewer_row)
+    loaders.conversation_by_id.prime(conversation_id, conversation if visible else None)
+    rows: list[Row[Any]] = []
+    for message_id in message_ids:
+        row = messages.get(message_id) if visible else None
+        if row is not None and row.conversation_id != conversation_id:
+            row = None
+        loaders.message_by_id.prime(message_id, row)
+        if row is not None:
+            rows.append(row)
+    return loaders, rows
 
 
 def until(moment: float | None) -> float | None:
@@ -52,6 +130,7 @@ class Subscription:
         context = info.context
         viewer = require_viewer(context)
         pk = decode_conversation_id(conversation_id, field="conversationId")
+        services = context.services
         sessionmaker = context.sessionmaker
         # Subscribe before checking access, so no message committed after the check is missed.
         async with context.services.broker.hub.subscribe(pk, viewer_id=viewer.id) as subscription:
@@ -77,20 +156,28 @@ class Subscription:
                     ids = await idempotent_read(
                         sessionmaker, partial(message_ids_after, conversation_id=pk, after=above)
                     )
+                    # Read for this subscriber alone: its own loads.
+                    batch = Batch(pk, tuple(ids), viewer_ids=frozenset([viewer.id]))
                 else:
                     ids = [i for i in batch.message_ids if i > delivered]
                 if not ids:
                     continue
                 delivered = max(delivered, *ids)
-                loaders = make_loaders(sessionmaker, viewer)
-                viewer_row, rows = await asyncio.gather(
-                    loaders.user_by_id.get(viewer.id),
-                    loaders.message_by_id.load_many(ids),
+                (conversation, messages), viewer_row = await asyncio.gather(
+                    _batch_rows(services, batch.shared, pk, batch.message_ids),
+                    viewer_rows(services, batch.shared, batch.viewer_ids, viewer.id),
                 )
                 if viewer_row is None or not viewer_row.is_active:
                     raise Unauthenticated(BAD_TOKEN)
-                context.loaders = loaders
+                # A message not shown: its conversation changed hands since, or is gone.
+                context.loaders, rows = _primed(
+                    services,
+                    viewer,
+                    viewer_row,
+                    conversation,
+                    messages,
+                    conversation_id=pk,
+                    message_ids=ids,
+                )
                 for row in rows:
-                    # None: the conversation changed hands since; it is no longer the viewer's.
-                    if row is not None:
-                        yield Message.from_row(row)
+                    yield Message.from_row(row)
