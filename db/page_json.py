@@ -179,7 +179,10 @@ _NODE_SQL = {
     "id": "'\"' || " + _ID + " || '\"'",
     # Roles are stored by name (USER, ...), which is what GraphQL prints.
     "role": "'\"' || {0}.role || '\"'",
-    "content": "to_json({0}.content)::text",
+    # A streaming message's text is its chunks so far (`db.streams`).
+    "content": "to_json(CASE WHEN {0}.status = 'STREAMING' THEN coalesce((SELECT "
+    "string_agg(mc.delta, '' ORDER BY mc.seq) FROM message_chunks AS mc "
+    "WHERE mc.message_id = {0}.id), '') ELSE {0}.content END)::text",
     "client_id": "coalesce(to_json({0}.client_id)::text, 'null')",
     "created_at": "'\"' || " + _STAMP + " || '\"'",
     "revision": "{0}.revision::text",

@@ -721,6 +721,8 @@ OBJECT_FIELDS: dict[str, dict[str, Handler]] = {
         "createdAt": stamp("created_at"),
         "revision": plain("revision"),
         "editedAt": nullable_stamp("edited_at"),
+        "status": plain("status"),
+        "model": plain("model"),
         "revisions": message_revisions,
         "conversation": message_conversation,
     },

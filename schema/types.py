@@ -8,7 +8,7 @@ from typing import Any
 import strawberry
 from sqlalchemy import Row
 
-from db.models import MessageRole
+from db.models import MessageRole, MessageStatus
 from db.pagination import PageRequest
 from schema.context import Context
 from schema.errors import Forbidden, NotFound
@@ -18,6 +18,7 @@ from schema.relay import to_global_id
 from schema.sync_types import MessageRevision, message_revisions
 
 strawberry.enum(MessageRole, name="MessageRole")
+strawberry.enum(MessageStatus, name="MessageStatus")
 Info = strawberry.Info[Context, None]
 LAST_ONE = PageRequest(last=1)
 
@@ -156,6 +157,12 @@ class Conversation(Node):
 
 
 @strawberry.type
+class TokenUsage:
+    input_tokens: int
+    output_tokens: int
+
+
+@strawberry.type
 class Message(Node):
     role: MessageRole
     content: str
@@ -168,6 +175,11 @@ class Message(Node):
     revisions: list[MessageRevision] = strawberry.field(
         resolver=message_revisions, description="Oldest first, the current one last."
     )
+    status: MessageStatus = strawberry.field(
+        description="COMPLETE unless written by startMessage (see RULES.md, Assistant)."
+    )
+    model: str | None = strawberry.field(description="The model that wrote it, when given.")
+    usage: TokenUsage | None = strawberry.field(description="When finishMessage gave it.")
     pk: strawberry.Private[int]
     conversation_id: strawberry.Private[str]
 
@@ -183,6 +195,13 @@ class Message(Node):
             created_at=row.created_at,
             revision=row.revision,
             edited_at=row.edited_at,
+            status=MessageStatus(row.status),
+            model=row.model,
+            usage=(
+                None
+                if row.input_tokens is None
+                else TokenUsage(input_tokens=row.input_tokens, output_tokens=row.output_tokens)
+            ),
         )
 
     @strawberry.field
@@ -202,6 +221,25 @@ class AuthPayload:
 @strawberry.type
 class DeletePayload:
     deleted_id: strawberry.ID
+
+
+@strawberry.type
+class AppendMessagePayload:
+    message_id: strawberry.ID
+    seq: int = strawberry.field(description="The last seq stored.")
+    length: int = strawberry.field(description="Characters of content stored so far.")
+
+
+@strawberry.type
+class MessageChunk:
+    message_id: strawberry.ID
+    seq: int = strawberry.field(description="The last append this chunk includes.")
+    delta: str = strawberry.field(
+        description="The text it adds (empty on a final chunk that only reports status)."
+    )
+    status: MessageStatus = strawberry.field(
+        description="STREAMING, except on the last chunk, which carries how it ended."
+    )
 
 
 @strawberry.type
