@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 from starlette.applications import Starlette
 
+from app.settings import Settings
 from tests.conftest import ApiFactory
 from tests.factories import (
     Sessionmaker,
@@ -20,7 +21,7 @@ from tests.factories import (
     make_user,
     token_for,
 )
-from tests.helpers import Api, StatementCounter
+from tests.helpers import Api, StatementCounter, running
 from tests.schema.test_changes_subscription import whole_feed
 from tests.schema.test_subscriptions import wait_for_subscribers
 from tests.ws import TRANSPORT_WS, GraphQLSocket, asgi_socket
@@ -445,32 +446,26 @@ async def test_a_200000_character_answer_costs_o_n(
 
 
 async def test_a_silent_stream_times_out_as_failed(
-    sessionmaker: Sessionmaker, other_app: ApiFactory, app: Starlette
+    api: Api, sessionmaker: Sessionmaker, settings: Settings
 ) -> None:
     token, conversation = await owner_and_conversation(sessionmaker)
-    async with other_app(stream_timeout=0.3) as quick:
-        message = (await start(quick, token, conversation))["id"]
-        await append(quick, token, message, 1, "half an answ")
-        async with asgi_socket(app, TRANSPORT_WS) as socket:
+    message = (await start(api, token, conversation))["id"]
+    await append(api, token, message, 1, "half an answ")
+    # Another process with a short timeout: its sweep fails the stream and wakes its own
+    # subscriber (on PostgreSQL through NOTIFY, as any process's would be).
+    async with running(settings, stream_timeout=0.3) as quick:
+        async with asgi_socket(quick, TRANSPORT_WS) as socket:
             await socket.login(token)
-            await socket.subscribe("1", STREAM, {"m": message})
-            first = await socket.next_data("1")
-            assert first["messageStream"] == {
-                "messageId": message,
-                "seq": 1,
-                "delta": "half an answ",
-                "status": "STREAMING",
-            }
-            # `app` sweeps every 60 s: the other app's sweep fails it; on PostgreSQL its NOTIFY
-            # reaches this app's subscriber (on SQLite the subscriber reads on its own app's
-            # wake-ups alone, so it is asked again below).
-            for _ in range(100):
-                read = await quick.data(READ, {"c": gid("Conversation", conversation)}, token=token)
-                if read["node"]["lastMessage"]["status"] == "FAILED":
-                    break
-                await asyncio.sleep(0.05)
-            assert read["node"]["lastMessage"] == {"content": "half an answ", "status": "FAILED"}
-        kinds = [change["kind"] for change in await whole_feed(quick, token)]
-        assert kinds == ["MESSAGE_ADDED", "MESSAGE_FINISHED"]
-        error = await quick.error(APPEND, {"m": message, "seq": 2, "delta": "x"}, token=token)
-        assert error["extensions"]["fields"] == {"messageId": "is finished (FAILED)"}
+            streams = Streams(socket)
+            await streams.open("1", message)
+            await streams.until_done("1")
+    assert streams.chunks["1"] == [
+        {"messageId": message, "seq": 1, "delta": "half an answ", "status": "STREAMING"},
+        {"messageId": message, "seq": 1, "delta": "", "status": "FAILED"},
+    ]
+    read = (await api.data(READ, {"c": gid("Conversation", conversation)}, token=token))["node"]
+    assert read["lastMessage"] == {"content": "half an answ", "status": "FAILED"}
+    kinds = [change["kind"] for change in await whole_feed(api, token)]
+    assert kinds == ["MESSAGE_ADDED", "MESSAGE_FINISHED"]
+    error = await api.error(APPEND, {"m": message, "seq": 2, "delta": "x"}, token=token)
+    assert error["extensions"]["fields"] == {"messageId": "is finished (FAILED)"}
