@@ -166,13 +166,15 @@ class Message(Base):
     revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Streaming (issue 15, `db.streams`): COMPLETE unless written by startMessage.
-    status: Mapped[str] = mapped_column(String(16), default="COMPLETE", server_default="COMPLETE")
+    # Defaults are the database's alone: writes that name none of these columns (imports,
+    # tests writing the rows of an older schema) stay valid.
+    status: Mapped[str] = mapped_column(String(16), server_default="COMPLETE")
     model: Mapped[str | None] = mapped_column(String(100), nullable=True)
     input_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     output_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # The last append's seq and the characters appended so far; the time of the last append.
-    stream_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    stream_length: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    stream_seq: Mapped[int] = mapped_column(Integer, server_default="0")
+    stream_length: Mapped[int] = mapped_column(Integer, server_default="0")
     stream_touched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages", lazy="raise")
