@@ -469,3 +469,16 @@ async def test_a_silent_stream_times_out_as_failed(
     assert kinds == ["MESSAGE_ADDED", "MESSAGE_FINISHED"]
     error = await api.error(APPEND, {"m": message, "seq": 2, "delta": "x"}, token=token)
     assert error["extensions"]["fields"] == {"messageId": "is finished (FAILED)"}
+
+
+async def test_the_export_has_the_model_and_a_streaming_message_s_text_so_far(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    token, conversation = await owner_and_conversation(sessionmaker)
+    message = (await start(api, token, conversation, model="gpt-5"))["id"]
+    await append(api, token, message, 1, "so far")
+    response = await api.client.get("/export", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    [line] = response.text.splitlines()
+    [exported] = json.loads(line)["messages"]
+    assert (exported["id"], exported["content"], exported["model"]) == (message, "so far", "gpt-5")
