@@ -482,3 +482,41 @@ async def test_the_export_has_the_model_and_a_streaming_message_s_text_so_far(
     [line] = response.text.splitlines()
     [exported] = json.loads(line)["messages"]
     assert (exported["id"], exported["content"], exported["model"]) == (message, "so far", "gpt-5")
+
+
+@pytest.mark.postgres_only
+async def test_appends_in_another_process_reach_the_subscriber_and_a_lost_listen_loses_nothing(
+    app: Starlette, sessionmaker: Sessionmaker, other_app: ApiFactory
+) -> None:
+    token, conversation = await owner_and_conversation(sessionmaker)
+    async with other_app() as elsewhere, asgi_socket(app, TRANSPORT_WS) as socket:
+        message = (await start(elsewhere, token, conversation))["id"]
+        await socket.login(token)
+        streams = Streams(socket)
+        await streams.open("1", message)
+        await wait_for_subscribers(app, 1)
+        await append(elsewhere, token, message, 1, "one ")
+        await streams.until_seq("1", 1)
+        # The LISTEN connection goes; what is appended meanwhile is read on its return.
+        broker = app.state.services.broker
+        listener = broker.connection
+        assert listener is not None
+        async with sessionmaker() as session:
+            await session.execute(
+                text("SELECT pg_terminate_backend(:pid)"), {"pid": listener.get_server_pid()}
+            )
+        for _ in range(500):
+            if broker.connection is None:
+                break
+            await asyncio.sleep(0.01)
+        assert broker.connection is None  # down: these two notifications are lost to it
+        await append(elsewhere, token, message, 2, "two ")
+        await finish(elsewhere, token, message)
+        await streams.until_done("1")
+    assert "".join(chunk["delta"] for chunk in streams.chunks["1"]) == "one two "
+    assert streams.chunks["1"][-1] == {
+        "messageId": message,
+        "seq": 2,
+        "delta": streams.chunks["1"][-1]["delta"],
+        "status": "COMPLETE",
+    }
