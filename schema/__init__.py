@@ -102,8 +102,8 @@ def make_schema(
     planned: bool = False,
     **config: Any,
 ) -> Schema:
-    """`planned` runs the query shapes `schema.plan` covers on the plan (Strawberry runs the
-    rest); without it, Strawberry runs everything."""
+    """`planned` runs queries on the plan (`schema.plan`; Strawberry runs what it misses,
+    mutations and subscriptions); without it, Strawberry runs everything."""
     return Schema(
         query=merge_types("Query", (Query, FeedQuery)),
         mutation=Mutation,

@@ -52,7 +52,7 @@ def _signed_in(info: Info, row: Row[Any]) -> AuthPayload:
     info.context.sign_in_as(row)
     return AuthPayload(
         token=issue_token(info.context.config, row.id, row.account_key),
-        user=User.from_row(row, as_self=True),
+        user=User.from_row(row),
     )
 
 

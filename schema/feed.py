@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import strawberry
 from sqlalchemy import Row
@@ -45,15 +45,18 @@ from strawberry.types.nodes import SelectedField, Selection
 from db.changes import ChangeKind, FeedPage, feed_state, read_feed
 from db.engine import idempotent_read
 from db.formats import encode_cursor, is_key
+from db.pagination import Page
 from loaders import Loaders, Viewer, make_loaders
 from realtime.hub import RESYNC, SubscriberTooSlow, ViewerGone
 from schema.context import Context
 from schema.errors import BAD_TOKEN, BadUserInput, CursorExpired, TooSlow, Unauthenticated
-from schema.pagination import PageInfo, cursor_values
+from schema.fields import Args, Column, Failed, Level, Paged, define, gather, load_all, plain
+from schema.pagination import cursor_values
 from schema.permissions import require_viewer
 from schema.relay import to_global_id
+from schema.resolvers import Wrapper, defined
 from schema.subscriptions import until
-from schema.types import Conversation, Info, Message
+from schema.types import Conversation, Info, Message, PageInfo
 
 strawberry.enum(ChangeKind, name="ChangeKind")
 
@@ -91,65 +94,155 @@ def check_position(page: FeedPage, position: int, *, field: str = "after") -> No
         raise CursorExpired()
 
 
-@strawberry.type(description="One change in the viewer's feed.")
-class Change:
-    cursor: str = strawberry.field(description="Opaque position in the feed: resume after it.")
-    kind: ChangeKind
-    at: datetime = strawberry.field(description="When the change was committed.")
-    conversation_id: strawberry.ID
-    message_id: strawberry.ID | None = strawberry.field(description="Set for MESSAGE_* kinds.")
-    conversation_pk: strawberry.Private[str]
-    message_pk: strawberry.Private[int | None]
-    viewer_id: strawberry.Private[int]
+class ChangeRow(NamedTuple):
+    """A change of `user_id`'s feed, as `Change`'s definitions read it."""
+
+    user_id: int
+    position: int
+    kind: str
+    conversation_id: str
+    message_id: int | None
+    at: datetime
 
     @classmethod
-    def from_row(cls, row: Row[Any], *, viewer_id: int) -> Change:
-        return cls(
-            cursor=encode_feed_cursor(viewer_id, row.position),
-            kind=ChangeKind(row.kind),
-            at=row.at,
-            conversation_id=strawberry.ID(to_global_id("Conversation", row.conversation_id)),
-            message_id=(
-                strawberry.ID(to_global_id("Message", row.message_id))
-                if row.message_id is not None
-                else None
-            ),
-            conversation_pk=row.conversation_id,
-            message_pk=row.message_id,
-            viewer_id=viewer_id,
+    def of(cls, row: Row[Any], user_id: int) -> ChangeRow:
+        return cls(user_id, row.position, row.kind, row.conversation_id, row.message_id, row.at)
+
+
+@define("Change.cursor", description="Opaque position in the feed: resume after it.")
+def change_cursor(level: Level, args: Args) -> Column:
+    return [encode_feed_cursor(row.user_id, row.position) for row in level.rows]
+
+
+@define("Change.kind")
+def change_kind(level: Level, args: Args) -> Column:
+    return [ChangeKind(row.kind) for row in level.rows]
+
+
+plain("Change.at", "at", description="When the change was committed.")
+
+
+@define("Change.conversationId")
+def change_conversation_id(level: Level, args: Args) -> Column:
+    return [to_global_id("Conversation", row.conversation_id) for row in level.rows]
+
+
+@define("Change.messageId", description="Set for MESSAGE_* kinds.")
+def change_message_id(level: Level, args: Args) -> Column:
+    return [
+        None if row.message_id is None else to_global_id("Message", row.message_id)
+        for row in level.rows
+    ]
+
+
+async def _own_conversations(level: Level) -> list[Row[Any] | None]:
+    """Each change's conversation, while it is the feed owner's (else None)."""
+    rows = level.rows
+    found = await load_all(level.loaders.conversation_by_id, [r.conversation_id for r in rows])
+    return [
+        conversation if conversation is not None and conversation.user_id == row.user_id else None
+        for row, conversation in zip(rows, found, strict=True)
+    ]
+
+
+@define(
+    "Change.conversation",
+    description="Its current state; null when deleted or no longer the viewer's.",
+)
+async def change_conversation(level: Level, args: Args) -> Column:
+    return await _own_conversations(level)
+
+
+@define("Change.message", description="Its current state; null when deleted or no longer visible.")
+async def change_message(level: Level, args: Args) -> Column:
+    rows = level.rows
+    ids = [row.message_id for row in rows if row.message_id is not None]
+    conversations, messages = await gather(
+        _own_conversations(level), load_all(level.loaders.message_by_id, ids)
+    )
+    found = iter(messages)
+    column: Column = []
+    for row, conversation in zip(rows, conversations, strict=True):
+        message = next(found) if row.message_id is not None else None
+        visible = (
+            message is not None
+            and conversation is not None
+            and message.conversation_id == conversation.id
         )
+        column.append(message if visible else None)
+    return column
 
-    async def _own_conversation(self, info: Info) -> Row[Any] | None:
-        row = await info.context.loaders.conversation_by_id.get(self.conversation_pk)
-        return row if row is not None and row.user_id == self.viewer_id else None
 
-    @strawberry.field(description="Its current state; null when deleted or no longer the viewer's.")
-    async def conversation(self, info: Info) -> Conversation | None:
-        row = await self._own_conversation(info)
-        return Conversation.from_row(row) if row is not None else None
+@define(
+    "Query.changes",
+    description="The viewer's own change feed, oldest first, in commit order. `after` "
+    "omitted: from the oldest change still kept.",
+    arguments={"first": (int | None, None), "after": (str | None, None)},
+)
+async def query_changes(level: Level, args: Args) -> Column:
+    context = level.context
+    viewer = context.viewer
+    if viewer is None:
+        return [Failed(Unauthenticated())]
+    config = context.config
+    first, after = args.get("first"), args.get("after")
+    if first is not None and not 1 <= first <= config.max_page_size:
+        raise BadUserInput.one("first", f"must be between 1 and {config.max_page_size}")
+    size = first if first is not None else config.default_page_size
+    start = decode_feed_cursor(after, viewer_id=viewer.id) if after is not None else None
+    read = await _read(context, viewer, after=start or 0, limit=size + 1)
+    if start is not None:
+        check_position(read, start)
+    page = Page(
+        rows=[ChangeRow.of(row, viewer.id) for row in read.rows[:size]],  # type: ignore[misc]
+        has_next=len(read.rows) > size,
+        # Kept changes are the positions after `pruned_through`, up to the head.
+        has_previous=start is not None and start > read.state.pruned_through,
+    )
+    return [Paged(page, "feed", _no_count)]
 
-    @strawberry.field(description="Its current state; null when deleted or no longer visible.")
-    async def message(self, info: Info) -> Message | None:
-        if self.message_pk is None:
-            return None
-        row, conversation = await asyncio.gather(
-            info.context.loaders.message_by_id.get(self.message_pk), self._own_conversation(info)
-        )
-        if row is None or conversation is None or row.conversation_id != conversation.id:
-            return None
-        return Message.from_row(row)
+
+def _no_count() -> Awaitable[int]:
+    raise AssertionError("a feed has no totalCount")
+
+
+@define(
+    "Query.changesCursor",
+    description="The end of the viewer's feed now. Take it BEFORE loading a snapshot; then "
+    "read `changes(after:)` from it, and nothing that happened in between is missed.",
+)
+async def query_changes_cursor(level: Level, args: Args) -> Column:
+    viewer = level.viewer
+    if viewer is None:
+        return [Failed(Unauthenticated())]
+    state = await idempotent_read(
+        level.context.services.read_sessionmaker,
+        lambda session: feed_state(session, user_id=viewer.id),
+    )
+    return [encode_feed_cursor(viewer.id, state.head)]
+
+
+@strawberry.type(description="One change in the viewer's feed.")
+class Change(Wrapper):
+    cursor: str = defined("Change.cursor")
+    kind: ChangeKind = defined("Change.kind")
+    at: datetime = defined("Change.at")
+    conversation_id: strawberry.ID = defined("Change.conversationId")
+    message_id: strawberry.ID | None = defined("Change.messageId")
+    conversation: Conversation | None = defined("Change.conversation")
+    message: Message | None = defined("Change.message")
 
 
 @strawberry.type
-class ChangeEdge:
-    cursor: str
-    node: Change
+class ChangeEdge(Wrapper):
+    cursor: str = defined("Edge.cursor")
+    node: Change = defined("Edge.node")
 
 
 @strawberry.type
-class ChangeConnection:
-    edges: list[ChangeEdge]
-    page_info: PageInfo
+class ChangeConnection(Wrapper):
+    edges: list[ChangeEdge] = defined("Connection.edges")
+    page_info: PageInfo = defined("Connection.pageInfo")
 
 
 def _selected_names(selections: Iterable[Selection]) -> set[str]:
@@ -189,50 +282,8 @@ async def _read(context: Context, viewer: Viewer, *, after: int, limit: int) -> 
 
 @strawberry.type
 class FeedQuery:
-    @strawberry.field(
-        description="The viewer's own change feed, oldest first, in commit order. `after` "
-        "omitted: from the oldest change still kept."
-    )
-    async def changes(
-        self, info: Info, first: int | None = None, after: str | None = None
-    ) -> ChangeConnection:
-        context = info.context
-        viewer = require_viewer(context)
-        config = context.config
-        if first is not None and not 1 <= first <= config.max_page_size:
-            raise BadUserInput.one("first", f"must be between 1 and {config.max_page_size}")
-        size = first if first is not None else config.default_page_size
-        start = decode_feed_cursor(after, viewer_id=viewer.id) if after is not None else None
-        page = await _read(context, viewer, after=start or 0, limit=size + 1)
-        if start is not None:
-            check_position(page, start)
-        rows = page.rows[:size]
-        edges = [
-            ChangeEdge(cursor=change.cursor, node=change)
-            for change in (Change.from_row(row, viewer_id=viewer.id) for row in rows)
-        ]
-        return ChangeConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=len(page.rows) > size,
-                # Kept changes are the positions after `pruned_through`, up to the head.
-                has_previous_page=start is not None and start > page.state.pruned_through,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
-            ),
-        )
-
-    @strawberry.field(
-        description="The end of the viewer's feed now. Take it BEFORE loading a snapshot; then "
-        "read `changes(after:)` from it, and nothing that happened in between is missed."
-    )
-    async def changes_cursor(self, info: Info) -> str:
-        viewer = require_viewer(info.context)
-        state = await idempotent_read(
-            info.context.services.read_sessionmaker,
-            lambda session: feed_state(session, user_id=viewer.id),
-        )
-        return encode_feed_cursor(viewer.id, state.head)
+    changes: ChangeConnection = defined("Query.changes")
+    changes_cursor: str = defined("Query.changesCursor")
 
 
 @strawberry.type
@@ -274,7 +325,7 @@ class FeedSubscription:
                     await _preload(info, loaders, page.rows)
                     context.loaders = loaders
                     for row in page.rows:
-                        yield Change.from_row(row, viewer_id=viewer.id)
+                        yield Change(row=ChangeRow.of(row, viewer.id))
                         last = row.position
                     if len(page.rows) == SUBSCRIPTION_PAGE:
                         continue  # more to replay

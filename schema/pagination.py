@@ -1,4 +1,5 @@
-"""Relay connections: argument rules, opaque keyset cursors, and the generic types."""
+"""Relay connections: argument rules and opaque keyset cursors (the connection, edge and
+`pageInfo` fields are defined once in `schema.fields`)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,18 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
-import strawberry
 from sqlalchemy import Row
 
 from db.formats import encode_cursor as encode_cursor  # the cursors' format lives there
 from db.formats import is_key, parse_stamp
-from db.pagination import Keyset, Page, PageRequest
+from db.pagination import Keyset, PageRequest
 from schema.config import Config
 from schema.errors import BadUserInput
 
-T = TypeVar("T")
-CursorKind = Literal["user", "conversation", "message"]
+# "feed": a position in a user's change feed (`schema.feed`); "search": a hit (`schema.search`).
+CursorKind = Literal["user", "conversation", "message", "feed", "search"]
 
 
 def row_keyset(kind: CursorKind, row: Row[Any]) -> Keyset:
@@ -27,6 +26,10 @@ def row_keyset(kind: CursorKind, row: Row[Any]) -> Keyset:
         return (row.id,)
     if kind == "conversation":
         return (row.updated_at, row.id)
+    if kind == "feed":
+        return (row.user_id, row.position)
+    if kind == "search":
+        return (float(row.rank), row.id)
     return (row.created_at, row.id)
 
 
@@ -103,52 +106,3 @@ def page_request(
     if first is None and last is None:
         first = config.default_page_size
     return PageRequest(first=first, last=last, after=after_keys, before=before_keys)
-
-
-@strawberry.type
-class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
-
-
-@strawberry.type
-class Edge(Generic[T]):
-    cursor: str
-    node: T
-
-
-@strawberry.type
-class Connection(Generic[T]):
-    edges: list[Edge[T]]
-    page_info: PageInfo
-    count: strawberry.Private[Callable[[], Awaitable[int]]]
-
-    @strawberry.field
-    async def total_count(self) -> int:
-        return await self.count()
-
-    @classmethod
-    def from_page(
-        cls,
-        page: Page,
-        *,
-        kind: CursorKind,
-        node: Callable[[Row[Any]], T],
-        count: Callable[[], Awaitable[int]],
-    ) -> Connection[T]:
-        edges = [
-            Edge(cursor=encode_cursor(kind, row_keyset(kind, row)), node=node(row))
-            for row in page.rows
-        ]
-        return cls(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next,
-                has_previous_page=page.has_previous,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
-            ),
-            count=count,
-        )
