@@ -140,7 +140,8 @@ def test_a_query_typed_into_the_explorer_runs_and_its_result_appears(
         assert "signUp(input:" in editor_value(driver, QUERY_EDITOR)  # the default document
         defaults = [editor_value(driver, TOOL_EDITORS, index) for index in (VARIABLES, HEADERS)]
         assert defaults == [
-            '{"conversationId": "<a conversation id from Me>"}',
+            '{"conversationId": "<a conversation id from Me>", '
+            '"messageId": "<the id StartAnswer gives>"}',
             '{"Authorization": "Bearer <token>"}',
         ]
 
