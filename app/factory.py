@@ -45,6 +45,7 @@ from ops.middleware import RequestLog, operation_record
 from ops.record import RequestRecord, current_request_id
 from realtime.broker import make_broker
 from realtime.retention import ChangeRetention
+from realtime.streams import StreamTimeout
 from realtime.watch import ViewerWatch
 from schema import make_schema
 from schema.auth import Passwords
@@ -209,6 +210,9 @@ def create_app(
         app.state.retention = retention = ChangeRetention(
             sessionmaker, seconds=settings.change_retention
         )
+        app.state.stream_timeout = stream_timeout = StreamTimeout(
+            sessionmaker, broker, seconds=settings.stream_timeout
+        )
         if serving:
             # What start-up made lives as long as the process: move it out of the collector's
             # sight. A higher threshold saved little CPU and cost much memory (bench/README.md).
@@ -221,8 +225,10 @@ def create_app(
             await broker.start()
             watch.start()
             retention.start()
+            stream_timeout.start()
             yield
         finally:
+            await stream_timeout.close()
             await retention.close()
             await watch.close()
             await broker.close()

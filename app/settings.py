@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     login_failure_window: int = Config.login_failure_window
     # Seconds the change feed keeps a change (issue 13); 0 keeps every change.
     change_retention: int = Field(default=Config.change_retention, ge=0)
+    # Streamed answers (issue 15): the most characters a streamed message holds, and the
+    # seconds a stream may stay silent before it is marked FAILED.
+    max_streamed_chars: int = Field(default=Config.max_streamed_chars, ge=1)
+    stream_timeout: float = Field(default=Config.stream_timeout, gt=0)
     trust_proxy: bool = False
     db_pool_size: int = 10
     db_max_overflow: int = 10

@@ -61,6 +61,7 @@ class ChangeKind(enum.StrEnum):
     MESSAGE_ADDED = "MESSAGE_ADDED"
     MESSAGE_EDITED = "MESSAGE_EDITED"
     MESSAGE_DELETED = "MESSAGE_DELETED"
+    MESSAGE_FINISHED = "MESSAGE_FINISHED"
 
 
 @dataclass(frozen=True)

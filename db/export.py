@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.engine import idempotent_read
 from db.models import Conversation, Message, MessageRevision
+from db.streams import content_of
 
 conversations = cast(Table, Conversation.__table__)
 messages = cast(Table, Message.__table__)
@@ -41,10 +42,11 @@ MESSAGE_COLUMNS = (
     messages.c.id,
     messages.c.conversation_id,
     messages.c.role,
-    messages.c.content,
+    content_of(messages).label("content"),  # a streaming message's: its chunks so far
     messages.c.created_at,
     messages.c.edited_at,
     messages.c.revision,
+    messages.c.model,
 )
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Conversation, Message, MessageRevision, MessageRole, utcnow
 from db.pagination import Ordering, Page, PageRequest, fetch_pages
+from db.streams import MESSAGE_COLUMNS
 
 messages = cast(Table, Message.__table__)
 conversations = cast(Table, Conversation.__table__)
@@ -25,13 +26,14 @@ class NewMessage:
     role: MessageRole
     content: str
     created_at: datetime
+    model: str | None = None
 
 
 async def messages_by_ids(
     session: AsyncSession, *, ids: Sequence[int], owner_id: int | None
 ) -> dict[int, Row[Any]]:
     """`owner_id` None means an admin; others see messages of their own conversations only."""
-    statement = select(messages).where(messages.c.id.in_(ids))
+    statement = select(*MESSAGE_COLUMNS).where(messages.c.id.in_(ids))
     if owner_id is not None:
         statement = statement.join(
             conversations, conversations.c.id == messages.c.conversation_id
@@ -45,7 +47,7 @@ async def message_pages_by_conversation(
 ) -> dict[Hashable, Page]:
     return await fetch_pages(
         session,
-        base=select(messages),
+        base=select(*MESSAGE_COLUMNS),
         partition=messages.c.conversation_id,
         parents=conversation_ids,
         ordering=MESSAGE_ORDER,
@@ -73,14 +75,18 @@ async def add_message(
     role: MessageRole,
     content: str,
     client_id: str | None,
+    model: str | None = None,
+    streaming: bool = False,
 ) -> tuple[Row[Any], bool]:
     """Store a message, or find the one already stored under the same `client_id`.
+    `streaming`: started by startMessage (status STREAMING, its stream clock started).
 
     Idempotency is decided by the unique index, not by a read before the write: of any number
     of racing senders exactly one inserts, and the others read that row back. Returns the row
     and whether it is new.
     """
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    now = utcnow()
     upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (
         upsert(messages)
@@ -89,7 +95,10 @@ async def add_message(
             role=role,
             content=content,
             client_id=client_id,
-            created_at=utcnow(),
+            created_at=now,
+            model=model,
+            status="STREAMING" if streaming else "COMPLETE",
+            stream_touched_at=now if streaming else None,
         )
         .on_conflict_do_nothing(index_elements=["conversation_id", "client_id"])
         .returning(*messages.c)
@@ -97,7 +106,7 @@ async def add_message(
     row = (await session.execute(statement)).first()
     if row is not None:
         return row, True
-    existing = select(messages).where(
+    existing = select(*MESSAGE_COLUMNS).where(
         messages.c.conversation_id == conversation_id, messages.c.client_id == client_id
     )
     return (await session.execute(existing)).one(), False
@@ -117,6 +126,7 @@ async def insert_messages(
                     "content": item.content,
                     "client_id": None,
                     "created_at": item.created_at,
+                    "model": item.model,
                 }
                 for item in items
             ]
@@ -163,7 +173,8 @@ async def get_message(session: AsyncSession, *, message_id: int) -> Row[Any] | N
     """The message as committed now: read after its conversation's lock is held, so a writer
     that waited for the lock sees what the one before it wrote (READ COMMITTED takes a new
     snapshot per statement)."""
-    return (await session.execute(select(messages).where(messages.c.id == message_id))).first()
+    statement = select(*MESSAGE_COLUMNS).where(messages.c.id == message_id)
+    return (await session.execute(statement)).first()
 
 
 async def edit_message(

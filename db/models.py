@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -76,6 +77,13 @@ class MessageRole(enum.StrEnum):
     USER = "USER"
     ASSISTANT = "ASSISTANT"
     SYSTEM = "SYSTEM"
+
+
+class MessageStatus(enum.StrEnum):
+    COMPLETE = "COMPLETE"
+    STREAMING = "STREAMING"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
 
 
 class Base(DeclarativeBase):
@@ -181,14 +189,46 @@ class Message(Base):
     # 1 as first written, one more per edit; the earlier contents are `MessageRevision` rows.
     revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Streaming (issue 15, `db.streams`): COMPLETE unless written by startMessage.
+    # Defaults are the database's alone: writes that name none of these columns (imports,
+    # tests writing the rows of an older schema) stay valid.
+    status: Mapped[str] = mapped_column(String(16), server_default="COMPLETE")
+    model: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    input_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    output_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The last append's seq and the characters appended so far; the time of the last append.
+    stream_seq: Mapped[int] = mapped_column(Integer, server_default="0")
+    stream_length: Mapped[int] = mapped_column(Integer, server_default="0")
+    stream_touched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages", lazy="raise")
 
     __table_args__ = (
         Index("ix_messages_conversation_created", conversation_id, created_at, id),
+        Index(
+            "ix_messages_streaming",
+            id,
+            postgresql_where=text("status = 'STREAMING'"),
+            sqlite_where=text("status = 'STREAMING'"),
+        ),
         UniqueConstraint("conversation_id", "client_id", name="uq_messages_conversation_client"),
         {"sqlite_autoincrement": True},
     )
+
+
+class MessageChunk(Base):
+    """One append of a streamed message: `delta` is the text append `seq` (1, 2, ...) added.
+    Rows are only ever inserted; the message's content while it streams is their
+    concatenation in `seq` order (`db.streams`)."""
+
+    __tablename__ = "message_chunks"
+
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    delta: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (PrimaryKeyConstraint(message_id, seq),)
 
 
 class LoginFailure(Base):

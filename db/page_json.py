@@ -34,7 +34,9 @@ from db.pagination import PageRequest
 from db.reads import Reads, SessionReads
 
 # What a message's JSON may hold: its plain fields, by the names of their columns.
-MessageField = Literal["id", "role", "content", "client_id", "created_at", "revision", "edited_at"]
+MessageField = Literal[
+    "id", "role", "content", "client_id", "created_at", "revision", "edited_at", "status", "model"
+]
 # A response key, or a type name written as a literal: GraphQL names, so nothing to escape.
 NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
 
@@ -184,8 +186,13 @@ _NODE_SQL = {
     "id": "'\"' || " + _ID + " || '\"'",
     # Roles are stored by name (USER, ...), which is what GraphQL prints.
     "role": "'\"' || {0}.role || '\"'",
-    "content": "to_json({0}.content)::text",
+    # A streaming message's text is its chunks so far (`db.streams`).
+    "content": "to_json(CASE WHEN {0}.status = 'STREAMING' THEN coalesce((SELECT "
+    "string_agg(mc.delta, '' ORDER BY mc.seq) FROM message_chunks AS mc "
+    "WHERE mc.message_id = {0}.id), '') ELSE {0}.content END)::text",
     "client_id": "coalesce(to_json({0}.client_id)::text, 'null')",
+    "status": "'\"' || {0}.status || '\"'",
+    "model": "coalesce(to_json({0}.model)::text, 'null')",
     "created_at": "'\"' || " + _STAMP + " || '\"'",
     "revision": "{0}.revision::text",
     # Null until edited: the concatenation is null then, and coalesce writes JSON's null.

@@ -26,6 +26,9 @@ from realtime.postgres import PostgresBroker
 
 class Broker(Protocol):
     hub: Hub
+    # PostgreSQL's NOTIFY channel, for a write that sends its NOTIFY from a statement it makes
+    # anyway (`db.streams.append`); None: announce through `publish`.
+    notify_channel: str | None
 
     async def publish(
         self, session: AsyncSession, *, conversation_id: str, message_ids: Sequence[int]
@@ -42,6 +45,8 @@ PENDING = "chatql.realtime.pending"
 
 class LocalBroker:
     """Delivers within this process once the writing transaction commits; never on rollback."""
+
+    notify_channel: str | None = None
 
     def __init__(self, hub: Hub, database_url: str = "") -> None:
         self.hub = hub

@@ -124,6 +124,15 @@ class Subscription:
             raise item
         return item
 
+    def drain(self) -> None:
+        """Forget the batches queued so far (for a consumer whose next read covers them, as
+        `messageStream`'s does); raises the reason if the subscription has been ended."""
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, SubscriptionEnded):
+                self._queue.put_nowait(item)
+                raise item
+
 
 # A feed wake-up that names no position: read whatever follows the last delivered one.
 RESYNC = -1

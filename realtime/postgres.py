@@ -76,6 +76,8 @@ def asyncpg_dsn(database_url: str) -> str:
 
 
 class PostgresBroker:
+    notify_channel: str | None = CHANNEL
+
     def __init__(self, database_url: str, hub: Hub) -> None:
         self.hub = hub
         self._dsn = asyncpg_dsn(database_url)

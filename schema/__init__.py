@@ -23,6 +23,7 @@ from schema.permissions import RejectBadTokens
 from schema.plan import PlanExecutor
 from schema.queries import Query
 from schema.scalars import SCALARS
+from schema.streams import StreamSubscription
 from schema.subscriptions import Subscription
 from schema.types import Conversation, Message, User
 
@@ -106,7 +107,9 @@ def make_schema(
     return Schema(
         query=merge_types("Query", (Query, FeedQuery)),
         mutation=Mutation,
-        subscription=merge_types("Subscription", (Subscription, FeedSubscription)),
+        subscription=merge_types(
+            "Subscription", (Subscription, FeedSubscription, StreamSubscription)
+        ),
         types=[User, Conversation, Message],
         extensions=[ErrorCodes, RejectBadTokens, Limits, *extensions, Started],
         config=StrawberryConfig(scalar_map=SCALARS, **config),

@@ -44,3 +44,7 @@ class Config:
     login_failure_window: int = 900
     # Seconds the change feed keeps a change; 0 keeps every change.
     change_retention: int = 2_592_000
+    # Streamed answers (issue 15): characters a streamed message may hold, and seconds a
+    # stream may go without an append before the sweep marks it FAILED.
+    max_streamed_chars: int = 200_000
+    stream_timeout: float = 300.0

@@ -636,6 +636,32 @@ plain(
     json="revision",
 )
 plain("Message.editedAt", "edited_at", description="Null until edited.", json="edited_at")
+plain(
+    "Message.status",
+    "status",
+    description="COMPLETE unless written by startMessage (RULES.md, Assistant).",
+    json="status",
+)
+plain("Message.model", "model", description="The model that wrote it, when given.", json="model")
+
+
+class UsageRow(NamedTuple):
+    """A message's token usage, as `TokenUsage`'s definitions read it."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+@define("Message.usage", description="When finishMessage gave it.")
+def message_usage(level: Level, args: Args) -> Column:
+    return [
+        None if row.input_tokens is None else UsageRow(row.input_tokens, row.output_tokens)
+        for row in level.rows
+    ]
+
+
+plain("TokenUsage.inputTokens", "input_tokens")
+plain("TokenUsage.outputTokens", "output_tokens")
 
 
 class RevisionRow(NamedTuple):

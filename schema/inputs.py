@@ -7,7 +7,7 @@ from datetime import datetime
 import strawberry
 from strawberry import UNSET
 
-from db.models import MessageRole
+from db.models import MessageRole, MessageStatus
 
 
 @strawberry.input
@@ -79,6 +79,9 @@ class SendMessageInput:
         description="Idempotency key, at most 64 chars: resending the same (conversationId, "
         "clientId) returns the first message, never a duplicate.",
     )
+    model: str | None = strawberry.field(
+        default=None, description="The model that wrote it, at most 100 chars."
+    )
 
 
 @strawberry.input
@@ -88,6 +91,46 @@ class MessageInput:
     created_at: datetime | None = strawberry.field(
         default=None, description="Defaults to now; imported history keeps its own times."
     )
+    model: str | None = strawberry.field(
+        default=None, description="The model that wrote it, at most 100 chars."
+    )
+
+
+@strawberry.input
+class StartMessageInput:
+    conversation_id: strawberry.ID
+    role: MessageRole | None = MessageRole.ASSISTANT
+    model: str | None = strawberry.field(
+        default=None, description="The model that writes it, at most 100 chars."
+    )
+    client_id: str | None = strawberry.field(
+        default=None, description="Idempotency key, as in SendMessageInput."
+    )
+
+
+@strawberry.input
+class AppendMessageInput:
+    message_id: strawberry.ID
+    seq: int = strawberry.field(
+        description="1, 2, 3, ...: a seq already stored is ignored (a retry); a gap is "
+        "BAD_USER_INPUT."
+    )
+    delta: str = strawberry.field(description="1-32000 chars.")
+
+
+@strawberry.input
+class TokenUsageInput:
+    input_tokens: int = strawberry.field(description="0-100,000,000.")
+    output_tokens: int = strawberry.field(description="0-100,000,000.")
+
+
+@strawberry.input
+class FinishMessageInput:
+    message_id: strawberry.ID
+    status: MessageStatus = strawberry.field(
+        default=MessageStatus.COMPLETE, description="COMPLETE, FAILED or CANCELLED."
+    )
+    usage: TokenUsageInput | None = None
 
 
 @strawberry.input

@@ -28,9 +28,10 @@ from db import messages as message_data
 from db.changes import ChangeKind, NewChange, record
 from db.engine import write_transaction
 from db.models import utcnow
+from db.streams import STREAMING
 from loaders import Viewer
 from schema.conversation_mutations import owner_scope, remember
-from schema.errors import NotFound, StaleRevision
+from schema.errors import BadUserInput, NotFound, StaleRevision
 from schema.permissions import require_viewer
 from schema.relay import decode_id, to_global_id
 from schema.types import DeletePayload, Info, Message
@@ -79,6 +80,8 @@ class MessageEditMutations:
         raise_for({"content": content_problem(input.content)})
         async with write_transaction(info.context.sessionmaker) as session:
             conversation, row = await lock_message(session, message_id=message_id, viewer=viewer)
+            if row.status == STREAMING:
+                raise BadUserInput.one("id", "is still streaming: finish it first")
             expected = input.expected_revision
             if expected is not None and expected != row.revision:
                 raise StaleRevision(row.revision)

@@ -27,6 +27,7 @@ from schema.validation import (
     client_id_problem,
     content_problem,
     created_at_problem,
+    model_problem,
     raise_for,
 )
 
@@ -42,6 +43,7 @@ class MessageMutations:
         raise_for(
             {
                 "content": content_problem(input.content),
+                "model": model_problem(input.model),
                 "clientId": (
                     client_id_problem(input.client_id) if input.client_id is not None else None
                 ),
@@ -58,6 +60,7 @@ class MessageMutations:
                 role=input.role or MessageRole.USER,
                 content=input.content,
                 client_id=input.client_id,
+                model=input.model,
             )
             if created:
                 conversation = await conversation_data.touch_conversation(
@@ -93,9 +96,15 @@ class MessageMutations:
         for index, item in enumerate(input.messages):
             problems[f"messages.{index}.content"] = content_problem(item.content)
             problems[f"messages.{index}.createdAt"] = created_at_problem(item.created_at, now=now)
+            problems[f"messages.{index}.model"] = model_problem(item.model)
         raise_for(problems)
         items = [
-            NewMessage(role=item.role, content=item.content, created_at=item.created_at or now)
+            NewMessage(
+                role=item.role,
+                content=item.content,
+                created_at=item.created_at or now,
+                model=item.model,
+            )
             for item in input.messages
         ]
         services = info.context.services

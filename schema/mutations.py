@@ -9,8 +9,15 @@ from schema.accounts import AccountMutations
 from schema.conversation_mutations import ConversationMutations
 from schema.message_edits import MessageEditMutations
 from schema.message_mutations import MessageMutations
+from schema.streams import StreamMutations
 
 
 @strawberry.type
-class Mutation(AccountMutations, ConversationMutations, MessageMutations, MessageEditMutations):
+class Mutation(
+    AccountMutations,
+    ConversationMutations,
+    MessageMutations,
+    MessageEditMutations,
+    StreamMutations,
+):
     pass

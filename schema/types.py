@@ -9,11 +9,12 @@ from typing import Generic, TypeVar
 
 import strawberry
 
-from db.models import MessageRole
+from db.models import MessageRole, MessageStatus
 from schema.context import Context
 from schema.resolvers import Wrapper, defined
 
 strawberry.enum(MessageRole, name="MessageRole")
+strawberry.enum(MessageStatus, name="MessageStatus")
 Info = strawberry.Info[Context, None]
 T = TypeVar("T")
 
@@ -87,6 +88,15 @@ class Message(Wrapper, Node):
     edited_at: datetime | None = defined("Message.editedAt")
     revisions: list[MessageRevision] = defined("Message.revisions")
     conversation: Conversation = defined("Message.conversation")
+    status: MessageStatus = defined("Message.status")
+    model: str | None = defined("Message.model")
+    usage: TokenUsage | None = defined("Message.usage")
+
+
+@strawberry.type
+class TokenUsage(Wrapper):
+    input_tokens: int = defined("TokenUsage.inputTokens")
+    output_tokens: int = defined("TokenUsage.outputTokens")
 
 
 @strawberry.type
@@ -105,6 +115,25 @@ class AuthPayload:
 @strawberry.type
 class DeletePayload:
     deleted_id: strawberry.ID
+
+
+@strawberry.type
+class AppendMessagePayload:
+    message_id: strawberry.ID
+    seq: int = strawberry.field(description="The last seq stored.")
+    length: int = strawberry.field(description="Characters of content stored so far.")
+
+
+@strawberry.type
+class MessageChunk:
+    message_id: strawberry.ID
+    seq: int = strawberry.field(description="The last append this chunk includes.")
+    delta: str = strawberry.field(
+        description="The text it adds (empty on a final chunk that only reports status)."
+    )
+    status: MessageStatus = strawberry.field(
+        description="STREAMING, except on the last chunk, which carries how it ended."
+    )
 
 
 @strawberry.type

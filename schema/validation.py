@@ -72,6 +72,18 @@ def client_id_problem(value: str) -> str | None:
     return _text(value, low=1, high=64)
 
 
+def model_problem(value: str | None) -> str | None:
+    """The model that wrote a message: at most 100 chars (issue 15)."""
+    return None if value is None else _text(value, low=1, high=100)
+
+
+MAX_TOKENS = 100_000_000
+
+
+def tokens_problem(value: int) -> str | None:
+    return None if 0 <= value <= MAX_TOKENS else f"must be 0-{MAX_TOKENS:,}"
+
+
 def created_at_problem(value: datetime | None, *, now: datetime) -> str | None:
     """An imported message's time: not after the import (one dated later would stay the
     conversation's last message whatever is written after it)."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql import OperationDefinitionNode, parse, validate
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -18,6 +19,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 import explorer
+from schema import make_schema
 from tests.browser import PageEvents, chromium, drain
 from tests.helpers import Api
 from tests.process import Served, serve
@@ -138,7 +140,8 @@ def test_a_query_typed_into_the_explorer_runs_and_its_result_appears(
         assert "signUp(input:" in editor_value(driver, QUERY_EDITOR)  # the default document
         defaults = [editor_value(driver, TOOL_EDITORS, index) for index in (VARIABLES, HEADERS)]
         assert defaults == [
-            '{"conversationId": "<a conversation id from Me>"}',
+            '{"conversationId": "<a conversation id from Me>", '
+            '"messageId": "<the id StartAnswer gives>"}',
             '{"Authorization": "Bearer <token>"}',
         ]
 
@@ -214,3 +217,21 @@ def test_a_subscription_in_the_explorer_goes_over_graphql_ws_with_the_header_edi
         },
     }
     assert events.failed_requests == []
+
+
+def test_the_default_document_is_valid_against_the_schema_and_shows_a_streamed_answer() -> None:
+    """Every operation of the explorer's default document (a JS array of string literals)
+    validates against the schema; the streamed answer's four are among them."""
+    script = (Path(explorer.__file__).parent / "static" / "explorer.js").read_text()
+    body = script.split("var DEFAULT_QUERY = [", 1)[1].split("].join(", 1)[0]
+    lines = [
+        json.loads(literal) for literal in re.findall(r'^\s*("(?:[^"\\]|\\.)*"),$', body, re.M)
+    ]
+    document = parse("\n".join(lines))
+    assert validate(make_schema()._schema, document) == []
+    names = [
+        node.name.value
+        for node in document.definitions
+        if isinstance(node, OperationDefinitionNode) and node.name is not None
+    ]
+    assert names[-4:] == ["StartAnswer", "Append", "Finish", "AnswerStream"]

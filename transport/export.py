@@ -220,7 +220,7 @@ def _message(row: Sequence[Any], parent_id: str | None, batch: MessageBatch) -> 
     """A message's JSON, and its global id (the next one's `parentId`). The row is
     `db.export.MESSAGE_COLUMNS`, unpacked by position (the hot loop: 100,000 rows a few
     seconds)."""
-    key, _, role, content, created_at, edited_at, _ = row
+    key, _, role, content, created_at, edited_at, _, model = row
     message_id = global_id("Message", key)
     earlier = batch.revisions.get(key)
     body = orjson.dumps(
@@ -229,7 +229,7 @@ def _message(row: Sequence[Any], parent_id: str | None, batch: MessageBatch) -> 
             "parentId": parent_id,
             "role": role,  # a StrEnum: orjson writes its value
             "content": content,
-            "model": None,
+            "model": model,
             "createdAt": stamp(created_at),
             "editedAt": None if edited_at is None else stamp(edited_at),
             "revisions": [_revision(item) for item in earlier] if earlier else [],

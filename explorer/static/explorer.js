@@ -52,10 +52,34 @@
     "  messageAdded(conversationId: $conversationId) { id role content createdAt }",
     "}",
     "",
+    "# A streamed answer: StartAnswer, put its id in the variables as messageId, run",
+    "# AnswerStream in a second tab, then Append (raise seq by one each time) and Finish.",
+    "",
+    "mutation StartAnswer($conversationId: ID!) {",
+    "  startMessage(input: {conversationId: $conversationId, model: \"my-model\"}) {",
+    "    id status model",
+    "  }",
+    "}",
+    "",
+    "mutation Append($messageId: ID!) {",
+    "  appendMessage(input: {messageId: $messageId, seq: 1, delta: \"Hello, \"}) { seq length }",
+    "}",
+    "",
+    "mutation Finish($messageId: ID!) {",
+    "  finishMessage(input: {messageId: $messageId, usage: {inputTokens: 12, outputTokens: 2}}) {",
+    "    content status usage { inputTokens outputTokens }",
+    "  }",
+    "}",
+    "",
+    "subscription AnswerStream($messageId: ID!) {",
+    "  messageStream(messageId: $messageId, afterSeq: 0) { seq delta status }",
+    "}",
+    "",
   ].join("\n");
 
   var DEFAULT_HEADERS = '{"Authorization": "Bearer <token>"}';
-  var DEFAULT_VARIABLES = '{"conversationId": "<a conversation id from Me>"}';
+  var DEFAULT_VARIABLES =
+    '{"conversationId": "<a conversation id from Me>", "messageId": "<the id StartAnswer gives>"}';
 
   var endpoint = new URL("/graphql", window.location.href);
   var socketUrl = new URL(endpoint.href);

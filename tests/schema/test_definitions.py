@@ -23,6 +23,7 @@ from graphql import (
     get_named_type,
     is_leaf_type,
 )
+from sqlalchemy import text
 
 from app.settings import Settings
 from db.changes import ChangeKind, NewChange, record
@@ -165,8 +166,15 @@ async def test_a_field_added_by_one_definition_is_planned_and_answers_as_strawbe
 # ---- every field of the exported schema ----------------------------------------------------
 
 # Mutation and Subscription are never planned (only queries are), and these types are only
-# ever mutation results: Strawberry alone answers them, so they have no definitions.
-ONLY_MUTATION_RESULTS = {"AuthPayload", "DeletePayload", "ImportMessagesPayload"}
+# ever mutation (or subscription) results: Strawberry alone answers them, so they have no
+# definitions.
+ONLY_MUTATION_RESULTS = {
+    "AuthPayload",
+    "DeletePayload",
+    "ImportMessagesPayload",
+    "AppendMessagePayload",
+    "MessageChunk",
+}
 UNPLANNED = {"Mutation", "Subscription", *ONLY_MUTATION_RESULTS}
 
 
@@ -260,6 +268,11 @@ async def test_a_document_asking_every_field_is_answered_by_the_plan_as_by_straw
                 NewChange(owner, ChangeKind.CONVERSATION_CREATED, conversation),
                 NewChange(owner, ChangeKind.MESSAGE_ADDED, conversation, messages[0]),
             ],
+        )
+        # One message with a usage, so TokenUsage's fields answer too.
+        await session.execute(
+            text("UPDATE messages SET input_tokens = 1, output_tokens = 2 WHERE id = :id"),
+            {"id": messages[0]},
         )
     schema = exported()
     document = every_field(
