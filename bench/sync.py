@@ -152,13 +152,11 @@ async def statements(dsn: str) -> list[tuple[int, str]]:
         await connection.close()
 
 
-async def bulk_changes(dsn: str, users: int, per_user: int) -> tuple[int, int]:
-    """`users` more users (copies of user2), each with `per_user` changes a day old, as
-    `record` writes them (feeds and changes); returns (changes, bytes of `changes` with its
-    indexes) after VACUUM ANALYZE."""
+async def bulk_users(dsn: str, users: int) -> int:
+    """`users` more users (copies of user2); returns the first one's id."""
     connection = await asyncpg.connect(dsn)
     try:
-        first = await connection.fetchval("SELECT max(id) FROM users") + 1
+        first = int(await connection.fetchval("SELECT max(id) FROM users")) + 1
         await connection.execute(
             """
             INSERT INTO users (id, username, email, full_name, username_key, email_key,
@@ -172,13 +170,32 @@ async def bulk_changes(dsn: str, users: int, per_user: int) -> tuple[int, int]:
             first,
             users,
         )
+        return first
+    finally:
+        await connection.close()
+
+
+async def bulk_changes(
+    dsn: str, first: int, users: int, per_user: int, interleaved: bool
+) -> tuple[int, int]:
+    """Users `first` .. `first + users - 1` get changes 1 .. `per_user` (their feeds restarted),
+    about a day old, as `record` writes them: one user's after the other's (`interleaved`
+    false: a batch of the oldest 1,000 is one user's), or round robin (a batch of the oldest
+    is every user's next change, as when many users are active at once). Returns (changes in
+    the table, bytes of `changes` with its indexes) after VACUUM ANALYZE."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("DELETE FROM feeds WHERE user_id >= $1", first)
+        await connection.execute("DELETE FROM changes WHERE user_id >= $1", first)
+        order = "(g - 1) * $2 + (u - $1)" if interleaved else "(u - $1) * $3 + g"
         await connection.execute(
-            """
+            f"""
             INSERT INTO changes (user_id, position, kind, conversation_id, message_id, at)
             SELECT u, g, 'MESSAGE_ADDED', md5(u::text), g,
-                   now() - interval '1 day' + g * interval '1 millisecond'
+                   now() - interval '1 day' + ({order}) * interval '1 millisecond'
             FROM generate_series($1::int, $1::int + $2 - 1) AS u,
                  generate_series(1, $3) AS g
+            ORDER BY 1, 2
             """,
             first,
             users,
@@ -200,8 +217,11 @@ async def bulk_changes(dsn: str, users: int, per_user: int) -> tuple[int, int]:
         await connection.close()
 
 
-async def prune(database_url: str, dsn: str) -> tuple[dict[str, float], list[tuple[int, str]]]:
-    """Prunes every change older than an hour, batch by batch as `prune_changes` does."""
+async def prune(
+    database_url: str, dsn: str, max_seconds: float
+) -> tuple[dict[str, float], list[tuple[int, str]]]:
+    """Prunes every change older than an hour, batch by batch as `prune_changes` does, or
+    stops after `max_seconds`."""
     engine = make_engine(database_url, pre_ping=False)
     sessionmaker = make_sessionmaker(engine)
     cutoff = datetime.now(UTC) - timedelta(hours=1)
@@ -219,6 +239,8 @@ async def prune(database_url: str, dsn: str) -> tuple[dict[str, float], list[tup
             longest = max(longest, time.perf_counter() - begun)
             batches += 1
             total += count
+            if time.perf_counter() - started > max_seconds:
+                break
         seconds = time.perf_counter() - started
         counted = await statements(dsn)
         left = await connection.fetchval("SELECT count(*) FROM changes WHERE at < $1", cutoff)
@@ -244,6 +266,9 @@ def main() -> int:
     parser.add_argument("--sql-seconds", type=float, default=10.0)
     parser.add_argument("--prune-users", type=int, default=1000)
     parser.add_argument("--prune-per-user", type=int, default=1000)
+    parser.add_argument(
+        "--prune-seconds", type=float, default=60.0, help="stop pruning after (per layout)"
+    )
     parser.add_argument("--output", default="")
     args = parser.parse_args()
     host, port, name = args.dsn.rsplit("@", 1)[1].replace("/", ":").split(":")
@@ -299,25 +324,37 @@ def main() -> int:
     )
     say(f"- ratio chatql / SQL: {ours / theirs:.3f}")
 
-    count, size = asyncio.run(bulk_changes(args.dsn, args.prune_users, args.prune_per_user))
-    say("")
-    say(
-        f"Feed size: {count:,} changes take {size / 2**20:.1f} MiB (table and indexes): "
-        f"{size / 2**20 * 1_000_000 / count:.1f} MiB per million changes "
-        f"({size / count:.0f} bytes a change)"
-    )
-    result, counted = asyncio.run(prune(database_url, args.dsn))
-    say(
-        f"Retention: {int(result['pruned']):,} changes pruned in {result['seconds']:.1f} s "
-        f"({result['pruned'] / result['seconds']:,.0f}/s), {int(result['batches']):,} batches of "
-        f"up to {BATCH_SIZE:,}, {int(result['statements']):,} statements "
-        f"({result['statements'] / max(result['batches'], 1):.1f} a batch, BEGIN/COMMIT "
-        f"included); longest batch (the longest a lock is held) {result['longest_ms']:.0f} ms; "
-        f"{int(result['left'])} left"
-    )
-    say("Statements of the retention run, by calls:")
-    for calls, query in counted:
-        say(f"- {calls:,}: `{query}`")
+    first = asyncio.run(bulk_users(args.dsn, args.prune_users))
+    for interleaved in (False, True):
+        count, size = asyncio.run(
+            bulk_changes(args.dsn, first, args.prune_users, args.prune_per_user, interleaved)
+        )
+        layout = (
+            f"{args.prune_users:,} users' changes round robin in time (a batch spans many users)"
+            if interleaved
+            else f"{args.prune_users:,} users' changes one user after the other in time"
+        )
+        say("")
+        say(f"{layout}:")
+        say(
+            f"- feed size: {count:,} changes take {size / 2**20:.1f} MiB (table and indexes): "
+            f"{size / 2**20 * 1_000_000 / count:.1f} MiB per million changes "
+            f"({size / count:.0f} bytes a change)"
+        )
+        result, counted = asyncio.run(prune(database_url, args.dsn, args.prune_seconds))
+        pruned = result["pruned"]
+        say(
+            f"- retention: {int(pruned):,} changes pruned in {result['seconds']:.1f} s "
+            f"({pruned / result['seconds']:,.0f}/s; a million in "
+            f"{result['seconds'] * 1_000_000 / max(pruned, 1):,.0f} s), "
+            f"{int(result['batches']):,} batches of up to {BATCH_SIZE:,}, "
+            f"{int(result['statements']):,} statements "
+            f"({result['statements'] / max(result['batches'], 1):.1f} a batch, BEGIN/COMMIT "
+            f"included); longest batch (the longest a lock is held) "
+            f"{result['longest_ms']:,.0f} ms; {int(result['left']):,} older than the cutoff "
+            f"left{' (stopped at the time limit)' if result['left'] else ''}"
+        )
+        say("- its statements, by calls: " + "; ".join(f"{c:,} `{q}`" for c, q in counted))
     if args.output:
         Path(args.output).write_text("\n".join(lines) + "\n")
     return 0
