@@ -9,19 +9,20 @@ writer waits for the feed's lock, positions follow `at` only roughly, and the fe
 P that are a moment younger than the cutoff go too (never one above P).
 
 Each batch is one short transaction: read up to `batch_size` of the oldest changes (index
-`ix_changes_at`) and their users' P, delete those users' changes through P (one statement),
-and raise their `pruned_through` (one statement per user, in user order, as writers lock
-feeds, so pruning never deadlocks with writers; a writer of one of the batch's users waits at
-most for the end of one batch). On PostgreSQL a transaction-scoped advisory lock lets one
-process prune at a time.
+`ix_changes_at`) and their users' P, delete those users' changes through P (one statement, an
+index range per user), and raise their `pruned_through` (one statement per user, in user
+order, as writers lock feeds, so pruning never deadlocks with writers; a writer of one of the
+batch's users waits at most for the end of one batch). On PostgreSQL a transaction-scoped
+advisory lock lets one process prune at a time.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, case, delete, func, select, update
+from sqlalchemy import Table, bindparam, case, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.engine import write_transaction
@@ -33,6 +34,26 @@ BATCH_SIZE = 1000
 
 # Any number that no other advisory lock of ours uses: held by the process pruning now.
 ADVISORY_KEY = 0x63686174716C  # "chatql"
+# Each user's changes through their P: one index range of the primary key per user (a single
+# `position <= CASE user_id ...` over many users cannot use one, and held its locks for seconds
+# on a batch of 1,000 users; bench/README.md, "Sync").
+_DELETE_POSTGRES = text(
+    """
+    DELETE FROM changes AS c
+    USING unnest(CAST(:users AS integer[]), CAST(:positions AS bigint[])) AS e(u, p)
+    WHERE c.user_id = e.u AND c.position <= e.p
+    """
+)
+_DELETE_SQLITE = text(
+    """
+    DELETE FROM changes WHERE rowid IN (
+        SELECT c.rowid FROM json_each(:ends) AS e
+        JOIN changes AS c
+          ON c.user_id = json_extract(e.value, '$[0]')
+         AND c.position <= json_extract(e.value, '$[1]')
+    )
+    """
+)
 _RAISE = (
     update(feeds)
     .where(feeds.c.user_id == bindparam("u"))
@@ -63,15 +84,13 @@ async def _prune_batch(session: AsyncSession, cutoff: datetime, batch_size: int)
     ends = sorted((int(user), int(position)) for user, position in await session.execute(through))
     if not ends:
         return 0
-    through_position = case(dict(ends), value=changes.c.user_id)
-    deleted = await session.execute(
-        delete(changes).where(
-            and_(
-                changes.c.user_id.in_([user for user, _ in ends]),
-                changes.c.position <= through_position,
-            )
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        deleted = await session.execute(
+            _DELETE_POSTGRES,
+            {"users": [user for user, _ in ends], "positions": [p for _, p in ends]},
         )
-    )
+    else:
+        deleted = await session.execute(_DELETE_SQLITE, {"ends": json.dumps(ends)})
     # In user order, as writers lock feeds (`db.changes.record`).
     params: list[dict[str, Any]] = [{"u": user, "p": position} for user, position in ends]
     await session.execute(_RAISE, params)

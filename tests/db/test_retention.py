@@ -77,3 +77,23 @@ async def test_a_feed_stays_contiguous_when_positions_do_not_follow_times(
     async with sessionmaker() as session:
         assert await feed_state(session, user_id=alice) == FeedState(head=5, pruned_through=4)
         assert (await session.execute(select(func.count()).select_from(Change))).scalar() == 1
+
+
+async def test_one_batch_spanning_many_users_prunes_each_through_its_own_position(
+    sessionmaker: Sessionmaker,
+) -> None:
+    # 60 users in one batch: each loses exactly its old changes (the statement once compared
+    # positions through one CASE over every user of the batch, which held its locks for
+    # seconds on 1,000 users; now an index range per user).
+    users = [await make_user(sessionmaker) for _ in range(60)]
+    for number, user in enumerate(users):
+        await write(sessionmaker, user, 1 + number % 4, days_ago=40, kind=ChangeKind.MESSAGE_ADDED)
+        await write(sessionmaker, user, 2, days_ago=1, kind=ChangeKind.MESSAGE_EDITED)
+    old = sum(1 + number % 4 for number in range(60))
+    assert await prune_changes(sessionmaker, CUTOFF, batch_size=1000) == old
+    for number, user in enumerate(users):
+        through = 1 + number % 4
+        assert await positions(sessionmaker, user) == [through + 1, through + 2]
+        async with sessionmaker() as session:
+            state = await feed_state(session, user_id=user)
+        assert state == FeedState(head=through + 2, pruned_through=through)
