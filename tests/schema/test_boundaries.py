@@ -210,12 +210,18 @@ BASELINE: dict[str, Any] = {
     "query": "a message",
     "conversationId": "@C1@",
     "toUserId": gid("User", 2),
+    "messageId": gid("Message", 1),
+    "seq": 1,
+    "delta": "a delta",
+    "inputTokens": 1,
+    "outputTokens": 1,
 }
 # Message 1 is the first of the admin's conversation @C1@ (ids are alike on both databases).
 ID_BASELINE = {
     "updateUser": gid("User", 2),
     "updateConversation": "@C1@",
     "editMessage": gid("Message", 1),
+    "markConversationRead": "@C1@",
 }
 FRESH = itertools.count()
 TRANSFERRED = "@C2@"  # transferConversation moves the victim's conversation, never the admin's
