@@ -44,6 +44,10 @@ from schema.validation import (
     tokens_problem,
 )
 
+# Seconds between the reads of a stream that no append wakes: a deleted message (or
+# conversation) wakes nothing, and the next read ends the subscription with NOT_FOUND.
+RECHECK_SECONDS = 5.0
+
 
 def _message_id(global_id: str, field: str) -> int:
     key = decode_id(global_id, "Message", field=field)
@@ -223,7 +227,9 @@ class StreamSubscription:
         context = info.context
         viewer = require_viewer(context)
         pk = _message_id(message_id, "messageId")
-        after = max(after_seq or 0, 0)
+        if after_seq is not None and after_seq < 0:
+            raise BadUserInput.one("afterSeq", "must be 0 or more")
+        after = after_seq or 0
         sessionmaker = context.sessionmaker
         owner = owner_scope(viewer)
         read = partial(streams.read_after, message_id=pk, owner_id=owner)
@@ -246,13 +252,18 @@ class StreamSubscription:
                     after = max(after, state.seq)
                 if final:
                     return
+                expires = until(context.token_expires)
                 try:
-                    async with asyncio.timeout(until(context.token_expires)):
+                    # No wake-up comes when the message or its conversation is deleted: read
+                    # again now and then, and the read ends it with NOT_FOUND.
+                    wait = RECHECK_SECONDS if expires is None else min(expires, RECHECK_SECONDS)
+                    async with asyncio.timeout(wait):
                         await subscription.next_batch()
                     # The read below covers every wake-up queued meanwhile.
                     subscription.drain()
-                except TimeoutError as exc:  # the token it was opened with has expired
-                    raise Unauthenticated(BAD_TOKEN) from exc
+                except TimeoutError as exc:
+                    if expires is not None and expires <= RECHECK_SECONDS:
+                        raise Unauthenticated(BAD_TOKEN) from exc  # its token has expired
                 except SubscriberTooSlow as exc:
                     raise TooSlow(exc.queue_size) from exc
                 except ViewerGone as exc:

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 
 from app.settings import Settings
+from schema import streams as schema_streams
 from tests.conftest import ApiFactory
 from tests.factories import (
     Sessionmaker,
@@ -520,3 +521,35 @@ async def test_appends_in_another_process_reach_the_subscriber_and_a_lost_listen
         "delta": streams.chunks["1"][-1]["delta"],
         "status": "COMPLETE",
     }
+
+
+async def test_a_stream_whose_message_is_deleted_ends_not_found_and_a_negative_after_seq_is_refused(
+    app: Starlette, api: Api, sessionmaker: Sessionmaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A deletion wakes no stream subscriber: its next read ends it (RECHECK_SECONDS, made short).
+    monkeypatch.setattr(schema_streams, "RECHECK_SECONDS", 0.2)
+    token, conversation = await owner_and_conversation(sessionmaker)
+    message = (await start(api, token, conversation))["id"]
+    await append(api, token, message, 1, "half an ")
+    async with asgi_socket(app, TRANSPORT_WS) as socket:
+        await socket.login(token)
+        await socket.subscribe("1", STREAM, {"m": message, "after": 0})
+        assert await socket.next_data("1") == {
+            "messageStream": {
+                "messageId": message,
+                "seq": 1,
+                "delta": "half an ",
+                "status": "STREAMING",
+            }
+        }
+        await api.data(
+            "mutation ($m: ID!) { deleteMessage(id: $m) { deletedId } }",
+            {"m": message},
+            token=token,
+        )
+        [error] = await socket.errors("1")
+        assert error["extensions"]["code"] == "NOT_FOUND"
+        await socket.subscribe("2", STREAM, {"m": message, "after": -1})
+        [refused] = await socket.errors("2")
+        assert refused["extensions"]["code"] == "BAD_USER_INPUT"
+        assert refused["extensions"]["fields"] == {"afterSeq": "must be 0 or more"}
