@@ -31,7 +31,8 @@ from typing import Any
 
 from db.formats import EARLIEST, LATEST, OUT_OF_RANGE, parse_stamp
 from db.models import MessageRole
-from schema.validation import content_problem, title_problem
+from schema.config import Config
+from schema.validation import content_problem, stored_content_problem, title_problem
 
 UNTITLED = "Untitled"
 TITLE_MAX = 200
@@ -41,6 +42,9 @@ CHATGPT_ROLES = {
     "system": MessageRole.SYSTEM,
 }
 SKIPPED_ROLES = frozenset({"tool"})
+
+# The longest content an export may hold (a streamed answer's limit by default).
+STORED_MOST = Config.max_streamed_chars
 
 
 class BrokenFile(Exception):
@@ -115,7 +119,8 @@ def _chatql_conversation(data: Any, where: str) -> ImportedConversation:
         if role not in MessageRole.__members__:
             raise BrokenFile(where, f"{at}.role: must be USER, ASSISTANT or SYSTEM")
         content = _string(item, "content", where, at)
-        _check(content_problem(content), where, f"{at}.content")
+        # What the export writes: a streamed answer may be empty or longer than a sent one.
+        _check(stored_content_problem(content, most=STORED_MOST), where, f"{at}.content")
         revisions = []
         for number, revision in enumerate(item.get("revisions") or []):
             past = f"{at}.revisions.{number}"

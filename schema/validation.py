@@ -68,6 +68,12 @@ def content_problem(value: str) -> str | None:
     return _text(value, low=1, high=32_000)
 
 
+def stored_content_problem(value: str, *, most: int) -> str | None:
+    """A message's content as chatql may hold it, and so export it: a streamed answer may be
+    empty (started, never appended to) or as long as `most` (`CHATQL_MAX_STREAMED_CHARS`)."""
+    return _text(value, low=0, high=max(most, 32_000))
+
+
 def client_id_problem(value: str) -> str | None:
     return _text(value, low=1, high=64)
 

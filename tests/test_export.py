@@ -361,6 +361,12 @@ async def test_an_export_imported_into_another_user_exports_the_same(
                 sessionmaker, conversation_id=conversation, count=index * 2, content="é {i} 😀"
             )
             await edit(sessionmaker, ids[-1], ["old"], "new")
+        else:
+            # What streamed answers may hold: nothing yet, or more than a sent message may.
+            await make_messages(sessionmaker, conversation_id=conversation, count=1, content="")
+            await make_messages(
+                sessionmaker, conversation_id=conversation, count=1, content="x" * 40_000 + "{i}"
+            )
     exported = await api.client.get(
         "/export", headers={"Authorization": f"Bearer {token_for(owner)}"}
     )
@@ -373,7 +379,7 @@ async def test_an_export_imported_into_another_user_exports_the_same(
 
     assert (finished.returncode, finished.stdout) == (
         0,
-        f"imported 3 conversations and 6 messages from {path} for heir\n",
+        f"imported 3 conversations and 8 messages from {path} for heir\n",
     )
     again = await export_lines(api, token_for(heir))
     original = [json.loads(line) for line in exported.text.splitlines()]
