@@ -465,6 +465,12 @@ query ($id: ID!) {
 """
 
 
+def data_statements(statements: StatementCounter) -> int:
+    """The statements that read data: on PostgreSQL the viewer's own lookup is skipped when its
+    check rides in a JSON page's statement (`schema.context.ViewerCache`), and not otherwise."""
+    return sum(1 for text in statements.seen if not text.startswith("SELECT users."))
+
+
 async def test_a_page_selecting_revisions_costs_one_statement_more(
     api: Api, sessionmaker: Sessionmaker, statements: StatementCounter
 ) -> None:
@@ -477,10 +483,10 @@ async def test_a_page_selecting_revisions_costs_one_statement_more(
             await api.data(EDIT, {"id": gid("Message", message), "content": f"e{n}"}, token=token)
     statements.reset()
     await api.data(REVISIONS % "", {"id": c}, token=token)
-    without = statements.count
+    without = data_statements(statements)
     statements.reset()
     data = await api.data(REVISIONS % "revisions { revision content }", {"id": c}, token=token)
-    assert statements.count == without + 1
+    assert data_statements(statements) == without + 1
     edges = data["conversation"]["messages"]["edges"]
     assert [len(edge["node"]["revisions"]) for edge in edges] == [
         3 if n % 3 == 0 else 1 for n in range(30)
@@ -495,12 +501,12 @@ async def test_a_page_selecting_revisions_costs_one_statement_more(
     await make_messages(sessionmaker, conversation_id=other, count=5)
     statements.reset()
     await api.data(REVISIONS % "", {"id": gid("Conversation", other)}, token=token)
-    without = statements.count
+    without = data_statements(statements)
     statements.reset()
     await api.data(
         REVISIONS % "revisions { revision }", {"id": gid("Conversation", other)}, token=token
     )
-    assert statements.count == without
+    assert data_statements(statements) == without
 
 
 def kind(statement: str, prefixes: list[str]) -> str:
