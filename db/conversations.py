@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from datetime import datetime
 from functools import cache
-from typing import Any, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import orjson
 from sqlalchemy import (
@@ -20,6 +20,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -116,8 +117,8 @@ async def unread_counts(
     session: AsyncSession, *, conversation_ids: Sequence[str]
 ) -> dict[str, int]:
     """Each conversation's messages after its read mark (by `createdAt`, then id; all of
-    them before the first mark) whose role is not USER; one statement for all of them.
-    Branches are not built yet: every message of the conversation counts."""
+    them before the first mark) whose role is not USER, on the active branch (`db.branches`);
+    one statement for all of them."""
     after_mark = or_(
         conversations.c.last_read_at.is_(None),
         messages.c.created_at > conversations.c.last_read_at,
@@ -131,6 +132,7 @@ async def unread_counts(
         .join(conversations, conversations.c.id == messages.c.conversation_id)
         .where(
             messages.c.conversation_id.in_(conversation_ids),
+            messages.c.on_branch == true(),
             messages.c.role != MessageRole.USER,
             after_mark,
         )
@@ -184,7 +186,7 @@ async def conversation_pages_by_user(
     if with_message_counts:
         count = (
             select(func.count())
-            .where(messages.c.conversation_id == conversations.c.id)
+            .where(messages.c.conversation_id == conversations.c.id, messages.c.on_branch == true())
             .scalar_subquery()
         )
         base = base.add_columns(count.label("message_count"))
@@ -244,16 +246,24 @@ async def update_conversation(
 
 
 async def touch_conversation(
-    session: AsyncSession, *, conversation: Row[Any], at: datetime | None = None
+    session: AsyncSession,
+    *,
+    conversation: Row[Any],
+    at: datetime | None = None,
+    leaf: int | None | Literal[False] = False,
 ) -> Row[Any]:
     """Bump `updated_at` of a locked conversation to `at`, the moment of the write (default
-    now), never backwards: the processes that write may not share one clock exactly."""
+    now), never backwards: the processes that write may not share one clock exactly. `leaf`
+    (unless False): its new `current_leaf_id` (`db.branches`), in the same statement."""
     moment = max(conversation.updated_at, at or utcnow())
-    if moment == conversation.updated_at:
+    values: dict[str, Any] = {}
+    if moment != conversation.updated_at:
+        values["updated_at"] = moment
+    if leaf is not False and leaf != conversation.current_leaf_id:
+        values["current_leaf_id"] = leaf
+    if not values:
         return conversation
-    return await update_conversation(
-        session, conversation_id=conversation.id, values={"updated_at": moment}
-    )
+    return await update_conversation(session, conversation_id=conversation.id, values=values)
 
 
 async def delete_conversation(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, delete, func, insert, select, update
+from sqlalchemy import Row, Table, delete, func, insert, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +19,9 @@ messages = cast(Table, Message.__table__)
 conversations = cast(Table, Conversation.__table__)
 revisions = cast(Table, MessageRevision.__table__)
 MESSAGE_ORDER = Ordering(keys=(messages.c.created_at, messages.c.id))
+# The messages of the active branch (`db.branches`): what pages, counts and the last message
+# read, through the partial index `ix_messages_branch`.
+ON_BRANCH = messages.c.on_branch == true()
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ async def message_pages_by_conversation(
 ) -> dict[Hashable, Page]:
     return await fetch_pages(
         session,
-        base=select(*MESSAGE_COLUMNS),
+        base=select(*MESSAGE_COLUMNS).where(ON_BRANCH),
         partition=messages.c.conversation_id,
         parents=conversation_ids,
         ordering=MESSAGE_ORDER,
@@ -60,7 +63,7 @@ async def message_counts_by_conversation(
 ) -> dict[str, int]:
     statement = (
         select(messages.c.conversation_id, func.count())
-        .where(messages.c.conversation_id.in_(conversation_ids))
+        .where(messages.c.conversation_id.in_(conversation_ids), ON_BRANCH)
         .group_by(messages.c.conversation_id)
     )
     rows = (await session.execute(statement)).all()
@@ -77,9 +80,12 @@ async def add_message(
     client_id: str | None,
     model: str | None = None,
     streaming: bool = False,
+    parent_id: int | None = None,
 ) -> tuple[Row[Any], bool]:
     """Store a message, or find the one already stored under the same `client_id`.
     `streaming`: started by startMessage (status STREAMING, its stream clock started).
+    `parent_id`: the message before it on its branch (`db.branches`); it is on the active
+    branch.
 
     Idempotency is decided by the unique index, not by a read before the write: of any number
     of racing senders exactly one inserts, and the others read that row back. Returns the row
@@ -99,6 +105,7 @@ async def add_message(
             model=model,
             status="STREAMING" if streaming else "COMPLETE",
             stream_touched_at=now if streaming else None,
+            parent_id=parent_id,
         )
         .on_conflict_do_nothing(index_elements=["conversation_id", "client_id"])
         .returning(*messages.c)
@@ -159,10 +166,11 @@ async def lock_message_conversation(
 
 
 async def last_message(session: AsyncSession, *, conversation_id: str) -> Row[Any] | None:
-    """The conversation's newest message (by `created_at`, then id), or None."""
+    """The newest message of the conversation's active branch (by `created_at`, then id), or
+    None."""
     statement = (
         select(messages)
-        .where(messages.c.conversation_id == conversation_id)
+        .where(messages.c.conversation_id == conversation_id, ON_BRANCH)
         .order_by(messages.c.created_at.desc(), messages.c.id.desc())
         .limit(1)
     )
@@ -200,11 +208,15 @@ async def edit_message(
     return (await session.execute(statement)).one()
 
 
-async def delete_message(session: AsyncSession, *, message_id: int) -> bool:
+async def delete_message(session: AsyncSession, *, message_id: int) -> Row[Any] | None:
     """Delete a message (its conversation locked by the caller); its revisions go with it
-    (ON DELETE CASCADE). Whether there was one to delete."""
-    statement = delete(messages).where(messages.c.id == message_id).returning(messages.c.id)
-    return (await session.execute(statement)).first() is not None
+    (ON DELETE CASCADE). Its (id, parent_id, conversation_id), None when there was none."""
+    statement = (
+        delete(messages)
+        .where(messages.c.id == message_id)
+        .returning(messages.c.id, messages.c.parent_id, messages.c.conversation_id)
+    )
+    return (await session.execute(statement)).first()
 
 
 async def revisions_by_message(

@@ -24,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -143,6 +144,9 @@ class Conversation(Base):
     # The read mark (migration 0009): the message and its `created_at`, kept by value.
     last_read_message_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_read_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The newest message of the active branch (migration 0011, `db.branches`); null when the
+    # conversation has none. No foreign key: the writes that delete messages move it.
+    current_leaf_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     owner: Mapped[User] = relationship(back_populates="conversations", lazy="raise")
     messages: Mapped[list[Message]] = relationship(
@@ -200,11 +204,27 @@ class Message(Base):
     stream_seq: Mapped[int] = mapped_column(Integer, server_default="0")
     stream_length: Mapped[int] = mapped_column(Integer, server_default="0")
     stream_touched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Branches (issue 15, `db.branches`): the message before it on its branch (null for a
+    # first message; no foreign key: deleting a message hands its children its own parent),
+    # and whether it is on the conversation's active branch.
+    parent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    on_branch: Mapped[bool] = mapped_column(Boolean, server_default=true())
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages", lazy="raise")
 
     __table_args__ = (
         Index("ix_messages_conversation_created", conversation_id, created_at, id),
+        # The active branch's pages, counts and last message (a page costs O(page)).
+        Index(
+            "ix_messages_branch",
+            conversation_id,
+            created_at,
+            id,
+            postgresql_where=text("on_branch"),
+            sqlite_where=text("on_branch = 1"),
+        ),
+        # Children and siblings (first messages: parent_id IS NULL within the conversation).
+        Index("ix_messages_parent", conversation_id, parent_id),
         Index(
             "ix_messages_streaming",
             id,

@@ -73,6 +73,7 @@ class ConversationRow(NamedTuple):
     tags: str
     last_read_message_id: int | None
     last_read_at: datetime | None
+    current_leaf_id: int | None
 
 
 @dataclass
@@ -262,12 +263,12 @@ def _statement(shape: Shape, forward: bool, after: bool, before: bool, scoped: b
     beyond = []
     if after:
         beyond.append(
-            "EXISTS (SELECT 1 FROM messages x WHERE x.conversation_id = k.parent"
+            "EXISTS (SELECT 1 FROM messages x WHERE x.conversation_id = k.parent AND x.on_branch"
             " AND (x.created_at, x.id) <= (:after_at, :after_id)) AS preceding"
         )
     if before:
         beyond.append(
-            "EXISTS (SELECT 1 FROM messages x WHERE x.conversation_id = k.parent"
+            "EXISTS (SELECT 1 FROM messages x WHERE x.conversation_id = k.parent AND x.on_branch"
             " AND (x.created_at, x.id) >= (:before_at, :before_id)) AS following"
         )
     beyond += [f"c.{column} AS conversation_{column}" for column in CONVERSATION_COLUMNS[1:]]
@@ -282,7 +283,7 @@ CROSS JOIN LATERAL (
       AS edges{ends}
   FROM (
     SELECT m.*, row_number() OVER (ORDER BY {fetch}) AS page_rank
-    FROM messages m WHERE m.conversation_id = k.parent{bounds}
+    FROM messages m WHERE m.conversation_id = k.parent AND m.on_branch{bounds}
     ORDER BY {fetch} LIMIT :size + 1
   ) r
 ) p"""

@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db import conversations, messages, page_json, users
+from db import branches, conversations, messages, page_json, users
+from db.branches import SiblingsKey
 from db.conversations import ConversationFilter
 from db.page_json import JsonPage, Shape
 from db.pagination import Page, PageRequest
@@ -51,6 +52,8 @@ class Loaders:
     # Messages after each conversation's read mark that its owner did not write.
     unread_count_by_conversation: BatchLoader[str, int]
     message_count_by_conversation: BatchLoader[str, int]
+    # The children of each (conversation, parent), oldest first (`db.branches`).
+    siblings_by_parent: BatchLoader[SiblingsKey, list[Row[Any]]]
     user_count_by_search: BatchLoader[str, int]  # "" counts everyone
     users_page: LoaderFamily[UsersPageKey, str, Page]
     conversations_page_by_user: LoaderFamily[ConversationsPageKey, int, Page]
@@ -84,6 +87,7 @@ class Loaders:
         self.conversation_count_by_user_filtered.clear_all()
         self.tags_by_user.clear_all()
         self.unread_count_by_conversation.clear(conversation_id)
+        self.siblings_by_parent.clear_all()
 
 
 def make_loaders(
@@ -134,6 +138,11 @@ def make_loaders(
 
     async def message_counts(session: AsyncSession, ids: Sequence[str]) -> dict[Any, int]:
         return dict(await messages.message_counts_by_conversation(session, conversation_ids=ids))
+
+    async def sibling_rows(
+        session: AsyncSession, keys: Sequence[SiblingsKey]
+    ) -> dict[Any, list[Row[Any]]]:
+        return dict(await branches.siblings_by_parent(session, keys=keys))
 
     async def user_counts(session: AsyncSession, searches: Sequence[str]) -> dict[Any, int]:
         # Keyed by the search text; "" (no search) counts everyone: None is not a valid key.
@@ -203,6 +212,7 @@ def make_loaders(
             "unread_count_by_conversation": lambda: loader(unread_counts, 0),
             "message_count_by_conversation": lambda: loader(message_counts, 0),
             "user_count_by_search": lambda: loader(user_counts, 0),
+            "siblings_by_parent": lambda: loader(sibling_rows, []),
             "users_page": lambda: family(users_pages),
             "conversations_page_by_user": lambda: family(conversation_pages),
             "conversations_with_counts_page_by_user": lambda: family(counted_conversation_pages),

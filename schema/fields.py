@@ -50,6 +50,7 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 import strawberry
 
+from db.branches import SiblingsKey, siblings_key
 from db.conversations import DEFAULT_FILTER, ConversationFilter, tag_list
 from db.folding import fold
 from db.formats import encode_cursor
@@ -541,6 +542,17 @@ async def conversation_unread_count(level: Level, args: Args) -> Column:
     return list(await load_all(level.loaders.unread_count_by_conversation, ids))
 
 
+@define(
+    "Conversation.currentLeaf",
+    description="The newest message of the active branch; null when there is none.",
+)
+async def conversation_current_leaf(level: Level, args: Args) -> Column:
+    leaves = [row.current_leaf_id for row in level.rows if row.current_leaf_id is not None]
+    found = await load_all(level.loaders.message_by_id, leaves) if leaves else []
+    by_id = dict(zip(leaves, found, strict=True))
+    return [by_id.get(row.current_leaf_id) for row in level.rows]
+
+
 @define("Conversation.owner")
 async def conversation_owner(level: Level, args: Args) -> Column:
     found = await load_all(level.loaders.user_by_id, [row.user_id for row in level.rows])
@@ -701,6 +713,39 @@ async def message_revisions(level: Level, args: Args) -> Column:
 plain("MessageRevision.revision", "revision", description="1 is the content as first written.")
 plain("MessageRevision.content", "content")
 plain("MessageRevision.createdAt", "created_at", description="When this revision was written.")
+
+
+@define(
+    "Message.parent",
+    description="The message before it on its branch; null for a first message.",
+)
+async def message_parent(level: Level, args: Args) -> Column:
+    parents = [row.parent_id for row in level.rows if row.parent_id is not None]
+    found = await load_all(level.loaders.message_by_id, parents) if parents else []
+    by_id = dict(zip(parents, found, strict=True))
+    return [by_id.get(row.parent_id) for row in level.rows]
+
+
+@define(
+    "Message.siblings",
+    description="The messages with the same parent, itself included, oldest first; one "
+    "statement for a whole level.",
+)
+async def message_siblings(level: Level, args: Args) -> Column:
+    return list(await load_all(level.loaders.siblings_by_parent, _sibling_keys(level)))
+
+
+@define("Message.siblingIndex", description="Its position among its siblings, from 0.")
+async def message_sibling_index(level: Level, args: Args) -> Column:
+    groups = await load_all(level.loaders.siblings_by_parent, _sibling_keys(level))
+    return [
+        next((index for index, sibling in enumerate(group) if sibling.id == row.id), 0)
+        for row, group in zip(level.rows, groups, strict=True)
+    ]
+
+
+def _sibling_keys(level: Level) -> list[SiblingsKey]:
+    return [siblings_key(row) for row in level.rows]
 
 
 @define("Message.conversation")

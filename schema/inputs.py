@@ -82,6 +82,15 @@ class SendMessageInput:
     model: str | None = strawberry.field(
         default=None, description="The model that wrote it, at most 100 chars."
     )
+    parent_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="Continue after this message, on a new branch (default: after currentLeaf).",
+    )
+    alternative_to: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="A new sibling of this message: edit-and-resend, regenerate, or a new "
+        "first message.",
+    )
 
 
 @strawberry.input
@@ -102,6 +111,13 @@ class StartMessageInput:
     role: MessageRole | None = MessageRole.ASSISTANT
     model: str | None = strawberry.field(
         default=None, description="The model that writes it, at most 100 chars."
+    )
+    parent_id: strawberry.ID | None = strawberry.field(
+        default=None, description="As in SendMessageInput."
+    )
+    alternative_to: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="As in SendMessageInput: \"regenerate\" is alternativeTo the old reply.",
     )
     client_id: str | None = strawberry.field(
         default=None, description="Idempotency key, as in SendMessageInput."

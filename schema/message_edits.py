@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import conversations as conversation_data
 from db import messages as message_data
+from db.branches import reparent
 from db.changes import ChangeKind, NewChange, record
 from db.engine import write_transaction
 from db.models import utcnow
@@ -114,10 +115,24 @@ class MessageEditMutations:
         message_id = decode_message_id(id)
         async with write_transaction(info.context.sessionmaker) as session:
             conversation, _ = await lock_message(session, message_id=message_id, viewer=viewer)
-            if not await message_data.delete_message(session, message_id=message_id):
+            deleted = await message_data.delete_message(session, message_id=message_id)
+            if deleted is None:
                 raise NotFound()
+            # Its children take its parent; the leaf's place goes to its parent (db.branches).
+            await reparent(
+                session,
+                conversation_id=conversation.id,
+                message_id=message_id,
+                parent_id=deleted.parent_id,
+            )
             conversation = await conversation_data.touch_conversation(
-                session, conversation=conversation
+                session,
+                conversation=conversation,
+                leaf=(
+                    deleted.parent_id
+                    if conversation.current_leaf_id == message_id
+                    else conversation.current_leaf_id
+                ),
             )
             await record(
                 session,

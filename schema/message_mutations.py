@@ -13,10 +13,12 @@ import strawberry
 
 from db import conversations as conversation_data
 from db import messages as message_data
+from db.branches import link_imported
 from db.changes import ChangeKind, NewChange, record
 from db.engine import write_transaction
 from db.messages import NewMessage
 from db.models import MessageRole, utcnow
+from schema.branches import check_branch_input, place, settle
 from schema.conversation_mutations import lock_conversation, remember
 from schema.errors import BadUserInput
 from schema.inputs import ImportMessagesInput, SendMessageInput
@@ -49,10 +51,17 @@ class MessageMutations:
                 ),
             }
         )
+        check_branch_input(input.parent_id, input.alternative_to)
         services = info.context.services
         async with write_transaction(services.sessionmaker) as session:
             conversation = await lock_conversation(
                 session, conversation_id=conversation_id, viewer=viewer
+            )
+            placement = await place(
+                session,
+                conversation=conversation,
+                parent_id=input.parent_id,
+                alternative_to=input.alternative_to,
             )
             row, created = await message_data.add_message(
                 session,
@@ -61,10 +70,12 @@ class MessageMutations:
                 content=input.content,
                 client_id=input.client_id,
                 model=input.model,
+                parent_id=placement.parent_id,
             )
             if created:
+                await settle(session, conversation=conversation, placement=placement, message=row)
                 conversation = await conversation_data.touch_conversation(
-                    session, conversation=conversation, at=row.created_at
+                    session, conversation=conversation, at=row.created_at, leaf=row.id
                 )
                 await services.broker.publish(
                     session, conversation_id=conversation_id, message_ids=[row.id]
@@ -115,9 +126,13 @@ class MessageMutations:
             rows = await message_data.insert_messages(
                 session, conversation_id=conversation_id, items=items
             )
+            # They continue after currentLeaf, each after the one before it.
+            await link_imported(
+                session, ids=[row.id for row in rows], after=conversation.current_leaf_id
+            )
             # The time of this write, however old the history it brings.
             conversation = await conversation_data.touch_conversation(
-                session, conversation=conversation, at=now
+                session, conversation=conversation, at=now, leaf=rows[-1].id
             )
             await services.broker.publish(
                 session, conversation_id=conversation_id, message_ids=[row.id for row in rows]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import strawberry
 
 from schema.accounts import AccountMutations
+from schema.branches import BranchMutations
 from schema.conversation_mutations import ConversationMutations
 from schema.message_edits import MessageEditMutations
 from schema.message_mutations import MessageMutations
@@ -19,5 +20,6 @@ class Mutation(
     MessageMutations,
     MessageEditMutations,
     StreamMutations,
+    BranchMutations,
 ):
     pass

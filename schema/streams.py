@@ -29,6 +29,7 @@ from db.changes import ChangeKind, NewChange, record
 from db.engine import idempotent_read, write_transaction
 from db.models import MessageRole, MessageStatus
 from realtime.hub import SubscriberTooSlow, ViewerGone
+from schema.branches import check_branch_input, place, settle
 from schema.conversation_mutations import lock_conversation, owner_scope, remember
 from schema.errors import BAD_TOKEN, BadUserInput, NotFound, TooSlow, Unauthenticated
 from schema.inputs import AppendMessageInput, FinishMessageInput, StartMessageInput
@@ -76,10 +77,17 @@ class StreamMutations:
                 ),
             }
         )
+        check_branch_input(input.parent_id, input.alternative_to)
         services = info.context.services
         async with write_transaction(services.sessionmaker) as session:
             conversation = await lock_conversation(
                 session, conversation_id=conversation_id, viewer=viewer
+            )
+            placement = await place(
+                session,
+                conversation=conversation,
+                parent_id=input.parent_id,
+                alternative_to=input.alternative_to,
             )
             row, created = await message_data.add_message(
                 session,
@@ -89,10 +97,12 @@ class StreamMutations:
                 client_id=input.client_id,
                 model=input.model,
                 streaming=True,
+                parent_id=placement.parent_id,
             )
             if created:
+                await settle(session, conversation=conversation, placement=placement, message=row)
                 conversation = await conversation_data.touch_conversation(
-                    session, conversation=conversation, at=row.created_at
+                    session, conversation=conversation, at=row.created_at, leaf=row.id
                 )
                 await services.broker.publish(
                     session, conversation_id=conversation_id, message_ids=[row.id]

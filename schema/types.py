@@ -75,6 +75,7 @@ class Conversation(Wrapper, Node):
     tags: list[str] = defined("Conversation.tags")
     last_read_message: Message | None = defined("Conversation.lastReadMessage")
     unread_count: int = defined("Conversation.unreadCount")
+    current_leaf: Message | None = defined("Conversation.currentLeaf")
 
 
 @strawberry.type
@@ -91,6 +92,9 @@ class Message(Wrapper, Node):
     status: MessageStatus = defined("Message.status")
     model: str | None = defined("Message.model")
     usage: TokenUsage | None = defined("Message.usage")
+    parent: Message | None = defined("Message.parent")
+    siblings: list[Message] = defined("Message.siblings")
+    sibling_index: int = defined("Message.siblingIndex")
 
 
 @strawberry.type

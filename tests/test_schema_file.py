@@ -18,7 +18,7 @@ SCHEMA_FILE = ROOT / "schema.graphql"
 CHECK_CONTRACT = ROOT.parent / "shared" / "tools" / "check_contract.py"
 REGENERATE = "python server.py export-schema > schema.graphql"
 # The contract extensions chatql implements (shared/api/NAME.graphql).
-EXTENSIONS = "sync,organize"
+EXTENSIONS = "sync,assistant,organize"
 
 
 def test_the_committed_schema_is_what_export_schema_prints() -> None:
