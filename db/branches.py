@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, or_, select, text
+from sqlalchemy import ColumnElement, Row, and_, bindparam, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.messages import messages
@@ -156,9 +156,7 @@ async def reparent(
     )
 
 
-async def link_imported(
-    session: AsyncSession, *, ids: Sequence[int], after: int | None
-) -> None:
+async def link_imported(session: AsyncSession, *, ids: Sequence[int], after: int | None) -> None:
     """Chain messages just inserted in one statement (ids in the order given): the first
     follows `after`, each other one the one before it. One set-based statement."""
     await session.execute(
@@ -185,15 +183,13 @@ async def siblings_by_parent(
     One statement for all of them (through `ix_messages_parent`)."""
     parents = sorted({parent for _, parent in keys if parent})
     roots = sorted({conversation for conversation, parent in keys if not parent})
-    wanted = []
+    wanted: list[ColumnElement[bool]] = []
     if parents:
         wanted.append(messages.c.parent_id.in_(parents))
     if roots:
         wanted.append(and_(messages.c.parent_id.is_(None), messages.c.conversation_id.in_(roots)))
     statement = (
-        select(*MESSAGE_COLUMNS)
-        .where(or_(*wanted))
-        .order_by(messages.c.created_at, messages.c.id)
+        select(*MESSAGE_COLUMNS).where(or_(*wanted)).order_by(messages.c.created_at, messages.c.id)
     )
     found: dict[SiblingsKey, list[Row[Any]]] = {key: [] for key in keys}
     for row in (await session.execute(statement)).all():

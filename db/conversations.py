@@ -250,7 +250,7 @@ async def touch_conversation(
     *,
     conversation: Row[Any],
     at: datetime | None = None,
-    leaf: int | None | Literal[False] = False,
+    leaf: int | Literal[False] | None = False,
 ) -> Row[Any]:
     """Bump `updated_at` of a locked conversation to `at`, the moment of the write (default
     now), never backwards: the processes that write may not share one clock exactly. `leaf`

@@ -216,7 +216,8 @@ async def delete_message(session: AsyncSession, *, message_id: int) -> Row[Any] 
         .where(messages.c.id == message_id)
         .returning(messages.c.id, messages.c.parent_id, messages.c.conversation_id)
     )
-    return (await session.execute(statement)).first()
+    row: Row[Any] | None = (await session.execute(statement)).first()
+    return row
 
 
 async def revisions_by_message(

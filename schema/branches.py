@@ -113,9 +113,7 @@ class BranchMutations:
             )
             if conversation is None:
                 raise NotFound()
-            leaf = await branches.descend(
-                session, conversation_id=conversation.id, message_id=key
-            )
+            leaf = await branches.descend(session, conversation_id=conversation.id, message_id=key)
             if leaf != conversation.current_leaf_id:
                 found = await branches.chain(session, message_id=leaf)
                 assert found is not None

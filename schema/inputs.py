@@ -117,7 +117,7 @@ class StartMessageInput:
     )
     alternative_to: strawberry.ID | None = strawberry.field(
         default=None,
-        description="As in SendMessageInput: \"regenerate\" is alternativeTo the old reply.",
+        description='As in SendMessageInput: "regenerate" is alternativeTo the old reply.',
     )
     client_id: str | None = strawberry.field(
         default=None, description="Idempotency key, as in SendMessageInput."
