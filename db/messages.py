@@ -216,8 +216,7 @@ async def delete_message(session: AsyncSession, *, message_id: int) -> Row[Any] 
         .where(messages.c.id == message_id)
         .returning(messages.c.id, messages.c.parent_id, messages.c.conversation_id)
     )
-    row: Row[Any] | None = (await session.execute(statement)).first()
-    return row
+    return cast("Row[Any] | None", (await session.execute(statement)).first())
 
 
 async def revisions_by_message(
