@@ -316,8 +316,8 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_import_chatgpt(settings: Settings, args: argparse.Namespace) -> int:
-    """A ChatGPT data export's conversations.json into `--user`'s account: of a conversation
-    with branches, the current path (`schema.imports`)."""
+    """A ChatGPT data export's conversations.json into `--user`'s account: every branch, the
+    current path the active one (`schema.imports`)."""
     import json
     from datetime import UTC, datetime
 
@@ -339,8 +339,8 @@ def cmd_import_chatgpt(settings: Settings, args: argparse.Namespace) -> int:
     done = _stored(importer, args)
     if branched:
         done += (
-            f"; {branched:,} conversations had branches: the current path of each was "
-            "imported, the other branches were left out"
+            f"; {branched:,} conversations had branches: every branch was imported, the "
+            "current path of each is its active branch"
         )
     print(done)
     return 0

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, func, select, tuple_
+from sqlalchemy import Row, Table, func, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.engine import idempotent_read
@@ -47,6 +47,7 @@ MESSAGE_COLUMNS = (
     messages.c.edited_at,
     messages.c.revision,
     messages.c.model,
+    messages.c.parent_id,  # every branch is exported: the tree (`db.branches`)
 )
 
 
@@ -90,8 +91,8 @@ async def export_size(sessionmaker: Sessionmaker, *, user_id: int) -> tuple[int,
 
 
 async def message_count(sessionmaker: Sessionmaker, *, conversation_id: str) -> int:
-    """The messages of one conversation (what its Markdown will show)."""
-    statement = select(func.count()).select_from(messages)
+    """The messages of one conversation's active branch (what its Markdown will show)."""
+    statement = select(func.count()).select_from(messages).where(messages.c.on_branch == true())
     rows = await _all(sessionmaker, statement.where(messages.c.conversation_id == conversation_id))
     return int(rows[0][0])
 
@@ -127,7 +128,7 @@ async def one_conversation(
 
 
 async def message_batches(
-    sessionmaker: Sessionmaker, *, conversation_ids: Sequence[str]
+    sessionmaker: Sessionmaker, *, conversation_ids: Sequence[str], active_branch: bool = False
 ) -> AsyncIterator[MessageBatch]:
     """The messages of these conversations (given in id order) in (conversation id,
     `created_at`, id) order, `MESSAGE_BATCH` a batch, each with its edited messages' earlier
@@ -161,6 +162,8 @@ async def message_batches(
             )
         else:
             return
+        if active_branch:  # the Markdown's: the active branch alone
+            statement = statement.where(messages.c.on_branch == true())
         rows = await _all(sessionmaker, statement.limit(MESSAGE_BATCH))
         if rows:
             edited = [row.id for row in rows if row.revision > 1]

@@ -5,6 +5,14 @@ Each conversation is one INSERT, its messages multi-row INSERTs of `CHUNK` (ids 
 file's order), the earlier contents of edited messages one more. The change feed learns of it
 all at the end (`finish`): CONVERSATION_CREATED per conversation and MESSAGE_ADDED per message,
 recorded by `db.changes.record` as the transaction's last statement (see there why last).
+
+Branches (`db.branches`): each message names its parent by its index in the conversation
+(`parent`) and the conversation its current leaf (`leaf`); the path from the leaf up is the
+active branch (`on_branch`, written with the rows). A chunk's rows are linked each to the one
+before it in one statement (`db.branches.link_imported`), and only the messages whose parent
+is not the one before them (first messages, branch points) are set one by one after it: a
+conversation that never branched costs one statement a chunk. The current leaves are written
+at the end, with one statement for all conversations.
 """
 
 from __future__ import annotations
@@ -14,9 +22,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.branches import link_imported
 from db.changes import ChangeKind, NewChange, record
 from db.models import Conversation, Message, MessageRevision, MessageRole, new_conversation_id
 
@@ -47,6 +56,8 @@ class MessageLike(Protocol):
     def edited_at(self) -> datetime | None: ...
     @property
     def revisions(self) -> Sequence[RevisionLike]: ...
+    @property
+    def parent(self) -> int | None: ...  # its parent's index in the conversation (None: first)
 
 
 class ConversationLike(Protocol):
@@ -58,6 +69,8 @@ class ConversationLike(Protocol):
     def updated_at(self) -> datetime: ...
     @property
     def messages(self) -> Sequence[MessageLike]: ...
+    @property
+    def leaf(self) -> int | None: ...  # the index of the current leaf (None: no messages)
 
 
 @dataclass
@@ -68,6 +81,7 @@ class Importer:
     session: AsyncSession
     owner_id: int
     changes: list[NewChange] = field(default_factory=list)
+    leaves: list[dict[str, Any]] = field(default_factory=list)
     conversations: int = 0
     messages: int = 0
 
@@ -87,12 +101,26 @@ class Importer:
             NewChange(self.owner_id, ChangeKind.CONVERSATION_CREATED, conversation_id)
         )
         items = conversation.messages
+        on_branch = _active_path(items, conversation.leaf)
+        ids: list[int] = []
         for start in range(0, len(items), CHUNK):
-            await self._messages(conversation_id, items[start : start + CHUNK])
+            await self._messages(conversation_id, items, start, on_branch, ids)
+        if conversation.leaf is not None:
+            self.leaves.append({"key": conversation_id, "leaf": ids[conversation.leaf]})
         self.conversations += 1
         return conversation_id
 
-    async def _messages(self, conversation_id: str, items: Sequence[MessageLike]) -> None:
+    async def _messages(
+        self,
+        conversation_id: str,
+        every: Sequence[MessageLike],
+        start: int,
+        on_branch: set[int],
+        ids: list[int],
+    ) -> None:
+        """Store `every[start:start + CHUNK]`; `ids` (those of the messages before `start`)
+        gets theirs."""
+        items = every[start : start + CHUNK]
         rows: list[dict[str, Any]] = [
             {
                 "conversation_id": conversation_id,
@@ -102,12 +130,14 @@ class Importer:
                 "created_at": item.created_at,
                 "edited_at": item.edited_at,
                 "revision": len(item.revisions) + 1,
+                "on_branch": start + index in on_branch,
             }
-            for item in items
+            for index, item in enumerate(items)
         ]
         statement = insert(messages).values(rows).returning(messages.c.id)
         # Ids are drawn in VALUES order; RETURNING promises no order, so sort them.
-        ids = sorted(int(found) for found in (await self.session.execute(statement)).scalars())
+        ids += sorted(int(found) for found in (await self.session.execute(statement)).scalars())
+        await self._link(every, start, len(items), ids)
         earlier = [
             {
                 "message_id": message_id,
@@ -115,18 +145,64 @@ class Importer:
                 "content": revision.content,
                 "created_at": revision.created_at,
             }
-            for message_id, item in zip(ids, items, strict=True)
+            for message_id, item in zip(ids[start:], items, strict=True)
             for revision in item.revisions
         ]
         if earlier:
             await self.session.execute(insert(revisions), earlier)
         self.changes += [
             NewChange(self.owner_id, ChangeKind.MESSAGE_ADDED, conversation_id, message_id)
-            for message_id in ids
+            for message_id in ids[start:]
         ]
-        self.messages += len(ids)
+        self.messages += len(items)
+
+    async def _link(
+        self, every: Sequence[MessageLike], start: int, count: int, ids: list[int]
+    ) -> None:
+        """Give the chunk's messages their parents: each the one before it in one statement,
+        then those whose parent is another (or none) one by one."""
+
+        def parent_id(index: int) -> int | None:
+            parent = every[index].parent
+            return None if parent is None else ids[parent]
+
+        await link_imported(
+            self.session,
+            ids=ids[start : start + count],
+            after=ids[start - 1] if start else None,
+        )
+        others = [
+            {"key": ids[index], "parent": parent_id(index)}
+            for index in range(start, start + count)
+            if every[index].parent != index - 1
+        ]
+        if others:
+            await self.session.execute(
+                update(messages)
+                .where(messages.c.id == bindparam("key"))
+                .values(parent_id=bindparam("parent")),
+                others,
+            )
 
     async def finish(self) -> None:
-        """Record the changes: the last statement before the caller commits."""
+        """Set the conversations' current leaves, then record the changes: the last statement
+        before the caller commits."""
+        if self.leaves:
+            await self.session.execute(
+                update(conversations)
+                .where(conversations.c.id == bindparam("key"))
+                .values(current_leaf_id=bindparam("leaf")),
+                self.leaves,
+            )
         if self.changes:
             await record(self.session, self.changes)
+
+
+def _active_path(items: Sequence[MessageLike], leaf: int | None) -> set[int]:
+    """The indexes of the messages from `leaf` up through their parents."""
+    path: set[int] = set()
+    step = leaf
+    while step is not None and step not in path:
+        path.add(step)
+        step = items[step].parent
+    return path

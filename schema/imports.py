@@ -2,20 +2,25 @@
 (`schema.validation`) before anything is stored; `db.imports` stores it.
 
 - `chatql_lines`: chatql's own export (`GET /export`, see `transport.export`), one
-  conversation a line. Ids, `parentId`, `model`, `archived`, `pinned` and `tags` are not read:
-  the conversation and its messages get new ids, the messages their order from the file.
+  conversation a line. `model`, `archived`, `pinned` and `tags` are not read: the conversation
+  and its messages get new ids, the messages their order from the file and their tree from
+  `id` and `parentId` (a message without `parentId` follows the one before it, as in files
+  written before branches; null is a first message). The active branch ends at the newest
+  message and goes on through the newest children (`selectBranch`'s rule): the export names
+  no current leaf.
 - `chatgpt_conversations`: a ChatGPT data export's `conversations.json`, a list of
   conversations, each a `mapping` of nodes (`id`, `message`, `parent`, `children`) and a
-  `current_node`. Of a tree with branches, the current path is imported: from `current_node`
-  up through the parents, root first (chatql's branches, "assistant", are not built yet).
+  `current_node`. The whole tree is imported, every branch, and the path from the root to
+  `current_node` is the active branch (chatql's branches, "assistant"); a skipped node's
+  children follow its nearest kept ancestor.
   `author.role` user, assistant and system become USER, ASSISTANT and SYSTEM; `tool` messages
   (a plugin's or a browsing tool's output) are skipped, as are nodes without a message and
   messages with no text. Text is the string parts of `content.parts` (images and other
   non-string parts are left out) joined by blank lines, or `content.text` when there are no
   parts (`code`). `create_time` is epoch seconds; a message without one takes the time of the
-  one before it (or the conversation's), and a message is never earlier than the one before
-  it, so the order stays the path's. A title over 200 characters is cut to 200, an empty or
-  missing one is "Untitled".
+  one before it on its path (or the conversation's), and a message is never earlier than the
+  one before it, so the order stays the path's. A title over 200 characters is cut to 200, an
+  empty or missing one is "Untitled".
 
 A file that breaks a rule is a `BrokenFile` naming where: the line, or the conversation's
 index and id and the node's id, and the field.
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,6 +76,8 @@ class ImportedMessage:
     edited_at: datetime | None = None
     # Earlier contents, oldest first; the message's revision is one more than the last.
     revisions: list[ImportedRevision] = field(default_factory=list)
+    # The index of its parent in the conversation's messages (None: a first message).
+    parent: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,8 +86,10 @@ class ImportedConversation:
     created_at: datetime
     updated_at: datetime
     messages: list[ImportedMessage]
-    # ChatGPT: the tree had branches, of which the current path was read.
+    # ChatGPT: the tree had branches (all of them are read).
     branched: bool = False
+    # The index of the current leaf in `messages` (None: it has none).
+    leaf: int | None = None
 
 
 # chatql's own export ----------------------------------------------------------------------
@@ -111,10 +120,21 @@ def _chatql_conversation(data: Any, where: str) -> ImportedConversation:
     if not isinstance(items, list):
         raise BrokenFile(where, "messages: must be a list")
     messages = []
+    named = {
+        item["id"]: index
+        for index, item in enumerate(items)
+        if isinstance(item, dict) and isinstance(item.get("id"), str)
+    }
     for index, item in enumerate(items):
         at = f"messages.{index}"
         if not isinstance(item, dict):
             raise BrokenFile(where, f"{at}: not a JSON object")
+        parent: int | None = index - 1 if index else None
+        if "parentId" in item:
+            given = item["parentId"]
+            parent = None if given is None else named.get(given)
+            if given is not None and parent in (None, index):
+                raise BrokenFile(where, f"{at}.parentId: not the id of a message of this line")
         role = item.get("role")
         if role not in MessageRole.__members__:
             raise BrokenFile(where, f"{at}.role: must be USER, ASSISTANT or SYSTEM")
@@ -142,14 +162,50 @@ def _chatql_conversation(data: Any, where: str) -> ImportedConversation:
                 created_at=_stamp(item, "createdAt", where, at),
                 edited_at=None if edited is None else _stamp(item, "editedAt", where, at),
                 revisions=revisions,
+                parent=parent,
             )
         )
+    _check_tree(messages, where)
     return ImportedConversation(
         title=title,
         created_at=_stamp(data, "createdAt", where),
         updated_at=_stamp(data, "updatedAt", where),
         messages=messages,
+        leaf=newest_leaf(messages),
     )
+
+
+def _check_tree(messages: list[ImportedMessage], where: str) -> None:
+    """A `BrokenFile` when the parents form a cycle."""
+    done: set[int] = set()
+    for start in range(len(messages)):
+        path: set[int] = set()
+        step: int | None = start
+        while step is not None and step not in done:
+            if step in path:
+                raise BrokenFile(where, f"messages.{step}.parentId: the parents form a cycle")
+            path.add(step)
+            step = messages[step].parent
+        done |= path
+
+
+def newest_leaf(messages: list[ImportedMessage]) -> int | None:
+    """The leaf reached from the newest message (by time, then place) through the newest
+    child at each step; None without messages."""
+    if not messages:
+        return None
+    children: dict[int, list[int]] = {}
+    for index, message in enumerate(messages):
+        if message.parent is not None:
+            children.setdefault(message.parent, []).append(index)
+
+    def newest(indexes: Iterable[int]) -> int:
+        return max(indexes, key=lambda index: (messages[index].created_at, index))
+
+    step = newest(range(len(messages)))
+    while step in children:
+        step = newest(children[step])
+    return step
 
 
 def _string(data: dict[str, Any], key: str, where: str, at: str = "") -> str:
@@ -202,34 +258,31 @@ def _chatgpt_conversation(item: dict[str, Any], where: str, now: datetime) -> Im
     _check(title_problem(title), where, "title")
     started = _epoch(item.get("create_time"), where, "create_time")
     ended = _epoch(item.get("update_time"), where, "update_time")
-    messages: list[ImportedMessage] = []
-    previous = started
-    for node_id in _current_path(mapping, item.get("current_node"), where):
-        node = mapping[node_id]
-        at = f"{where}, node {node_id!r}"
-        message = node.get("message")
-        if message is None:
+    path = _current_path(mapping, item.get("current_node"), where)
+    # Every node, parents first; each kept message with its nearest kept ancestor.
+    found: list[tuple[str, ImportedMessage, str | None]] = []
+    nearest: dict[str, str | None] = {}  # a node's nearest kept ancestor, itself included
+    moments: dict[str, datetime | None] = {}  # the time of that one (or the conversation's)
+    for node_id in _tree_order(mapping, where):
+        parent = mapping[node_id].get("parent")
+        above = nearest[parent] if parent is not None else None
+        previous = moments[parent] if parent is not None else started
+        nearest[node_id], moments[node_id] = above, previous
+        read = _chatgpt_message(mapping[node_id], f"{where}, node {node_id!r}", previous)
+        if read is None:
             continue
-        if not isinstance(message, dict):
-            raise BrokenFile(at, "message: must be an object or null")
-        author = message.get("author")
-        role = author.get("role") if isinstance(author, dict) else None
-        if role in SKIPPED_ROLES:
-            continue
-        if role not in CHATGPT_ROLES:
-            raise BrokenFile(
-                at, f"message.author.role: {role!r} is not user, assistant, system or tool"
-            )
-        text = _text(message.get("content"), at)
-        if not text.strip():
-            continue
-        _check(content_problem(text), at, "message.content")
-        moment = _epoch(message.get("create_time"), at, "message.create_time")
-        moment = max(filter(None, (moment, previous))) if moment or previous else None
-        previous = moment
-        messages.append(
-            ImportedMessage(role=CHATGPT_ROLES[role], content=text, created_at=moment or now)
-        )
+        role, text, moment = read
+        found.append((node_id, ImportedMessage(role, text, moment or now), above))
+        nearest[node_id], moments[node_id] = node_id, moment
+    # In time order (a stable sort: a parent stays before its children at the same time).
+    found.sort(key=lambda entry: entry[1].created_at)
+    place = {node_id: index for index, (node_id, _, _) in enumerate(found)}
+    messages = [
+        replace(message, parent=None if above is None else place[above])
+        for _, message, above in found
+    ]
+    current = nearest[path[-1]] if path else None
+    leaf = place[current] if current is not None else newest_leaf(messages)
     created = started or (messages[0].created_at if messages else None) or ended or now
     updated = ended or (messages[-1].created_at if messages else None) or created
     branched = any(len(node.get("children") or []) > 1 for node in mapping.values())
@@ -239,7 +292,57 @@ def _chatgpt_conversation(item: dict[str, Any], where: str, now: datetime) -> Im
         updated_at=max(created, updated),
         messages=messages,
         branched=branched,
+        leaf=leaf,
     )
+
+
+def _chatgpt_message(
+    node: dict[str, Any], at: str, previous: datetime | None
+) -> tuple[MessageRole, str, datetime | None] | None:
+    """A node's message as (role, text, time), None when it is skipped."""
+    message = node.get("message")
+    if message is None:
+        return None
+    if not isinstance(message, dict):
+        raise BrokenFile(at, "message: must be an object or null")
+    author = message.get("author")
+    role = author.get("role") if isinstance(author, dict) else None
+    if role in SKIPPED_ROLES:
+        return None
+    if role not in CHATGPT_ROLES:
+        raise BrokenFile(
+            at, f"message.author.role: {role!r} is not user, assistant, system or tool"
+        )
+    text = _text(message.get("content"), at)
+    if not text.strip():
+        return None
+    _check(content_problem(text), at, "message.content")
+    moment = _epoch(message.get("create_time"), at, "message.create_time")
+    moment = max(filter(None, (moment, previous))) if moment or previous else None
+    return CHATGPT_ROLES[role], text, moment
+
+
+def _tree_order(mapping: dict[str, Any], where: str) -> list[str]:
+    """Every node id, each after its parent (children in the mapping's order). A parent that
+    is not a node, or parents in a cycle, are a `BrokenFile`."""
+    children: dict[str | None, list[str]] = {}
+    for node_id, node in mapping.items():
+        parent = node.get("parent")
+        if parent is not None and (not isinstance(parent, str) or parent not in mapping):
+            raise BrokenFile(
+                f"{where}, node {node_id!r}", f"parent: {parent!r} is not a node of the mapping"
+            )
+        children.setdefault(parent, []).append(node_id)
+    order: list[str] = []
+    waiting = list(reversed(children.get(None, [])))
+    while waiting:
+        node_id = waiting.pop()
+        order.append(node_id)
+        waiting += reversed(children.get(node_id, []))
+    if len(order) < len(mapping):
+        stuck = next(node_id for node_id in mapping if node_id not in set(order))
+        raise BrokenFile(f"{where}, node {stuck!r}", "parent: the parents form a cycle")
+    return order
 
 
 def _current_path(mapping: dict[str, Any], current: Any, where: str) -> list[str]:

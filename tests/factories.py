@@ -6,9 +6,10 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
-from sqlalchemy import insert
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db.branches import link_imported
 from db.models import Conversation, Message, MessageRole, User, new_conversation_id
 from db.users import with_keys
 from schema.auth import issue_token
@@ -95,7 +96,8 @@ async def make_messages(
     step: timedelta = timedelta(seconds=1),
     content: str = "message {i}",
 ) -> list[int]:
-    """`count` messages one `step` apart; returns their ids, oldest first."""
+    """`count` messages one `step` apart, on the active branch after its current leaf, each
+    after the one before (`db.branches`); returns their ids, oldest first."""
     rows = [
         {
             "conversation_id": conversation_id,
@@ -107,4 +109,14 @@ async def make_messages(
     ]
     async with sm() as session, session.begin():
         result = await session.execute(insert(Message).returning(Message.id), rows)
-        return sorted(int(x) for x in result.scalars().all())
+        ids = sorted(int(x) for x in result.scalars().all())
+        if ids:
+            held = select(Conversation.current_leaf_id).where(Conversation.id == conversation_id)
+            leaf = (await session.execute(held)).scalar()
+            await link_imported(session, ids=ids, after=leaf)
+            await session.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id)
+                .values(current_leaf_id=ids[-1])
+            )
+        return ids

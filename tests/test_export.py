@@ -334,16 +334,16 @@ async def _conversation(sm: Sessionmaker, conversation_id: str) -> str:
 
 
 def _without_ids(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The lines with ids left out (each `parentId` checked to be the message before it),
-    in (createdAt, title) order."""
+    """The lines with ids left out (each `parentId` as `parent`, the index of that message in
+    the line), in (createdAt, title) order."""
     bare = []
     for line in lines:
         messages = []
-        previous = None
+        places = {message["id"]: index for index, message in enumerate(line["messages"])}
         for message in line["messages"]:
-            assert message["parentId"] == previous
-            previous = message["id"]
-            messages.append({k: v for k, v in message.items() if k not in ("id", "parentId")})
+            parent = None if message["parentId"] is None else places[message["parentId"]]
+            kept = {k: v for k, v in message.items() if k not in ("id", "parentId")}
+            messages.append({**kept, "parent": parent})
         bare.append({**{k: v for k, v in line.items() if k != "id"}, "messages": messages})
     return sorted(bare, key=lambda line: (line["createdAt"], line["title"]))
 
@@ -361,6 +361,14 @@ async def test_an_export_imported_into_another_user_exports_the_same(
                 sessionmaker, conversation_id=conversation, count=index * 2, content="é {i} 😀"
             )
             await edit(sessionmaker, ids[-1], ["old"], "new")
+            if index == 2:  # a branch: the last answer regenerated (the active branch's leaf)
+                send = "mutation ($input: SendMessageInput!) { sendMessage(input: $input) { id } }"
+                regenerated = {
+                    "conversationId": gid("Conversation", conversation),
+                    "content": "regenerated",
+                    "alternativeTo": gid("Message", ids[-1]),
+                }
+                await api.data(send, {"input": regenerated}, token=token_for(owner))
         else:
             # What streamed answers may hold: nothing yet, or more than a sent message may.
             await make_messages(sessionmaker, conversation_id=conversation, count=1, content="")
@@ -379,11 +387,24 @@ async def test_an_export_imported_into_another_user_exports_the_same(
 
     assert (finished.returncode, finished.stdout) == (
         0,
-        f"imported 3 conversations and 8 messages from {path} for heir\n",
+        f"imported 3 conversations and 9 messages from {path} for heir\n",
     )
     again = await export_lines(api, token_for(heir))
     original = [json.loads(line) for line in exported.text.splitlines()]
     assert _without_ids(again) == _without_ids(original)
+    # The tree came back, the newest message's branch active.
+    branched = next(line for line in again if line["title"] == "T2")
+    active = """query ($id: ID!) {
+      conversation(id: $id) { messageCount messages(first: 9) { edges { node { content } } } }
+    }"""
+    found = await api.data(active, {"id": branched["id"]}, token=token_for(heir))
+    assert found["conversation"]["messageCount"] == 4
+    assert [e["node"]["content"] for e in found["conversation"]["messages"]["edges"]] == [
+        "é 0 😀",
+        "é 1 😀",
+        "é 2 😀",
+        "regenerated",
+    ]
     assert await _feed(sessionmaker, heir) == _messages_by_conversation(again)
 
 
@@ -440,8 +461,8 @@ async def test_import_chatgpt_keeps_structure_order_roles_and_times(
 
     assert (finished.returncode, finished.stdout) == (
         0,
-        f"imported 4 conversations and 11 messages from {path} for bringer; 1 conversations had "
-        "branches: the current path of each was imported, the other branches were left out\n",
+        f"imported 4 conversations and 15 messages from {path} for bringer; 1 conversations had "
+        "branches: every branch was imported, the current path of each is its active branch\n",
     )
     # Not a terminal: the progress is one log line.
     (progress,) = [json.loads(line) for line in finished.stderr.splitlines()]
@@ -455,7 +476,7 @@ async def test_import_chatgpt_keeps_structure_order_roles_and_times(
     assert untitled["title"] == "Untitled" and untitled["messages"] == []
     assert untitled["createdAt"] == untitled["updatedAt"] >= _at(before)
 
-    def message(role: str, content: str, seconds: float) -> dict[str, Any]:
+    def message(role: str, content: str, seconds: float, parent: int | None) -> dict[str, Any]:
         at = _at(seconds)
         return {
             "role": role,
@@ -464,6 +485,7 @@ async def test_import_chatgpt_keeps_structure_order_roles_and_times(
             "createdAt": at,
             "editedAt": None,
             "revisions": [],
+            "parent": parent,
         }
 
     def conversation(title: str, start: float, end: float, *messages: Any) -> dict[str, Any]:
@@ -482,29 +504,60 @@ async def test_import_chatgpt_keeps_structure_order_roles_and_times(
             "Boiling eggs",
             1700000000.0,
             1700000010.0,
-            message("USER", "How do I boil an egg?", 1700000000.5),
-            message("ASSISTANT", "Put it in boiling water for 9 minutes.", 1700000003.25),
+            message("USER", "How do I boil an egg?", 1700000000.5, None),
+            message("ASSISTANT", "Put it in boiling water for 9 minutes.", 1700000003.25, 0),
         ),
-        conversation(
+        conversation(  # every branch, in time order; the current path is the active branch
             "Primes",
             1700100000.0,
             1700100007.0,
-            message("SYSTEM", "You are a terse assistant.", 1700100000.0),
-            message("USER", "Name a prime.", 1700100001.0),
-            message("ASSISTANT", "7", 1700100005.0),
-            message("USER", "Another?", 1700100006.0),
-            message("ASSISTANT", "11", 1700100007.0),
+            message("SYSTEM", "You are a terse assistant.", 1700100000.0, None),
+            message("USER", "Name a prime.", 1700100001.0, 0),
+            message("ASSISTANT", "4", 1700100002.0, 1),
+            message("USER", "That is not prime.", 1700100003.0, 2),
+            message("ASSISTANT", "7", 1700100005.0, 1),
+            message("USER", "Another?", 1700100006.0, 4),
+            message("ASSISTANT", "11", 1700100007.0, 5),
+            message("USER", "Name an even prime.", 1700100008.0, 0),
+            message("ASSISTANT", "2", 1700100009.0, 7),
         ),
-        conversation(
+        conversation(  # the tool's output skipped: the answer after it follows the one before
             "Code output",
             1700200000.0,
             1700200010.0,
-            message("USER", "What does this print?", 1700200000.0),
-            message("ASSISTANT", "print(6 * 7)", 1700200001.0),
-            message("ASSISTANT", "It prints 42.", 1700200001.0),  # no time: the one before's
-            message("USER", "Thanks!", 1700200010.0),
+            message("USER", "What does this print?", 1700200000.0, None),
+            message("ASSISTANT", "print(6 * 7)", 1700200001.0, 0),
+            message("ASSISTANT", "It prints 42.", 1700200001.0, 1),  # no time: the one before's
+            message("USER", "Thanks!", 1700200010.0, 2),
         ),
     ]
+    primes = next(
+        line for line in await export_lines(api, token_for(user)) if line["title"] == "Primes"
+    )
+    active = await api.data(
+        """query ($id: ID!) { conversation(id: $id) {
+          currentLeaf { content } messageCount
+          messages(first: 20) { edges { node { content siblings { content } } } }
+        } }""",
+        {"id": primes["id"]},
+        token=token_for(user),
+    )
+    assert active["conversation"] == {
+        "currentLeaf": {"content": "11"},
+        "messageCount": 5,
+        "messages": {
+            "edges": [
+                {"node": {"content": content, "siblings": [{"content": s} for s in siblings]}}
+                for content, siblings in (
+                    ("You are a terse assistant.", ["You are a terse assistant."]),
+                    ("Name a prime.", ["Name a prime.", "Name an even prime."]),
+                    ("7", ["4", "7"]),
+                    ("Another?", ["Another?"]),
+                    ("11", ["11"]),
+                )
+            ]
+        },
+    }
     assert await _feed(sessionmaker, user) == _messages_by_conversation(
         await export_lines(api, token_for(user))
     )

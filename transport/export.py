@@ -23,15 +23,15 @@ The NDJSON (documented in README.md, "Export and import"): one conversation a li
 line, in conversation id order, empty and archived ones included:
 `{"id", "title", "createdAt", "updatedAt", "archived", "pinned", "tags", "messages"}`, each
 message `{"id", "parentId", "role", "content", "model", "createdAt", "editedAt", "revisions"}`
-in (`createdAt`, id) order; `parentId` is the message before it (null for the first), as the
-branches of "assistant" read for a conversation that never branched; `revisions` are the
+in (`createdAt`, id) order, every branch; `parentId` is its parent ("assistant"'s branches:
+null for a first message); `revisions` are the
 earlier contents of an edited message, `{"revision", "content", "createdAt"}`, oldest first.
 Ids are global ids, times `db.formats.stamp`s. Lines are written a batch of messages at a
 time (`db.export`), so memory stays bounded by a batch whatever the export's size.
 
-The Markdown: `# <title>`, a line with the conversation's times, then each message as a
-`### <Role> · <createdAt>` heading (` · edited <editedAt>` when edited) followed by its content
-as written, messages separated by `---` rules.
+The Markdown: `# <title>`, a line with the conversation's times, then each message of its
+active branch as a `### <Role> · <createdAt>` heading (` · edited <editedAt>` when edited)
+followed by its content as written, messages separated by `---` rules.
 """
 
 from __future__ import annotations
@@ -216,17 +216,15 @@ def _revision(revision: Revision) -> dict[str, Any]:
     }
 
 
-def _message(row: Sequence[Any], parent_id: str | None, batch: MessageBatch) -> tuple[bytes, str]:
-    """A message's JSON, and its global id (the next one's `parentId`). The row is
-    `db.export.MESSAGE_COLUMNS`, unpacked by position (the hot loop: 100,000 rows a few
-    seconds)."""
-    key, _, role, content, created_at, edited_at, _, model = row
-    message_id = global_id("Message", key)
+def _message(row: Sequence[Any], batch: MessageBatch) -> bytes:
+    """A message's JSON. The row is `db.export.MESSAGE_COLUMNS`, unpacked by position (the
+    hot loop: 100,000 rows a few seconds)."""
+    key, _, role, content, created_at, edited_at, _, model, parent = row
     earlier = batch.revisions.get(key)
-    body = orjson.dumps(
+    return orjson.dumps(
         {
-            "id": message_id,
-            "parentId": parent_id,
+            "id": global_id("Message", key),
+            "parentId": None if parent is None else global_id("Message", parent),
             "role": role,  # a StrEnum: orjson writes its value
             "content": content,
             "model": model,
@@ -235,7 +233,6 @@ def _message(row: Sequence[Any], parent_id: str | None, batch: MessageBatch) -> 
             "revisions": [_revision(item) for item in earlier] if earlier else [],
         }
     )
-    return body, message_id
 
 
 async def ndjson(sessionmaker: Any, user_id: int) -> AsyncIterator[bytes]:
@@ -244,7 +241,6 @@ async def ndjson(sessionmaker: Any, user_id: int) -> AsyncIterator[bytes]:
         ids = [row.id for row in conversations]
         following = iter(conversations)  # the conversations not opened yet, in order
         open_id: str | None = None
-        parent: str | None = None
         async for batch in message_batches(sessionmaker, conversation_ids=ids):
             chunks: list[bytes] = []
             for row in batch.rows:
@@ -257,11 +253,10 @@ async def ndjson(sessionmaker: Any, user_id: int) -> AsyncIterator[bytes]:
                         if conversation.id == row.conversation_id:
                             break
                         chunks.append(CLOSE)
-                    open_id, parent = row.conversation_id, None
+                    open_id = row.conversation_id
                 else:
                     chunks.append(b",")
-                body, parent = _message(row, parent, batch)
-                chunks.append(body)
+                chunks.append(_message(row, batch))
             yield b"".join(chunks)
         rest = [CLOSE] if open_id is not None else []
         rest += [_conversation_head(conversation) + CLOSE for conversation in following]
@@ -281,7 +276,8 @@ async def markdown(sessionmaker: Any, conversation: Row[Any]) -> AsyncIterator[b
     title = _heading_text(conversation.title) or "Untitled"
     created, updated = stamp(conversation.created_at), stamp(conversation.updated_at)
     yield f"# {title}\n\nCreated {created} · updated {updated}\n".encode()
-    async for batch in message_batches(sessionmaker, conversation_ids=[conversation.id]):
+    batches = message_batches(sessionmaker, conversation_ids=[conversation.id], active_branch=True)
+    async for batch in batches:
         chunks = []
         for row in batch.rows:
             heading = f"### {ROLES.get(str(row.role), str(row.role))} · {stamp(row.created_at)}"
