@@ -95,9 +95,11 @@ async def make_messages(
     start: datetime = BASE_TIME,
     step: timedelta = timedelta(seconds=1),
     content: str = "message {i}",
+    linked: bool = True,
 ) -> list[int]:
     """`count` messages one `step` apart, on the active branch after its current leaf, each
-    after the one before (`db.branches`); returns their ids, oldest first."""
+    after the one before (`db.branches`); returns their ids, oldest first. `linked` False:
+    the rows alone, as a schema before branches (migration 0011) holds them."""
     rows = [
         {
             "conversation_id": conversation_id,
@@ -110,7 +112,7 @@ async def make_messages(
     async with sm() as session, session.begin():
         result = await session.execute(insert(Message).returning(Message.id), rows)
         ids = sorted(int(x) for x in result.scalars().all())
-        if ids:
+        if ids and linked:
             held = select(Conversation.current_leaf_id).where(Conversation.id == conversation_id)
             leaf = (await session.execute(held)).scalar()
             await link_imported(session, ids=ids, after=leaf)

@@ -221,7 +221,8 @@ def test_a_subscription_in_the_explorer_goes_over_graphql_ws_with_the_header_edi
 
 def test_the_default_document_is_valid_against_the_schema_and_shows_a_streamed_answer() -> None:
     """Every operation of the explorer's default document (a JS array of string literals)
-    validates against the schema; the streamed answer's four are among them."""
+    validates against the schema; the streamed answer's four and the branches' three are among
+    them."""
     script = (Path(explorer.__file__).parent / "static" / "explorer.js").read_text()
     body = script.split("var DEFAULT_QUERY = [", 1)[1].split("].join(", 1)[0]
     lines = [
@@ -234,4 +235,7 @@ def test_the_default_document_is_valid_against_the_schema_and_shows_a_streamed_a
         for node in document.definitions
         if isinstance(node, OperationDefinitionNode) and node.name is not None
     ]
-    assert names[-4:] == ["StartAnswer", "Append", "Finish", "AnswerStream"]
+    assert names[-7:] == [
+        *("StartAnswer", "Append", "Finish", "AnswerStream"),
+        *("Regenerate", "Branches", "SelectBranch"),
+    ]

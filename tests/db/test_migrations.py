@@ -96,7 +96,11 @@ async def test_the_search_index_covers_the_rows_written_before_it(
     conversation = await make_conversation(sessionmaker, owner_id=user)
     await migrate(engine, "0007_trusted_documents", down=True)
     await make_messages(
-        sessionmaker, conversation_id=conversation, count=3, content="wombats dig burrow {i}"
+        sessionmaker,
+        conversation_id=conversation,
+        count=3,
+        content="wombats dig burrow {i}",
+        linked=False,
     )
     await migrate(engine, "head")
     await make_messages(sessionmaker, conversation_id=conversation, count=1, content="a wombat")

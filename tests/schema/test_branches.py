@@ -7,12 +7,22 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.settings import Settings
 from db.branches import link_imported
+from db.migrate import migrate
 from db.models import Conversation, Message, MessageRole
-from tests.factories import BASE_TIME, Sessionmaker, gid, make_conversation, make_user, token_for
+from tests.factories import (
+    BASE_TIME,
+    Sessionmaker,
+    gid,
+    make_conversation,
+    make_messages,
+    make_user,
+    token_for,
+)
 from tests.helpers import Api, StatementCounter
 from tests.schema.test_definitions import both_answers
 
@@ -396,3 +406,42 @@ async def test_a_branched_conversation_pages_in_the_statements_of_a_linear_one(
     assert contents[0] == contents[1] == [f"message {i}" for i in range(1950, 2000)]
     assert [a["messageCount"] for a in answers] == [2000, 2000]
     assert [a["messages"]["pageInfo"]["hasPreviousPage"] for a in answers] == [True, True]
+
+
+async def test_the_migration_puts_the_messages_written_before_it_on_one_branch(
+    engine: AsyncEngine, sessionmaker: Sessionmaker
+) -> None:
+    owner = await make_user(sessionmaker, username="old")
+    imported = await make_conversation(sessionmaker, owner_id=owner)
+    empty = await make_conversation(sessionmaker, owner_id=owner)
+    await migrate(engine, "0010_streams", down=True)
+    # Written out of time order (older history imported later): parents follow time.
+    later = await make_messages(
+        sessionmaker, conversation_id=imported, count=2, start=BASE_TIME, linked=False
+    )
+    earlier = await make_messages(
+        sessionmaker,
+        conversation_id=imported,
+        count=2,
+        start=BASE_TIME - timedelta(days=1),
+        linked=False,
+    )
+    await migrate(engine, "head")
+
+    async with sessionmaker() as session:
+        rows = (
+            await session.execute(
+                select(Message.id, Message.parent_id, Message.on_branch).order_by(Message.id)
+            )
+        ).all()
+        leaves = dict(
+            (await session.execute(select(Conversation.id, Conversation.current_leaf_id))).all()
+        )
+    first, second = earlier
+    assert [tuple(row) for row in rows] == [
+        (later[0], second, True),
+        (later[1], later[0], True),
+        (first, None, True),
+        (second, first, True),
+    ]
+    assert leaves == {imported: later[1], empty: None}
