@@ -293,3 +293,22 @@ async def test_a_document_that_does_not_validate_is_traced_without_a_cost(
         "graphql.operation.type": "query",
         "chatql.statements": 0,
     }
+
+
+async def test_a_collector_that_is_down_costs_no_log_record_per_dropped_span(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The provider the server makes (OTLP in batches) with a queue of two spans and a
+    collector nothing listens on: the spans past the queue are dropped without the SDK's
+    warning per span (a log record each, on the request's path, in an outage)."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "2")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0.1")
+    caplog.set_level(logging.WARNING)
+    async with serve(settings.model_copy(update={"tracing": True})) as api:
+        for _ in range(3):
+            assert await api.data("{ me { id } }") == {"me": None}
+        dropped = [r for r in caplog.records if "dropping" in r.getMessage()]
+    assert dropped == []
