@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -147,6 +147,15 @@ class Settings(BaseSettings):
         default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT"
     )
 
+    @model_validator(mode="after")
+    def _mutation_minimum_fits(self) -> Settings:
+        if budgets_on(self) and self.cost_mutation_minimum > self.cost_burst:
+            raise ValueError(
+                f"CHATQL_COST_MUTATION_MINIMUM ({self.cost_mutation_minimum}) is more than "
+                f"CHATQL_COST_BURST ({self.cost_burst:g}): no mutation could ever be paid"
+            )
+        return self
+
     def tracing_on(self) -> bool:
         return self.tracing or bool(self.otel_exporter_otlp_endpoint)
 
@@ -188,6 +197,9 @@ class Settings(BaseSettings):
             field.name: getattr(self, RENAMED.get(field.name, field.name))
             for field in dataclasses.fields(Config)
         }
+        if budgets_on(self):
+            # An operation dearer than a full bucket could never be paid (schema.budgets).
+            values["max_query_cost"] = min(self.max_query_cost, int(self.cost_burst))
         return Config(**{**values, "secret_key": self.resolved_secret_key()})
 
 

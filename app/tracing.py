@@ -20,8 +20,16 @@ statement's text (`db.query.text`), never its parameters. There is no span per f
 is what makes Strawberry's own OpenTelemetry extension slow on large answers (strawberry
 #3475), and the plan answers lists without resolving field by field anyway.
 
-The fast lane (`transport.fast`) makes the same tree: its lookup of the known document is the
-`parse` span and its limit checks the `validate` span (each with `chatql.cached`).
+The fast lane (`transport.fast`), which runs documents parsed and validated before, makes the
+same tree without `parse` and `validate` (they do not happen there); its request span has
+`chatql.cached`.
+
+Its cost (issue 18 asks Q2 with tracing to keep 0.85 of its rate): a span is tens of
+microseconds to make, end and encode for OTLP, so a screen makes three (request, execute,
+its statement); a statement span's name and attributes are made once per statement text;
+spans go out in batches from a background thread, and a full queue drops them without a
+log line each. With `OTEL_TRACES_SAMPLER=parentbased_traceidratio` an unsampled request's
+spans record and export nothing (the statement hooks ask `is_recording()` and make none).
 
 W3C trace context: a request's `traceparent` (and `tracestate`) header makes its span a child
 of the caller's; every traced answer carries `traceparent` naming the request's span. Each
@@ -32,8 +40,9 @@ WebSocket operation starts a trace of its own. The request log line (`ops.middle
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -71,15 +80,23 @@ SPAN = "chatql_span"  # where a SQLAlchemy execution keeps its statement's span
 NO_SPAN: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
 
 
+# The batch processor logs a warning for every span it drops while its queue is full (a
+# collector that is down or slow): a log record per span on the request path, which costs more
+# than the span. The exporter's own error, once a batch, still says that spans are lost.
+DROP_WARNINGS = "opentelemetry.sdk._shared_internal"
+
+
 def provider_from_environment() -> TracerProvider:
     """A provider exporting in batches over OTLP/HTTP, configured by the standard variables
     (`OTEL_EXPORTER_OTLP_ENDPOINT`, default http://localhost:4318; `OTEL_SERVICE_NAME`,
-    default chatql; `OTEL_TRACES_SAMPLER`; ...)."""
+    default chatql; `OTEL_TRACES_SAMPLER`; `OTEL_BSP_*` for the batches; ...). Batches, not
+    the simple processor: that one exports each span on the request's own path."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     name = os.environ.get("OTEL_SERVICE_NAME") or "chatql"
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    logging.getLogger(DROP_WARNINGS).setLevel(logging.ERROR)
     return provider
 
 
@@ -94,11 +111,19 @@ class Tracing:
 
     # ---- requests --------------------------------------------------------------------------
 
-    def start(self, name: str, headers: Mapping[str, str], record: RequestRecord | None) -> Span:
+    def start(
+        self,
+        name: str,
+        headers: Mapping[str, str],
+        record: RequestRecord | None,
+        attributes: dict[str, Any] | None = None,
+    ) -> Span:
         """The span of one request or WebSocket operation, a child of the caller's
         `traceparent` if it sent one; its trace id goes to the request's record (the log)."""
         parent = self.propagator.extract(headers) if headers else None
-        span = self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER)
+        span = self.tracer.start_span(
+            name, context=parent, kind=SpanKind.SERVER, attributes=attributes
+        )
         if record is not None:
             record.trace_id = format_trace_id(span.get_span_context().trace_id)
         return span
@@ -133,8 +158,7 @@ class Tracing:
         """A WebSocket operation's record (`ops.middleware.operation_record`), traced: a trace
         of its own (the socket's opening request is long gone, its trace with it)."""
         with records as record:
-            span = self.start(f"WS {protocol}", {}, record)
-            span.set_attribute("network.protocol.name", protocol)
+            span = self.start(f"WS {protocol}", {}, record, {"network.protocol.name": protocol})
             with self.current(span, record):
                 yield record
 
@@ -165,7 +189,7 @@ class Tracing:
                     yield
 
             def on_execute(self) -> Iterator[None]:
-                with tracing.tracer.start_as_current_span("execute"):
+                with tracing.parent("execute"):
                     yield
 
         return Traced
@@ -203,8 +227,8 @@ class Tracing:
 
         def before(_: Any, __: Any, statement: str, ___: Any, execution: Any, ____: Any) -> None:
             if trace.get_current_span().is_recording():
-                span = tracer.start_span(_span_name(statement), attributes=_sql(system, statement))
-                setattr(execution, SPAN, span)
+                name, attributes = _statement(system, statement)
+                setattr(execution, SPAN, tracer.start_span(name, attributes=attributes))
 
         def after(*args: Any) -> None:
             span = getattr(args[4], SPAN, None)
@@ -226,7 +250,23 @@ class Tracing:
     def statement_span(self, sql: str) -> contextlib.AbstractContextManager[None]:
         if not trace.get_current_span().is_recording():
             return NO_SPAN
-        return self.leaf(_span_name(sql), _sql("postgresql", sql))
+        return self.leaf(*_statement("postgresql", sql))
+
+    @contextlib.contextmanager
+    def parent(self, name: str) -> Iterator[None]:
+        """A span of the current one's, current while the block runs (the statements' spans
+        are its children); an exception marks it failed. (OpenTelemetry's
+        `start_as_current_span` does the same through two more context managers.)"""
+        span = self.tracer.start_span(name)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            yield
+        except BaseException as exc:
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
 
     @contextlib.contextmanager
     def leaf(self, name: str, attributes: dict[str, Any] | None = None) -> Iterator[None]:
@@ -256,9 +296,10 @@ class TracedRequests:
             return
         record = CURRENT.get()
         headers = _trace_headers(scope["headers"])
-        span = self.tracing.start(f"{scope['method']} {scope['path']}", headers, record)
-        span.set_attribute("http.request.method", scope["method"])
-        span.set_attribute("url.path", scope["path"])
+        method, path = scope["method"], scope["path"]
+        span = self.tracing.start(
+            f"{method} {path}", headers, record, {"http.request.method": method, "url.path": path}
+        )
         header = (b"traceparent", self.tracing.traceparent(span).encode("ascii"))
 
         async def send_traced(message: Message) -> None:
@@ -274,32 +315,15 @@ class TracedRequests:
 
 
 class TracedFastLane(FastLane):
-    """`FastLane`, its steps in the spans Strawberry's way makes."""
+    """`FastLane` with its `execute` span. A document it takes is one the app has parsed and
+    validated before: its request span says so (`chatql.cached`), and has no `parse` or
+    `validate` span, as those did not happen here (a cache hit and the cached measures'
+    limit checks, microseconds each). Two spans fewer is two fifths of a screen's spans (the
+    request, execute, one statement), in making and in exporting them."""
 
     def __init__(self, documents: Any, recorded: Any, tracing: Tracing) -> None:
         super().__init__(documents, recorded)
         self.tracing = tracing
-
-    def known(self, query: str) -> DocumentNode | None:
-        started = time.time_ns()
-        document = super().known(query)
-        if document is not None:  # else Strawberry parses it, in a span of its own
-            span = self.tracing.tracer.start_span(
-                "parse", start_time=started, attributes={"chatql.cached": True}
-            )
-            span.end()
-        return document
-
-    def refused(
-        self,
-        schema: Any,
-        document: DocumentNode,
-        variables: dict[str, Any] | None,
-        operation_name: str | None,
-        context: Context,
-    ) -> bool:
-        with self.tracing.leaf("validate", {"chatql.cached": True}):
-            return super().refused(schema, document, variables, operation_name, context)
 
     async def run(
         self,
@@ -319,8 +343,9 @@ class TracedFastLane(FastLane):
                 document=document,
                 variables=variables,
                 schema=schema,
+                cached=True,
             )
-        with self.tracing.tracer.start_as_current_span("execute"):
+        with self.tracing.parent("execute"):
             return await super().run(schema, document, variables, name, context)
 
 
@@ -333,14 +358,16 @@ def _attributes(
     document: DocumentNode | None,
     variables: dict[str, Any] | None,
     schema: Any,
+    cached: bool = False,
 ) -> None:
+    found: dict[str, Any] = {"chatql.cached": True} if cached else {}
     if name is not None:
-        span.set_attribute("graphql.operation.name", name)
+        found["graphql.operation.name"] = name
     if kind is not None:
-        span.set_attribute("graphql.operation.type", kind)
+        found["graphql.operation.type"] = kind
     viewer = getattr(context, "viewer", None)
     if viewer is not None:
-        span.set_attribute("enduser.id", str(viewer.id))
+        found["enduser.id"] = str(viewer.id)
     if document is not None and kind is not None:
         config = config_of(context)
         # Measured already by the limits (`schema.limits`), and kept with the document.
@@ -352,7 +379,8 @@ def _attributes(
             default_page_size=config.default_page_size,
         )
         if measures is not None:
-            span.set_attribute("chatql.cost", measures.cost)
+            found["chatql.cost"] = measures.cost
+    span.set_attributes(found)
 
 
 def _trace_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -364,12 +392,14 @@ def _trace_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
     }
 
 
-def _span_name(statement: str) -> str:
-    """The statement's first word (SELECT, INSERT, ...), as the semantic conventions name a
-    span whose statement is not summarised further."""
+@functools.lru_cache(maxsize=2048)
+def _statement(system: str, statement: str) -> tuple[str, dict[str, Any]]:
+    """A statement span's name and attributes, made once per statement text: a compiled
+    statement's text is the same string every time it runs (SQLAlchemy's compiled cache, the
+    driver reads' constants), so this is a dictionary hit, not a scan of the text per call.
+    The attributes are shared and never changed (a span copies them). The name is the
+    statement's first word (SELECT, INSERT, ...), as the semantic conventions name a span
+    whose statement is not summarised further."""
     word = statement.lstrip().split(None, 1)
-    return word[0].upper() if word else "SQL"
-
-
-def _sql(system: str, statement: str) -> dict[str, Any]:
-    return {"db.system.name": system, "db.query.text": statement}
+    name = word[0].upper() if word else "SQL"
+    return name, {"db.system.name": system, "db.query.text": statement}

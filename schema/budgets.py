@@ -9,8 +9,13 @@ estimated cost), Hasura's and Grafbase's limits per user, GitHub's GraphQL point
   least `mutation_minimum`. A subscription costs nothing to open and its estimate for each
   event delivered (`charged_events`); past its budget it gets one RATE_LIMITED error and ends.
 - The bucket holds at most `burst` and refills at `per_minute` / 60 a second. An operation
-  runs when the bucket holds its cost (or, for one dearer than `burst`, when it is full); it
-  may then go below zero, and waits are longer. Refused, it is RATE_LIMITED with
+  runs when the bucket holds its cost. One dearer than `burst` could never be paid, so it is
+  not told to wait: with budgets on, the cost limit (`CHATQL_MAX_QUERY_COST`, QUERY_TOO_COMPLEX,
+  `schema.limits`) is at most the burst (`app.settings.Settings.schema_config`; Shopify's
+  "single query max cost" is its bucket's size for the same reason), and a mutation minimum
+  above it is refused at start. What is charged outside GraphQL's limits (an export, whose
+  size is the account's) runs when the bucket is full and leaves it below zero: a debt, paid
+  back by waiting. Refused, it is RATE_LIMITED with
   `extensions.retryAfter` (seconds until it could run), which HTTP answers 429 with
   `Retry-After`; every HTTP answer carries `RateLimit-Policy` and `RateLimit` (IETF draft
   "RateLimit header fields for HTTP").
@@ -153,20 +158,23 @@ class Budgets:
                 bucket = self.bucket(key, self.clock())
         needed = min(cost, self.burst)
         if bucket.tokens < needed:
-            return self.state(bucket, needed)
+            return self.state(bucket, refused_for=needed)
         bucket.tokens -= cost
         bucket.pending += cost
-        return self.state(bucket, 0)
+        return self.state(bucket)
 
     def peek(self, key: str) -> Charge:
-        return self.state(self.bucket(key, self.clock()), 0)
+        return self.state(self.bucket(key, self.clock()))
 
-    def state(self, bucket: Bucket, needed: float) -> Charge:
-        missing = needed - bucket.tokens
-        allowed = missing <= 0
-        retry_after = 0 if allowed else self.seconds(missing)
+    def state(self, bucket: Bucket, *, refused_for: float | None = None) -> Charge:
+        """The bucket's state; refused, with the seconds until it holds `refused_for`. (An
+        admitted charge may leave the bucket below zero: that is a debt, not a refusal.)"""
+        if refused_for is None:
+            retry_after = 0
+        else:
+            retry_after = self.seconds(refused_for - bucket.tokens)
         reset = self.seconds(self.burst - bucket.tokens) if bucket.tokens < self.burst else 0
-        return Charge(allowed, max(bucket.tokens, 0.0), retry_after, reset)
+        return Charge(refused_for is None, max(bucket.tokens, 0.0), retry_after, reset)
 
     def seconds(self, tokens: float) -> int:
         if tokens <= 0:

@@ -13,13 +13,23 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from starlette.applications import Starlette
 
 from app.settings import Settings
 from schema.errors import OVER_BUDGET
-from tests.factories import Sessionmaker, gid, make_conversation, make_user, token_for
+from schema.limits import TOO_COSTLY
+from tests.factories import (
+    Sessionmaker,
+    gid,
+    make_conversation,
+    make_messages,
+    make_user,
+    token_for,
+)
 from tests.helpers import Api, running
 from tests.process import serve
+from tests.schema.test_limits import too_complex
 from tests.schema.test_subscriptions import wait_for_subscribers
 from tests.ws import PROTOCOLS, asgi_socket
 
@@ -262,3 +272,80 @@ async def test_an_operation_refused_before_it_runs_costs_nothing_and_still_gets_
         assert limits(deep) == (200, None, POLICY, '"cost";r=10;t=0')
         assert deep.json()["errors"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX"
         assert limits(await served.api.post(ME, token=ada))[3] == '"cost";r=9;t=1'
+
+
+# Dearer than a full bucket of 10: 1 + 7 * (1 + 1) = 15; a subscription whose every event
+# costs 1 + 1 + 1 + 10 * (1 + 1) = 23 (the message, its conversation, the connection).
+DEAR = "query Dear { users(first: 7) { edges { node { id } } } }"
+DEAR_EVENTS = (
+    "subscription ($id: ID!) { messageAdded(conversationId: $id) "
+    "{ conversation { messages(first: 10) { edges { node { id } } } } } }"
+)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_an_operation_dearer_than_the_burst_is_too_complex_and_costs_nothing(
+    settings: Settings, sessionmaker: Sessionmaker, protocol: str
+) -> None:
+    """No wait would let it run (it once got a Retry-After that could never succeed, and
+    was charged each time): it is refused like any operation over the cost limit, which
+    budgets lower to the burst. Over POST (Strawberry's way, then the fast lane's), GET and
+    the socket (a query, and a subscription whose events would each cost too much)."""
+    user = await make_user(sessionmaker)
+    ada = token_for(user)
+    conversation = gid("Conversation", await make_conversation(sessionmaker, owner_id=user))
+    refused = {"errors": [too_complex(TOO_COSTLY, limit=10, actual=15)]}
+    untouched = (200, None, POLICY, '"cost";r=10;t=0')
+    async with budgeted(settings) as served:
+        for _ in range(2):
+            posted = await served.api.post(DEAR, token=ada)
+            assert (limits(posted), posted.json()) == (untouched, refused)
+        got = await served.api.raw("GET", params={"query": DEAR}, token=ada, headers=GET)
+        assert (limits(got), got.json()) == (untouched, refused)
+        async with asgi_socket(served.app, protocol) as socket:
+            await socket.login(ada)
+            assert await socket.execute("1", DEAR) == refused
+            await socket.subscribe("2", DEAR_EVENTS, {"id": conversation})
+            assert await socket.errors("2") == [too_complex(TOO_COSTLY, limit=10, actual=23)]
+        assert limits(await served.api.post(ME, token=ada)) == (
+            200,
+            None,
+            POLICY,
+            '"cost";r=9;t=1',
+        )
+
+
+async def test_an_export_dearer_than_the_burst_runs_from_a_full_bucket_and_leaves_a_debt(
+    settings: Settings, sessionmaker: Sessionmaker
+) -> None:
+    """An export's size is the account's, not the client's choice: one dearer than the burst
+    runs when the bucket is full, and the debt is paid back by waiting as long as
+    Retry-After says (it was once refused even from a full bucket, and charged each time,
+    so no wait was ever enough)."""
+    user = await make_user(sessionmaker)
+    await make_messages(
+        sessionmaker, conversation_id=await make_conversation(sessionmaker, owner_id=user), count=14
+    )
+    headers = {"Authorization": f"Bearer {token_for(user)}"}
+    async with budgeted(settings) as served:
+        client = served.api.client
+        first = await client.get("/export", headers=headers)
+        assert (first.status_code, first.headers["ratelimit"]) == (200, '"cost";r=0;t=15')
+        assert len(first.text.splitlines()) == 1
+        second = await client.get("/export", headers=headers)
+        assert (limits(second), second.json()) == ((429, "15", POLICY, '"cost";r=0;t=15'), over(15))
+        served.clock.now += 14
+        assert (await client.get("/export", headers=headers)).headers["retry-after"] == "1"
+        served.clock.now += 1
+        third = await client.get("/export", headers=headers)
+        assert (third.status_code, third.headers["ratelimit"]) == (200, '"cost";r=0;t=15')
+
+
+def test_a_mutation_minimum_above_the_burst_is_refused_at_start() -> None:
+    with pytest.raises(ValidationError, match="no mutation could ever be paid"):
+        Settings(
+            secret_key="key",
+            cost_budget_per_minute=60,
+            cost_burst=5,
+            cost_mutation_minimum=6,
+        )

@@ -103,17 +103,12 @@ Q1_TREE = (
     "POST /graphql",
     [SQL, ("parse", []), ("validate", []), ("execute", [SQL, SQL, SQL])],
 )
-# The fast lane looks the document up before it builds the context.
-Q1_FAST_TREE = (
-    "POST /graphql",
-    [("parse", []), SQL, ("validate", []), ("execute", [SQL, SQL, SQL])],
-)
+# The fast lane runs a document parsed and validated before: no parse or validate happens,
+# and it makes no span for them (the request span says `chatql.cached`).
+Q1_FAST_TREE = ("POST /graphql", [SQL, ("execute", [SQL, SQL, SQL])])
 # On PostgreSQL the fast lane takes the viewer it has seen from its cache, and the check that
 # the account is unchanged rides in the data's statements (`schema.context.ViewerCache`).
-Q1_FAST_TREE_POSTGRES = (
-    "POST /graphql",
-    [("parse", []), ("validate", []), ("execute", [SQL, SQL, SQL])],
-)
+Q1_FAST_TREE_POSTGRES = ("POST /graphql", [("execute", [SQL, SQL, SQL])])
 # Each object counts once per instance, a connection's edges times its page: users 1 + 50 * (an
 # edge 1 + a node 1 + conversations 1 + 10 * (1 + 1 + messages 1 + 20 * (1 + 1))) = 21,651.
 Q1_COST = 21_651
@@ -130,9 +125,11 @@ async def test_q1_is_one_request_span_with_its_phases_and_a_span_per_statement(
     postgres = database_url.startswith("postgresql")
     fast = Q1_FAST_TREE_POSTGRES if postgres else Q1_FAST_TREE
     assert (tree(spans, first), tree(spans, second)) == (Q1_TREE, fast)
-    for request, count in ((first, 4), (second, 3 if postgres else 4)):
+    cached = {"chatql.cached": True}
+    for request, count, extra in ((first, 4, {}), (second, 3 if postgres else 4, cached)):
         assert request.parent is None
         assert attributes(request) == {
+            **extra,
             "http.request.method": "POST",
             "url.path": "/graphql",
             "http.response.status_code": 200,
@@ -296,3 +293,22 @@ async def test_a_document_that_does_not_validate_is_traced_without_a_cost(
         "graphql.operation.type": "query",
         "chatql.statements": 0,
     }
+
+
+async def test_a_collector_that_is_down_costs_no_log_record_per_dropped_span(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The provider the server makes (OTLP in batches) with a queue of two spans and a
+    collector nothing listens on: the spans past the queue are dropped without the SDK's
+    warning per span (a log record each, on the request's path, in an outage)."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "2")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0.1")
+    caplog.set_level(logging.WARNING)
+    async with serve(settings.model_copy(update={"tracing": True})) as api:
+        for _ in range(3):
+            assert await api.data("{ me { id } }") == {"me": None}
+        dropped = [r for r in caplog.records if "dropping" in r.getMessage()]
+    assert dropped == []
