@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import uvicorn
 from starlette.applications import Starlette
@@ -42,7 +42,7 @@ class Recorder:
 
 
 class Recording(HeaderTimeoutProtocol):
-    calls: list[bytes] = []
+    calls: ClassVar[list[bytes]] = []
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(Recorder(transport, self.calls))  # type: ignore[arg-type]
