@@ -74,6 +74,22 @@ class Loaders:
         made = self.__dict__[name] = maker()
         return made
 
+    def prime_when_made(self, name: str, key: Any, value: Any) -> None:
+        """`prime(key, value)` on loader `name` when it is made (at once if it is made already):
+        a request that never uses it does not pay for making it."""
+        made = self.__dict__.get(name)
+        if made is not None:
+            made.prime(key, value)
+            return
+        maker = self._makers[name]
+
+        def primed() -> Any:
+            loader = maker()
+            loader.prime(key, value)
+            return loader
+
+        self._makers[name] = primed
+
     def forget_conversation(self, conversation_id: str) -> None:
         """Drop what a write to one conversation made stale."""
         self.conversation_by_id.clear(conversation_id)

@@ -161,7 +161,8 @@ def _loaders(
         reads = GuardedReads(reads, guard)
     loaders = make_loaders(services.read_sessionmaker, viewer, reads)
     if viewer_row is not None:
-        loaders.user_by_id.prime(viewer_row.id, viewer_row)
+        # Primed when first used: most requests never read a user by id.
+        loaders.prime_when_made("user_by_id", viewer_row.id, viewer_row)
     return loaders
 
 

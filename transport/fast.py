@@ -84,7 +84,9 @@ class FastLane:
         # way out below confirms it first (`schema.context.build_context`).
         request.state.tentative_viewer = True
         try:
-            context = await view.get_context(request, await view.get_sub_response(request))
+            # No sub-response: nothing reads the context's (a declined request's answer is
+            # made by Strawberry, with a sub-response of its own).
+            context = await view.get_context(request, None)  # type: ignore[arg-type]
         finally:
             request.state.tentative_viewer = False
         if context.auth_error is not None:

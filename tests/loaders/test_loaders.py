@@ -53,3 +53,24 @@ async def test_loaders_scope_conversations_and_messages_to_their_viewer(
     assert [row is not None for row in found] == [True, True, False, False, False, False]
     found_messages = await asyncio.gather(*(loaders.message_by_id.get(m) for m in messages))
     assert sum(row is not None for row in found_messages) == 8
+
+
+async def test_a_value_primed_when_made_is_there_without_a_statement(
+    sessionmaker: Sessionmaker, statements: StatementCounter
+) -> None:
+    viewer, other = await make_user(sessionmaker), await make_user(sessionmaker)
+    loaders = make_loaders(sessionmaker, Viewer(id=viewer, is_admin=False))
+    loaders.prime_when_made("user_by_id", viewer, "the viewer's row")
+    made_before = "user_by_id" in vars(loaders)
+    statements.reset()
+    primed = await loaders.user_by_id.get(viewer)
+    # Once made, a further value is primed at once.
+    loaders.prime_when_made("user_by_id", other, "another row")
+    also = await loaders.user_by_id.get(other)
+
+    assert (made_before, primed, also, statements.count) == (
+        False,
+        "the viewer's row",
+        "another row",
+        0,
+    )
