@@ -107,6 +107,7 @@ class GraphQLView(EventStreams):
             request=request,
             response=response,
             tentative=getattr(request.state, "tentative_viewer", False),
+            connection=isinstance(request, WebSocket),
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
