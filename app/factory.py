@@ -61,6 +61,7 @@ from transport.persisted import Bounds, StoreRegistered
 from transport.sse import EventStreams, heartbeat_transport
 from transport.view import PREFLIGHT_HEADERS
 from transport.websockets import LegacyWSProtocol, TransportWSProtocol
+from transport.ws_protocol import DirectWebSockets
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -107,6 +108,7 @@ class GraphQLView(EventStreams):
             request=request,
             response=response,
             tentative=getattr(request.state, "tentative_viewer", False),
+            connection=isinstance(request, WebSocket),
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
@@ -305,7 +307,10 @@ def create_app(
     if tracing is not None:
         # Inside the request log, which writes the trace id the span leaves in the record.
         middleware.insert(1, Middleware(tracing.middleware))
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    # WebSockets to /graphql skip the stack above, which passes them on untouched.
+    return DirectWebSockets(
+        routes=routes, middleware=middleware, lifespan=lifespan, websockets={"/graphql": graphql}
+    )
 
 
 def export_routes(settings: Settings) -> dict[str, Export]:

@@ -33,7 +33,9 @@ class Broker(Protocol):
     async def publish(
         self, session: AsyncSession, *, conversation_id: str, message_ids: Sequence[int]
     ) -> None:
-        """Announce new messages; called inside the writing transaction, delivered after commit."""
+        """Announce new messages; called inside the writing transaction, delivered after commit.
+        No `message_ids`: who may see the conversation changed (a transfer, a deletion), and
+        its subscribers check again (`Hub.deliver`)."""
 
     async def start(self) -> None: ...
 

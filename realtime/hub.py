@@ -23,7 +23,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 logger = logging.getLogger("chatql.realtime")
 
@@ -89,23 +89,31 @@ class Batch:
     shared: Shared = field(default_factory=Shared, compare=False)
 
 
-class Subscription:
-    def __init__(self, conversation_id: str, viewer_id: int, queue_size: int) -> None:
-        self.conversation_id = conversation_id
+Item = TypeVar("Item")
+
+
+class Queued(Generic[Item]):
+    """A subscriber's bounded queue of `Item`s (a conversation's `Batch`es, a feed's `Wake`s),
+    with the reason it was ended (`SubscriptionEnded`) always last once it is: the one
+    mechanism behind both kinds of subscription."""
+
+    __slots__ = ("_queue", "ended", "queue_size", "viewer_id")
+
+    def __init__(self, viewer_id: int, queue_size: int) -> None:
         self.viewer_id = viewer_id
         self.queue_size = queue_size
         # One spare slot so that the reason for ending always fits.
-        self._queue: asyncio.Queue[Batch | SubscriptionEnded] = asyncio.Queue(queue_size + 1)
+        self._queue: asyncio.Queue[Item | SubscriptionEnded] = asyncio.Queue(queue_size + 1)
         self.ended: SubscriptionEnded | None = None
 
-    def offer(self, batch: Batch) -> bool:
-        """Queue a batch; False (and the subscription ended) when the consumer is too slow."""
+    def offer(self, item: Item) -> bool:
+        """Queue an item; False (and the subscription ended) when the consumer is too slow."""
         if self.ended is not None:
             return False
         if self._queue.qsize() >= self.queue_size:
             self.end(SubscriberTooSlow(self.queue_size))
             return False
-        self._queue.put_nowait(batch)
+        self._queue.put_nowait(item)
         return True
 
     def end(self, reason: SubscriptionEnded) -> None:
@@ -116,8 +124,8 @@ class Subscription:
             self._queue.get_nowait()
         self._queue.put_nowait(reason)
 
-    async def next_batch(self) -> Batch:
-        """The next batch; raises the reason once the subscription has been ended."""
+    async def next(self) -> Item:
+        """The next item; raises the reason once the subscription has been ended."""
         item = await self._queue.get()
         if isinstance(item, SubscriptionEnded):
             self._queue.put_nowait(item)
@@ -125,13 +133,26 @@ class Subscription:
         return item
 
     def drain(self) -> None:
-        """Forget the batches queued so far (for a consumer whose next read covers them, as
+        """Forget the items queued so far (for a consumer whose next read covers them, as
         `messageStream`'s does); raises the reason if the subscription has been ended."""
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if isinstance(item, SubscriptionEnded):
                 self._queue.put_nowait(item)
                 raise item
+
+
+class Subscription(Queued[Batch]):
+    """Batches of one conversation's events for one subscriber of `viewer_id`."""
+
+    __slots__ = ("conversation_id",)
+
+    def __init__(self, conversation_id: str, viewer_id: int, queue_size: int) -> None:
+        super().__init__(viewer_id, queue_size)
+        self.conversation_id = conversation_id
+
+    async def next_batch(self) -> Batch:
+        return await self.next()
 
 
 # A feed wake-up that names no position: read whatever follows the last delivered one.
@@ -148,52 +169,38 @@ class Wake:
     round: Shared
 
 
-class FeedSubscription:
+class FeedSubscription(Queued[Wake]):
     """Wake-ups for one subscriber of `viewer_id`'s feed: positions the feed has grown to, or
-    `RESYNC`. `offer`, `end` and `next_head` behave as `Subscription`'s."""
+    `RESYNC`."""
 
-    def __init__(self, viewer_id: int, queue_size: int) -> None:
-        self.viewer_id = viewer_id
-        self.queue_size = queue_size
-        self._queue: asyncio.Queue[Wake | SubscriptionEnded] = asyncio.Queue(queue_size + 1)
-        self.ended: SubscriptionEnded | None = None
-
-    def offer(self, head: Wake) -> bool:
-        if self.ended is not None:
-            return False
-        if self._queue.qsize() >= self.queue_size:
-            self.end(SubscriberTooSlow(self.queue_size))
-            return False
-        self._queue.put_nowait(head)
-        return True
-
-    def end(self, reason: SubscriptionEnded) -> None:
-        if self.ended is not None:
-            return
-        self.ended = reason
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        self._queue.put_nowait(reason)
+    __slots__ = ()
 
     async def next_head(self) -> Wake:
-        """The next wake-up; raises the reason once the subscription has been ended."""
-        item = await self._queue.get()
-        if isinstance(item, SubscriptionEnded):
-            self._queue.put_nowait(item)
-            raise item
-        return item
+        return await self.next()
 
-    def drain(self) -> None:
-        """Forget the wake-ups queued so far (a read that starts now covers them); raises the
-        reason if the subscription has been ended."""
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if isinstance(item, SubscriptionEnded):
-                self._queue.put_nowait(item)
-                raise item
+
+Key = TypeVar("Key", str, int)
+Sub = TypeVar("Sub", Subscription, FeedSubscription)
+
+
+def _join(groups: dict[Key, set[Sub]], key: Key, subscription: Sub) -> None:
+    groups.setdefault(key, set()).add(subscription)
+
+
+def _leave(groups: dict[Key, set[Sub]], key: Key, subscription: Sub) -> None:
+    group = groups.get(key)
+    if group is None:
+        return
+    group.discard(subscription)
+    if not group:
+        del groups[key]
 
 
 class Hub:
+    """The process's subscribers: of conversations (`messageAdded`, `messageStream`, keyed by
+    conversation or stream) and of users' feeds (`changes`). Delivery offers each subscriber
+    the one shared item of its event; one whose queue is full is ended and dropped."""
+
     def __init__(self, queue_size: int) -> None:
         self.queue_size = queue_size
         self._by_conversation: dict[str, set[Subscription]] = {}
@@ -221,96 +228,73 @@ class Hub:
             self._by_feed
         )
 
+    @staticmethod
+    def _offer(groups: dict[Key, set[Sub]], key: Key, item: Any, what: str) -> None:
+        """Offer `item` (one for all) to every subscriber of `key`; one too slow to take it is
+        ended (`Queued.offer`), logged and dropped."""
+        for subscription in list(groups.get(key, ())):
+            if not subscription.offer(item):
+                logger.warning(
+                    "ending a subscription to %s of user %s: %s",
+                    what,
+                    subscription.viewer_id,
+                    subscription.ended,
+                )
+                _leave(groups, key, subscription)
+
     def deliver_feed(self, user_id: int, head: int) -> None:
         """`user_id`'s feed has grown to `head` (committed)."""
-        group = self._by_feed.get(user_id)
-        if not group:
-            return
-        wake = Wake(head, self._feed_round())
-        for subscription in list(group):
-            if not subscription.offer(wake):
-                logger.warning(
-                    "ending a subscription to the feed of user %s: %s", user_id, subscription.ended
-                )
-                self._remove_feed(subscription)
+        if user_id in self._by_feed:
+            self._offer(self._by_feed, user_id, Wake(head, self._feed_round()), "a feed")
+
+    def deliver(self, conversation_id: str, message_ids: Sequence[int]) -> None:
+        """Messages committed to `conversation_id`, in commit order; no ids: who may see the
+        conversation changed (a transfer, a deletion), and each subscriber checks again."""
+        group = self._by_conversation.get(conversation_id)
+        if group:
+            viewer_ids = frozenset(subscription.viewer_id for subscription in group)
+            batch = Batch(conversation_id, tuple(message_ids), viewer_ids=viewer_ids)
+            self._offer(self._by_conversation, conversation_id, batch, conversation_id)
 
     def resync(self) -> None:
         """Notifications may have been lost (the LISTEN connection came back): every
         subscriber reads again after the last thing it delivered (a feed's position, a
         conversation's message id)."""
-        for conversation_id, conversation_group in list(self._by_conversation.items()):
-            for conversation_subscription in list(conversation_group):
-                if not conversation_subscription.offer(Batch(conversation_id, (), resync=True)):
-                    self._remove(conversation_subscription)
+        for conversation_id in list(self._by_conversation):
+            batch = Batch(conversation_id, (), resync=True)
+            self._offer(self._by_conversation, conversation_id, batch, conversation_id)
         wake = Wake(RESYNC, self._feed_round()) if self._by_feed else None
-        for group in list(self._by_feed.values()):
-            for subscription in list(group):
-                if wake is not None and not subscription.offer(wake):
-                    self._remove_feed(subscription)
-
-    @contextlib.asynccontextmanager
-    async def subscribe_feed(self, *, viewer_id: int) -> AsyncIterator[FeedSubscription]:
-        subscription = FeedSubscription(viewer_id, self.queue_size)
-        self._by_feed.setdefault(viewer_id, set()).add(subscription)
-        try:
-            yield subscription
-        finally:
-            self._remove_feed(subscription)
-
-    def _remove_feed(self, subscription: FeedSubscription) -> None:
-        group = self._by_feed.get(subscription.viewer_id)
-        if group is None:
-            return
-        group.discard(subscription)
-        if not group:
-            del self._by_feed[subscription.viewer_id]
-
-    def deliver(self, conversation_id: str, message_ids: Sequence[int]) -> None:
-        group = self._by_conversation.get(conversation_id)
-        if not group or not message_ids:
-            return
-        batch = Batch(
-            conversation_id,
-            tuple(message_ids),
-            viewer_ids=frozenset(subscription.viewer_id for subscription in group),
-        )
-        for subscription in list(group):
-            if not subscription.offer(batch):
-                logger.warning(
-                    "ending a subscription to %s of user %s: %s",
-                    conversation_id,
-                    subscription.viewer_id,
-                    subscription.ended,
-                )
-                self._remove(subscription)
+        for user_id in list(self._by_feed):
+            self._offer(self._by_feed, user_id, wake, "a feed")
 
     def end_for_viewers(self, viewer_ids: Iterable[int]) -> None:
         gone = set(viewer_ids)
         for user_id in gone & set(self._by_feed):
             for feed_subscription in list(self._by_feed[user_id]):
                 feed_subscription.end(ViewerGone(user_id))
-                self._remove_feed(feed_subscription)
-        for group in list(self._by_conversation.values()):
+                _leave(self._by_feed, user_id, feed_subscription)
+        for conversation_id, group in list(self._by_conversation.items()):
             for subscription in list(group):
                 if subscription.viewer_id in gone:
                     subscription.end(ViewerGone(subscription.viewer_id))
-                    self._remove(subscription)
+                    _leave(self._by_conversation, conversation_id, subscription)
+
+    @contextlib.asynccontextmanager
+    async def subscribe_feed(self, *, viewer_id: int) -> AsyncIterator[FeedSubscription]:
+        subscription = FeedSubscription(viewer_id, self.queue_size)
+        _join(self._by_feed, viewer_id, subscription)
+        try:
+            yield subscription
+        finally:
+            _leave(self._by_feed, viewer_id, subscription)
 
     @contextlib.asynccontextmanager
     async def subscribe(
         self, conversation_id: str, *, viewer_id: int
     ) -> AsyncIterator[Subscription]:
         subscription = Subscription(conversation_id, viewer_id, self.queue_size)
-        self._by_conversation.setdefault(conversation_id, set()).add(subscription)
+        _join(self._by_conversation, conversation_id, subscription)
         try:
             yield subscription
         finally:
-            self._remove(subscription)
-
-    def _remove(self, subscription: Subscription) -> None:
-        group = self._by_conversation.get(subscription.conversation_id)
-        if group is None:
-            return
-        group.discard(subscription)
-        if not group:
-            del self._by_conversation[subscription.conversation_id]
+            _leave(self._by_conversation, conversation_id, subscription)

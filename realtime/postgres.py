@@ -48,7 +48,8 @@ FIRST_CONNECT_SECONDS = 10.0
 
 
 def encode(conversation_id: str, message_ids: Sequence[int]) -> list[str]:
-    """Payloads announcing `message_ids`, in order, each under the size limit."""
+    """Payloads announcing `message_ids`, in order, each under the size limit; for no ids,
+    one payload with none (who may see the conversation changed: `Hub.deliver`)."""
     payloads: list[str] = []
     prefix = f"{conversation_id}:"
     current: list[str] = []
@@ -60,7 +61,7 @@ def encode(conversation_id: str, message_ids: Sequence[int]) -> list[str]:
             current, size = [], len(prefix)
         current.append(text)
         size += len(text) + 1
-    if current:
+    if current or not payloads:  # no ids at all: "<conversation id>:", an access change
         payloads.append(prefix + ",".join(current))
     return payloads
 

@@ -192,6 +192,10 @@ class ConversationMutations:
                 session, conversation_id=conversation_id, owner_id=owner_scope(viewer)
             )
             if owner is not None:
+                # Its subscribers end (NOT_FOUND) at once, not at a message that never comes.
+                await info.context.services.broker.publish(
+                    session, conversation_id=conversation_id, message_ids=[]
+                )
                 # One change for the conversation, none per message it held.
                 await record(
                     session,
@@ -227,6 +231,10 @@ class ConversationMutations:
                     session,
                     conversation_id=conversation_id,
                     values={"user_id": target_id, "updated_at": max(row.updated_at, utcnow())},
+                )
+                # The former owner's subscribers to it end (NOT_FOUND) at this commit.
+                await info.context.services.broker.publish(
+                    session, conversation_id=conversation_id, message_ids=[]
                 )
                 # OUT is the last change of it in the former owner's feed: nothing they do
                 # can reach it after this commit.

@@ -68,11 +68,14 @@ async def _batch_rows(
 ) -> tuple[Row[Any] | None, dict[int, Row[Any]]]:
     """The conversation and the messages of an event as an admin sees them (`_primed` applies
     each subscriber's permissions): one statement each, once for all subscribers."""
+    conversation = shared.once(
+        "conversation",
+        lambda: conversations_by_ids(services.reads, ids=[conversation_id], owner_id=None),
+    )
+    if not message_ids:  # who may see it changed: the conversation alone
+        return (await conversation).get(conversation_id), {}
     conversations, messages = await asyncio.gather(
-        shared.once(
-            "conversation",
-            lambda: conversations_by_ids(services.reads, ids=[conversation_id], owner_id=None),
-        ),
+        conversation,
         shared.once(
             "messages",
             lambda: idempotent_read(
@@ -160,16 +163,20 @@ class Subscription:
                     batch = Batch(pk, tuple(ids), viewer_ids=frozenset([viewer.id]))
                 else:
                     ids = [i for i in batch.message_ids if i > delivered]
-                if not ids:
+                # A batch of no ids at all says who may see the conversation changed: check.
+                if not ids and (batch.resync or batch.message_ids):
                     continue
-                delivered = max(delivered, *ids)
+                delivered = max(delivered, *ids, 0)
                 (conversation, messages), viewer_row = await asyncio.gather(
                     _batch_rows(services, batch.shared, pk, batch.message_ids),
                     viewer_rows(services, batch.shared, batch.viewer_ids, viewer.id),
                 )
                 if viewer_row is None or not viewer_row.is_active:
                     raise Unauthenticated(BAD_TOKEN)
-                # A message not shown: its conversation changed hands since, or is gone.
+                if conversation is None or not (
+                    viewer.is_admin or conversation.user_id == viewer.id
+                ):
+                    raise NotFound()  # given to another user, or deleted: as if never seen
                 context.loaders, rows = _primed(
                     services,
                     viewer,

@@ -18,6 +18,22 @@ It also refuses an upgrade past `CHATQL_MAX_CONNECTIONS` (uvicorn's `limit_concu
 `503 Service Unavailable`, as uvicorn answers an HTTP request past it: uvicorn skips that check
 for an upgrade, so WebSockets, the connections that stay, were never bounded.
 
+What else an idle socket held for nothing (tracemalloc, bench/connection_memory.py), and is
+dropped or made lazily here:
+
+- the handshake: websockets' `Request` (its `Headers`, ~4 KiB with a browser's headers) stays
+  referenced by the protocol's parser for the connection's life, and uvicorn keeps it and the
+  `Response`; once accepted, neither is read again, so their headers go (the ASGI scope keeps
+  its own copy, which the app reads);
+- Starlette's middleware stack: every layer's coroutine frame stays suspended under a socket
+  for its whole life (~4 KiB), though each passes WebSocket scopes straight on (the request
+  log, tracing, CORS and the body limit act on HTTP alone); `DirectWebSockets` sends them to
+  their endpoint at once;
+- uvicorn's `asyncio.Queue` of received messages and `asyncio.Event` for back-pressure: each
+  asyncio primitive holds a `deque` of waiters (~760 bytes each, 3 for a queue and its event),
+  where one socket has at most one waiter; `Inbox` and `Writable` make a future only while
+  someone waits.
+
 `serve` passes this class as uvicorn's `ws` protocol.
 """
 
@@ -25,18 +41,109 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+from websockets.datastructures import Headers
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 WINDOW_BITS = 12
 MEMORY_LEVEL = 5
+
+
+class Inbox:
+    """What uvicorn's protocol uses of its `asyncio.Queue` (`put_nowait`, `get`, `empty`),
+    unbounded as that one is, for one reader: a list, and a future only while it waits."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+class Writable:
+    """What uvicorn uses of its `asyncio.Event` for back-pressure (`set`, `clear`, `wait`),
+    with the waiters' futures made only while the transport's buffer is full."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        await waiter
+
+
+class DirectWebSockets(Starlette):
+    """Starlette, but a WebSocket to one of `websockets`' paths goes straight to its endpoint,
+    past the middleware (which passes WebSockets on untouched) and the router: one coroutine
+    frame under an idle socket instead of ten. Every other scope takes Starlette's path."""
+
+    def __init__(self, *args: Any, websockets: Mapping[str, ASGIApp], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.websockets = dict(websockets)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.websockets.get(scope["path"]) if scope["type"] == "websocket" else None
+        if endpoint is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        await endpoint(scope, receive, send)
+
+
+# What the handshake's request holds once it is accepted: nothing reads it again.
+NO_HEADERS = Headers()
 
 
 def deflate() -> ServerPerMessageDeflateFactory:
@@ -62,6 +169,8 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Writable()  # type: ignore[assignment]
         if config.ws_per_message_deflate:
             self.conn = ServerProtocol(
                 extensions=[deflate()],
@@ -82,3 +191,11 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.close()
             return
         super().handle_connect(event)
+        # The scope has what the app reads; websockets' parser keeps `event` for good.
+        event.headers = NO_HEADERS
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete:
+            # Sent (or refused): the response's headers are not read again.
+            self.response = None  # type: ignore[assignment]

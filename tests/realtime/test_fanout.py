@@ -13,12 +13,12 @@ from sqlalchemy import update
 from starlette.applications import Starlette
 
 from db.models import User
-from schema.errors import BAD_TOKEN
+from schema.errors import BAD_TOKEN, NOT_FOUND
 from tests.factories import Sessionmaker, gid, make_conversation, make_user, token_for
 from tests.helpers import Api, StatementCounter
 from tests.schema.test_changes_subscription import SUBSCRIBE as CHANGES
 from tests.schema.test_subscriptions import send, wait_for_subscribers
-from tests.ws import TRANSPORT_WS, Event, GraphQLSocket, asgi_socket
+from tests.ws import PROTOCOLS, TRANSPORT_WS, Event, GraphQLSocket, asgi_socket
 
 MESSAGE_ADDED = """
 subscription ($id: ID!) {
@@ -34,11 +34,14 @@ mutation ($c: ID!, $to: ID!) {
 
 
 async def on_socket(
-    app: Starlette, token: str, script: Callable[[GraphQLSocket], Awaitable[T]]
+    app: Starlette,
+    token: str,
+    script: Callable[[GraphQLSocket], Awaitable[T]],
+    protocol: str = TRANSPORT_WS,
 ) -> T:
     """Log in on a socket of its own and run `script` on it (an in-process socket must be left
     in the task that entered it: one task per socket)."""
-    async with asgi_socket(app, TRANSPORT_WS) as socket:
+    async with asgi_socket(app, protocol) as socket:
         await socket.login(token)
         return await script(socket)
 
@@ -145,7 +148,7 @@ async def test_each_subscriber_gets_its_own_selection_and_permissions(
             "subscription ($id: ID!) { messageAdded(conversationId: $id) { content } }",
             {"id": gid("Conversation", other)},
         )
-        return [await socket.receive() for _ in range(2)]
+        return [await socket.receive() for _ in range(4)]
 
     by_owner = asyncio.create_task(on_socket(app, token_for(owner), as_owner))
     by_admin = asyncio.create_task(
@@ -182,10 +185,14 @@ async def test_each_subscriber_gets_its_own_selection_and_permissions(
             }
         },
     ]
-    # The former owner hears its own conversation, and nothing more of the one it gave.
+    # The former owner's subscription to the one it gave ends at the transfer; its own
+    # conversation's goes on.
     await send(api, token_for(owner), other, "mine")
+    not_found = {"message": NOT_FOUND, "extensions": {"code": "NOT_FOUND"}}
     assert await by_owner == [
         Event("next", "1", {"data": {"messageAdded": {"content": "first", "role": "USER"}}}),
+        Event("next", "1", {"data": None, "errors": [not_found]}),
+        Event("complete", "1", None),
         Event("next", "2", {"data": {"messageAdded": {"content": "mine"}}}),
     ]
 
@@ -244,3 +251,52 @@ async def test_a_subscriber_deactivated_between_two_events_gets_no_second_event(
     assert [(e["message"], e["extensions"]) for e in errors] == [
         (BAD_TOKEN, {"code": "UNAUTHENTICATED"})
     ]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_transfer_or_deletion_ends_the_subscriptions_of_those_who_lose_the_conversation(
+    app: Starlette, api: Api, sessionmaker: Sessionmaker, protocol: str
+) -> None:
+    """Who may see a conversation changes without a message: its subscribers are told at the
+    commit (an event of no messages) and check again, together. The former owner's end with
+    NOT_FOUND at once, as the conversation now reads to them, instead of going silent; an
+    admin's goes on after a transfer and ends after a deletion."""
+    owner = await make_user(sessionmaker, username="owner")
+    heir = await make_user(sessionmaker, username="heir")
+    admin = await make_user(sessionmaker, is_admin=True)
+    given_pk = await make_conversation(sessionmaker, owner_id=owner, title="g")
+    given = gid("Conversation", given_pk)
+    dropped = gid("Conversation", await make_conversation(sessionmaker, owner_id=owner, title="d"))
+    query = "subscription ($id: ID!) { messageAdded(conversationId: $id) { content } }"
+    ended: dict[str, asyncio.Event] = {"given": asyncio.Event(), "dropped": asyncio.Event()}
+
+    def script(*, admin: bool) -> Callable[[GraphQLSocket], Awaitable[list[Any]]]:
+        async def run(socket: GraphQLSocket) -> list[Any]:
+            await socket.subscribe("given", query, {"id": given})
+            await socket.subscribe("dropped", query, {"id": dropped})
+            got: list[Any] = []
+            for op_id in ["dropped"] if admin else ["given", "dropped"]:
+                errors = await socket.errors(op_id)
+                got.append((op_id, [(e["message"], e["extensions"]) for e in errors]))
+                ended[op_id].set()
+            return [*got, await socket.next_data("given")] if admin else got
+
+        return run
+
+    by_owner = asyncio.create_task(on_socket(app, token_for(owner), script(admin=False), protocol))
+    by_admin = asyncio.create_task(on_socket(app, token_for(admin), script(admin=True), protocol))
+    await wait_for_subscribers(app, 4)
+    await api.data(TRANSFER, {"c": given, "to": gid("User", heir)}, token=token_for(owner))
+    await ended["given"].wait()
+    await api.data(
+        "mutation ($c: ID!) { deleteConversation(id: $c) { deletedId } }",
+        {"c": dropped},
+        token=token_for(owner),
+    )
+    await ended["dropped"].wait()
+    await send(api, token_for(heir), given_pk, "after")
+    not_found = [(NOT_FOUND, {"code": "NOT_FOUND"})]
+    assert (await by_owner, await by_admin) == (
+        [("given", not_found), ("dropped", not_found)],
+        [("dropped", not_found), {"messageAdded": {"content": "after"}}],
+    )
