@@ -69,5 +69,8 @@ step "ruff"
 .venv/bin/ruff format --check .
 step "mypy"
 .venv/bin/mypy .
+# One more worker than cores: the tests wait on PostgreSQL, servers and sockets a good part of
+# the time. Each worker has its own PostgreSQL database and temporary folder (tests/conftest.py).
+# Coverage is off by default (it cost ~45% more test CPU): `./test.sh --cov`.
 step "pytest (SQLite and PostgreSQL)"
-.venv/bin/python -m pytest --cov --cov-report=term:skip-covered "$@"
+.venv/bin/python -m pytest -n "${CHATQL_TEST_WORKERS:-$(($(nproc) + 1))}" "$@"

@@ -82,7 +82,8 @@ async def _migrate(url: str) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A fresh, migrated database for this test session, dropped at the end."""
+    """A fresh, migrated database for this test session, dropped at the end: each xdist worker
+    (`./test.sh` runs several) is a session of its own, so each has its own database."""
     admin_url = _postgres_admin_url()
     name = f"chatql_test_{uuid.uuid4().hex[:12]}"
     run(_create_database(admin_url, name))

@@ -89,14 +89,38 @@ async def statements_for_one_event(
 
         return run()
 
+    await no_subscribers_left(app)  # the last round's, or they would count as this one's
     tasks = [asyncio.create_task(on_socket(app, token_for(v), script)) for v in viewers]
     await wait_for_subscribers(app, subscribers)
     await send(api, token_for(owner), conversation, "warming up")
-    await everyone_ready.wait()
+    await ready_or_failed(everyone_ready, tasks)
     statements.reset()
     await send(api, token_for(owner), conversation, "hello")
     got = [data for received in await asyncio.gather(*tasks) for data in received]
     return statements.count, got
+
+
+async def no_subscribers_left(app: Starlette) -> None:
+    hub = app.state.services.broker.hub
+    for _ in range(500):
+        if hub.subscriber_count == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{hub.subscriber_count} subscribers left over")
+
+
+async def ready_or_failed(barrier: asyncio.Barrier, tasks: list[asyncio.Task[Any]]) -> None:
+    """Wait at `barrier`; a subscriber that fails before it fails the test with its error
+    (instead of leaving the others waiting there for ever)."""
+    waiting = asyncio.ensure_future(barrier.wait())
+    await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    if not waiting.done():
+        waiting.cancel()
+        failed = [task for task in tasks if task.done()]
+        for task in tasks:
+            task.cancel()
+        failed[0].result()
+        raise AssertionError("a subscriber ended before the event")
 
 
 @pytest.mark.parametrize("kind", ["messageAdded", "changes"])
