@@ -164,7 +164,10 @@ class Budgets:
         return self.state(bucket)
 
     def peek(self, key: str) -> Charge:
-        return self.state(self.bucket(key, self.clock()))
+        """The bucket's state without a charge: refused while it owes (below zero), until
+        it is paid back (a subscription, free to open, is not opened in debt)."""
+        bucket = self.bucket(key, self.clock())
+        return self.state(bucket, refused_for=0.0 if bucket.tokens < 0 else None)
 
     def state(self, bucket: Bucket, *, refused_for: float | None = None) -> Charge:
         """The bucket's state; refused, with the seconds until it holds `refused_for`. (An
