@@ -139,7 +139,8 @@ def _users(plan: SeedPlan, first_id: int, hashed: str, now: datetime) -> list[tu
 def _threads(
     plan: SeedPlan, user_ids: Sequence[int], first_message_id: int, now: datetime
 ) -> Iterator[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]:
-    """Each conversation row with its messages, oldest first."""
+    """Each conversation row with its messages, oldest first: one branch, each message after
+    the one before, the last the current leaf (`db.branches`)."""
     rng = random.Random(plan.seed + 1)
     contents = _Text(rng, plan.mean_length)
     message_id = first_message_id
@@ -157,14 +158,18 @@ def _threads(
                     role = "SYSTEM"
                 else:
                     role = "USER" if index % 2 == 0 else "ASSISTANT"
-                messages.append((message_id, conversation_id, role, contents.next(), None, moment))
+                parent = message_id - 1 if index else None
+                messages.append(
+                    (message_id, conversation_id, role, contents.next(), None, moment, parent)
+                )
                 message_id += 1
                 moment += timedelta(
                     seconds=rng.randrange(5, 600), microseconds=rng.randrange(10**6)
                 )
             title = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(2, 7))).capitalize()
             updated = messages[-1][5] if messages else created
-            yield (conversation_id, user_id, title, created, updated), messages
+            leaf = messages[-1][0] if messages else None
+            yield (conversation_id, user_id, title, created, updated, leaf), messages
 
 
 USER_COLUMNS = (
@@ -182,8 +187,16 @@ USER_COLUMNS = (
     "created_at",
     "updated_at",
 )
-CONVERSATION_COLUMNS = ("id", "user_id", "title", "created_at", "updated_at")
-MESSAGE_COLUMNS = ("id", "conversation_id", "role", "content", "client_id", "created_at")
+CONVERSATION_COLUMNS = ("id", "user_id", "title", "created_at", "updated_at", "current_leaf_id")
+MESSAGE_COLUMNS = (
+    "id",
+    "conversation_id",
+    "role",
+    "content",
+    "client_id",
+    "created_at",
+    "parent_id",
+)
 
 
 class _Writer:

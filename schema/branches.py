@@ -83,11 +83,9 @@ async def place(
     )
 
 
-async def settle(
-    session: AsyncSession, *, conversation: Row[Any], placement: Placement, message: Row[Any]
-) -> None:
-    """After a new `message` was stored where `placement` says: move the active branch to it
-    (no statement when it continues after the leaf)."""
+async def settle(session: AsyncSession, *, conversation: Row[Any], placement: Placement) -> None:
+    """After a new message was stored where `placement` says: move the active branch to it (no
+    statement when it continues after the leaf)."""
     if placement.new_branch:
         await branches.switch(
             session,

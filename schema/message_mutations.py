@@ -73,7 +73,7 @@ class MessageMutations:
                 parent_id=placement.parent_id,
             )
             if created:
-                await settle(session, conversation=conversation, placement=placement, message=row)
+                await settle(session, conversation=conversation, placement=placement)
                 conversation = await conversation_data.touch_conversation(
                     session, conversation=conversation, at=row.created_at, leaf=row.id
                 )

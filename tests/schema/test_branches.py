@@ -60,6 +60,9 @@ query ($id: ID!, $first: Int, $after: String, $last: Int, $before: String) {
   }
 }
 """
+IMPORT = """
+mutation ($input: ImportMessagesInput!) { importMessages(input: $input) { importedCount } }
+"""
 KINDS = "{ changes(first: 100) { edges { node { kind } } } }"
 
 
@@ -326,6 +329,31 @@ async def test_a_branch_walk_reads_the_active_branch_exactly(
     assert await taker.select("a3") == "g3"
     assert await taker.walk() == (["q1", "a3", "g1", "g2", "g3"],) * 2
     assert await taker.select("q2") == "b1"
+
+    # importMessages continues after currentLeaf; older history sorts first on the branch, so
+    # lastMessage (the last by createdAt, then id) is not currentLeaf.
+    history = [
+        {"role": "USER", "content": "old 1", "createdAt": "2020-01-01T00:00:00Z"},
+        {"role": "ASSISTANT", "content": "old 2", "createdAt": "2020-01-01T00:00:01Z"},
+    ]
+    await api.data(
+        IMPORT,
+        {"input": {"conversationId": gid("Conversation", conversation), "messages": history}},
+        token=taker.token,
+    )
+    assert await taker.state() == {
+        "count": 4,
+        "unread": 2,
+        "leaf": "old 2",
+        "last": "b1",
+        "branch": [
+            node("old 1", "b1", ["old 1"]),
+            node("old 2", "old 1", ["old 2"]),
+            node("q2", None, questions),
+            node("b1", "q2", ["b1"]),
+        ],
+        "more": {"hasNextPage": False, "hasPreviousPage": False},
+    }
 
     # The planned executor and Strawberry answer the branch fields byte for byte.
     planned, plain = await both_answers(
