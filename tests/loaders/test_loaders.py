@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from typing import Any
 
 from db.conversations import DEFAULT_FILTER
 from db.pagination import PageRequest
@@ -60,17 +61,14 @@ async def test_a_value_primed_when_made_is_there_without_a_statement(
 ) -> None:
     viewer, other = await make_user(sessionmaker), await make_user(sessionmaker)
     loaders = make_loaders(sessionmaker, Viewer(id=viewer, is_admin=False))
-    loaders.prime_when_made("user_by_id", viewer, "the viewer's row")
+    viewer_row: Any = ("the viewer's row",)
+    other_row: Any = ("another row",)
+    loaders.prime_when_made("user_by_id", viewer, viewer_row)
     made_before = "user_by_id" in vars(loaders)
     statements.reset()
     primed = await loaders.user_by_id.get(viewer)
     # Once made, a further value is primed at once.
-    loaders.prime_when_made("user_by_id", other, "another row")
+    loaders.prime_when_made("user_by_id", other, other_row)
     also = await loaders.user_by_id.get(other)
 
-    assert (made_before, primed, also, statements.count) == (
-        False,
-        "the viewer's row",
-        "another row",
-        0,
-    )
+    assert (made_before, primed, also, statements.count) == (False, viewer_row, other_row, 0)
