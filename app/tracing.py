@@ -37,7 +37,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from graphql import DocumentNode
+from graphql import DocumentNode, get_operation_ast
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -314,7 +314,7 @@ class TracedFastLane(FastLane):
             _attributes(
                 request,
                 name=name,
-                kind="query",
+                kind=_kind(document, name),
                 context=context,
                 document=document,
                 variables=variables,
@@ -322,6 +322,12 @@ class TracedFastLane(FastLane):
             )
         with self.tracing.tracer.start_as_current_span("execute"):
             return await super().run(schema, document, variables, name, context)
+
+
+def _kind(document: DocumentNode, name: str | None) -> str | None:
+    """The operation's type (query, mutation), as the fast lane runs both."""
+    operation = get_operation_ast(document, name)
+    return operation.operation.value if operation is not None else None
 
 
 def _attributes(
