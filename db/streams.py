@@ -19,7 +19,11 @@ PostgreSQL; on SQLite `group_concat` over the primary key's index, which visits 
 chunks in seq order), and only for rows whose status is STREAMING: other rows read `content`
 as stored. Finishing folds the chunks into `messages.content` once (one rewrite per message,
 O(n)). The chunks stay, so `messageStream(afterSeq:)` can resume after any seq of a finished
-message too; they go with the message (ON DELETE CASCADE).
+message too; they go with the message (ON DELETE CASCADE). Once finished, `content` is the
+text and the chunks only say where each append ended: a finished message's text after seq k
+is its `content` after the characters of appends 1..k, so a replay gives the current text
+even after `editMessage` rewrote it (the chunks then hold the text as streamed, never read as
+such again).
 
 Wake-ups for `messageStream` go through the broker under the key `stream_key(message_id)`
 with the seq as the id (`stream:<id>:<seq>`); subscribers never trust them for content: they
@@ -35,6 +39,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Row,
     String,
     Table,
@@ -302,7 +307,16 @@ async def read_after(
 ) -> StreamState | None:
     """The message's status, last seq and text after seq `after`, in one statement (one
     snapshot); None when the caller may not see it. A never-streamed message has seq 0 and all
-    its content after seq 0."""
+    its content after seq 0. While it streams the text is its chunks after `after`; once
+    finished, its `content` (edits included) after the characters appends 1..`after` held."""
+    finished_text: ColumnElement[str] = messages.c.content
+    if after > 0:
+        through = (
+            select(func.coalesce(func.sum(func.length(chunks.c.delta)), 0))
+            .where(chunks.c.message_id == messages.c.id, chunks.c.seq <= after)
+            .scalar_subquery()
+        )
+        finished_text = func.substr(messages.c.content, through.cast(Integer) + 1)
     row = (
         await session.execute(
             select(
@@ -312,7 +326,10 @@ async def read_after(
                 case((messages.c.stream_seq == 0, messages.c.content), else_=literal("")).label(
                     "plain"
                 ),
-                chunk_text(messages.c.id, literal(after)).label("delta"),
+                case(
+                    (messages.c.status == STREAMING, chunk_text(messages.c.id, literal(after))),
+                    else_=finished_text,
+                ).label("delta"),
             ).where(messages.c.id == message_id, *_owned(owner_id))
         )
     ).first()

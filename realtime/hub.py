@@ -124,14 +124,18 @@ class Subscription:
             raise item
         return item
 
-    def drain(self) -> None:
+    def drain(self) -> Batch | None:
         """Forget the batches queued so far (for a consumer whose next read covers them, as
-        `messageStream`'s does); raises the reason if the subscription has been ended."""
+        `messageStream`'s does) and return the last of them (None: there were none); raises
+        the reason if the subscription has been ended."""
+        last: Batch | None = None
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if isinstance(item, SubscriptionEnded):
                 self._queue.put_nowait(item)
                 raise item
+            last = item
+        return last
 
 
 # A feed wake-up that names no position: read whatever follows the last delivered one.

@@ -11,7 +11,10 @@ MESSAGE_FINISHED and wakes the stream's subscribers for the last chunk.
 `afterSeq`; each wake-up (an append's, a finish's, or a resync after the LISTEN connection came
 back) makes it read the chunks after the last seq it delivered, in one statement that also
 gives the status, so each character reaches the subscriber once and none is lost. A wake-up's
-payload is never trusted for content. It ends after the chunk with the final status.
+payload is never trusted for content. It ends after the chunk with the final status. The
+subscribers of one message in this process that one wake-up finds at the same seq (and with
+the same owner scope) read once between them: the wake-up's `Shared` memo, as `messageAdded`'s
+subscribers load an event once (issue 15, S1).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from db import streams
 from db.changes import ChangeKind, NewChange, record
 from db.engine import idempotent_read, write_transaction
 from db.models import MessageRole, MessageStatus
-from realtime.hub import SubscriberTooSlow, ViewerGone
+from realtime.hub import Batch, SubscriberTooSlow, ViewerGone
 from schema.conversation_mutations import lock_conversation, owner_scope, remember
 from schema.errors import BAD_TOKEN, BadUserInput, NotFound, TooSlow, Unauthenticated
 from schema.inputs import AppendMessageInput, FinishMessageInput, StartMessageInput
@@ -237,8 +240,12 @@ class StreamSubscription:
         hub = context.services.broker.hub
         # Subscribe before the first read, so nothing committed after it is missed.
         async with hub.subscribe(streams.stream_key(pk), viewer_id=viewer.id) as subscription:
+            woken: Batch | None = None
             while True:
-                state = await idempotent_read(sessionmaker, partial(read, after=after))
+                load = partial(idempotent_read, sessionmaker, partial(read, after=after))
+                # The subscribers of the message woken by one append, in step (the same last
+                # seq) and with the same scope, share one read (`realtime.hub.Shared`).
+                state = await (woken.shared.once(f"{owner}:{after}", load) if woken else load())
                 if state is None:
                     raise NotFound()
                 final = state.status != streams.STREAMING
@@ -257,10 +264,12 @@ class StreamSubscription:
                     # No wake-up comes when the message or its conversation is deleted: read
                     # again now and then, and the read ends it with NOT_FOUND.
                     wait = RECHECK_SECONDS if expires is None else min(expires, RECHECK_SECONDS)
+                    woken = None
                     async with asyncio.timeout(wait):
-                        await subscription.next_batch()
-                    # The read below covers every wake-up queued meanwhile.
-                    subscription.drain()
+                        woken = await subscription.next_batch()
+                    # The read below covers every wake-up queued meanwhile: it is the last
+                    # one's (a read shared under an earlier one may predate the later appends).
+                    woken = subscription.drain() or woken
                 except TimeoutError as exc:
                     if expires is not None and expires <= RECHECK_SECONDS:
                         raise Unauthenticated(BAD_TOKEN) from exc  # its token has expired

@@ -553,3 +553,54 @@ async def test_a_stream_whose_message_is_deleted_ends_not_found_and_a_negative_a
         [refused] = await socket.errors("2")
         assert refused["extensions"]["code"] == "BAD_USER_INPUT"
         assert refused["extensions"]["fields"] == {"afterSeq": "must be 0 or more"}
+
+
+async def test_one_wake_up_read_serves_the_subscribers_of_a_message_in_step(
+    app: Starlette, api: Api, sessionmaker: Sessionmaker, statements: StatementCounter
+) -> None:
+    token, conversation = await owner_and_conversation(sessionmaker)
+    message = (await start(api, token, conversation))["id"]
+    op_ids = ("a", "b", "c")
+    async with asgi_socket(app, TRANSPORT_WS) as socket:
+        await socket.login(token)
+        streams = Streams(socket)
+        for op_id in op_ids:
+            await streams.open(op_id, message)
+        await wait_for_subscribers(app, 3)
+        await append(api, token, message, 1, "one ")
+        for op_id in op_ids:
+            await streams.until_seq(op_id, 1)
+        statements.reset()
+        await append(api, token, message, 2, "two")
+        for op_id in op_ids:
+            await streams.until_seq(op_id, 2)
+        reads = [s for s in statements.seen if s.startswith("SELECT") and "message_chunks" in s]
+        assert len(reads) == 1, reads  # not one per subscriber
+    chunks = [
+        {"messageId": message, "seq": seq, "delta": delta, "status": "STREAMING"}
+        for seq, delta in ((1, "one "), (2, "two"))
+    ]
+    assert streams.chunks == dict.fromkeys(op_ids, chunks)
+
+
+async def test_the_replay_of_an_edited_streamed_message_is_its_current_text(
+    app: Starlette, api: Api, sessionmaker: Sessionmaker
+) -> None:
+    token, conversation = await owner_and_conversation(sessionmaker)
+    message = (await start(api, token, conversation))["id"]
+    for seq, delta in enumerate(["Hello", ", ", "world"], start=1):
+        await append(api, token, message, seq, delta)
+    await finish(api, token, message)
+    edit = "mutation ($id: ID!, $c: String!) { editMessage(id: $id, input: {content: $c}) { id } }"
+    await api.data(edit, {"id": message, "c": "Hello, there: edited"}, token=token)
+    async with asgi_socket(app, TRANSPORT_WS) as socket:
+        await socket.login(token)
+        streams = Streams(socket)
+        for after in (0, 2, 3):
+            await streams.open(f"after {after}", message, after)
+            await streams.until_done(f"after {after}")
+    # After seq k: the current text past the characters appends 1..k held ("Hello, " is 7, "Hello, world" 12).
+    assert streams.chunks == {
+        f"after {after}": [{"messageId": message, "seq": 3, "delta": delta, "status": "COMPLETE"}]
+        for after, delta in ((0, "Hello, there: edited"), (2, "there: edited"), (3, ": edited"))
+    }
