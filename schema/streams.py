@@ -1,8 +1,9 @@
 """Streamed answers (issue 15): `startMessage`, `appendMessage`, `finishMessage` and the
 `messageStream` subscription. The storage design is `db.streams`'s.
 
-`startMessage` is `sendMessage` for an empty STREAMING message (same clientId idempotency, same
-`messageAdded` and MESSAGE_ADDED). `appendMessage` is two statements and nothing else: no
+`startMessage` is `sendMessage` for an empty STREAMING message, through the same code
+(`schema.message_mutations.add_one`: the same clientId idempotency, one key space for both,
+the same `messageAdded` and MESSAGE_ADDED). `appendMessage` is two statements and nothing else: no
 conversation lock, no feed change (appends are what `messageStream` is for); its wake-up rides
 on the chunk's INSERT on PostgreSQL. `finishMessage` folds the chunks into `content`, adds
 MESSAGE_FINISHED and wakes the stream's subscribers for the last chunk.
@@ -25,24 +26,22 @@ from functools import partial
 
 import strawberry
 
-from db import conversations as conversation_data
 from db import messages as message_data
 from db import streams
 from db.changes import ChangeKind, NewChange, record
 from db.engine import idempotent_read, write_transaction
 from db.models import MessageRole, MessageStatus
 from realtime.hub import Batch, SubscriberTooSlow, ViewerGone
-from schema.conversation_mutations import lock_conversation, owner_scope, remember
+from schema.conversation_mutations import owner_scope
 from schema.errors import BAD_TOKEN, BadUserInput, NotFound, TooSlow, Unauthenticated
 from schema.inputs import AppendMessageInput, FinishMessageInput, StartMessageInput
+from schema.message_mutations import add_one
 from schema.permissions import require_viewer
-from schema.relay import decode_conversation_id, decode_id, to_global_id
+from schema.relay import decode_id, to_global_id
 from schema.subscriptions import until
 from schema.types import AppendMessagePayload, Info, Message, MessageChunk
 from schema.validation import (
-    client_id_problem,
     content_problem,
-    model_problem,
     raise_for,
     tokens_problem,
 )
@@ -69,49 +68,15 @@ class StreamMutations:
         "the first one. Owner or admin."
     )
     async def start_message(self, info: Info, input: StartMessageInput) -> Message:
-        viewer = require_viewer(info.context)
-        conversation_id = decode_conversation_id(input.conversation_id, field="conversationId")
-        raise_for(
-            {
-                "model": model_problem(input.model),
-                "clientId": (
-                    client_id_problem(input.client_id) if input.client_id is not None else None
-                ),
-            }
+        return await add_one(
+            info,
+            conversation_id=input.conversation_id,
+            role=input.role or MessageRole.ASSISTANT,
+            content="",
+            client_id=input.client_id,
+            model=input.model,
+            streaming=True,
         )
-        services = info.context.services
-        async with write_transaction(services.sessionmaker) as session:
-            conversation = await lock_conversation(
-                session, conversation_id=conversation_id, viewer=viewer
-            )
-            row, created = await message_data.add_message(
-                session,
-                conversation_id=conversation_id,
-                role=input.role or MessageRole.ASSISTANT,
-                content="",
-                client_id=input.client_id,
-                model=input.model,
-                streaming=True,
-            )
-            if created:
-                conversation = await conversation_data.touch_conversation(
-                    session, conversation=conversation, at=row.created_at
-                )
-                await services.broker.publish(
-                    session, conversation_id=conversation_id, message_ids=[row.id]
-                )
-                await record(
-                    session,
-                    [
-                        NewChange(
-                            conversation.user_id, ChangeKind.MESSAGE_ADDED, conversation_id, row.id
-                        )
-                    ],
-                    at=conversation.updated_at,
-                )
-        remember(info, conversation)
-        info.context.loaders.message_by_id.put(row.id, row)
-        return Message.from_row(row)
 
     @strawberry.mutation(
         description="Add text to a streaming message; a seq already stored is answered with "

@@ -604,3 +604,33 @@ async def test_the_replay_of_an_edited_streamed_message_is_its_current_text(
         f"after {after}": [{"messageId": message, "seq": 3, "delta": delta, "status": "COMPLETE"}]
         for after, delta in ((0, "Hello, there: edited"), (2, "there: edited"), (3, ": edited"))
     }
+
+
+async def test_a_client_id_is_one_key_for_send_and_start_and_returns_what_it_stored(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    token, conversation = await owner_and_conversation(sessionmaker)
+    c = gid("Conversation", conversation)
+    send = """mutation ($c: ID!, $k: String) { sendMessage(input: {conversationId: $c,
+        content: "sent", clientId: $k}) { id role content status model } }"""
+    started = await start(api, token, conversation, model="m1", clientId="streamed")
+    await append(api, token, started["id"], 1, "so far")
+    sent = (await api.data(send, {"c": c, "k": "sent"}, token=token))["sendMessage"]
+    # The other mutation with a key already used: the message stored under it, as it is now.
+    assert (await api.data(send, {"c": c, "k": "streamed"}, token=token))["sendMessage"] == {
+        "id": started["id"],
+        "role": "ASSISTANT",
+        "content": "so far",
+        "status": "STREAMING",
+        "model": "m1",
+    }
+    assert await start(api, token, conversation, model="m2", clientId="sent") == {
+        "id": sent["id"],
+        "role": "USER",
+        "content": "sent",
+        "status": "COMPLETE",
+        "model": None,
+        "usage": None,
+    }
+    count = "query ($c: ID!) { node(id: $c) { ... on Conversation { messageCount } } }"
+    assert await api.data(count, {"c": c}, token=token) == {"node": {"messageCount": 2}}
