@@ -56,6 +56,11 @@ query ($c: ID!) {
   }
 }
 """
+SEARCH_HITS = """
+query ($q: String!) {
+  searchMessages(query: $q) { edges { node { message { content status } } } }
+}
+"""
 STREAM = """
 subscription ($m: ID!, $after: Int) {
   messageStream(messageId: $m, afterSeq: $after) { messageId seq delta status }
@@ -634,3 +639,30 @@ async def test_a_client_id_is_one_key_for_send_and_start_and_returns_what_it_sto
     }
     count = "query ($c: ID!) { node(id: $c) { ... on Conversation { messageCount } } }"
     assert await api.data(count, {"c": c}, token=token) == {"node": {"messageCount": 2}}
+
+
+@pytest.mark.postgres_only
+async def test_a_streaming_message_is_found_by_its_text_so_far(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    # RULES: search "sees a write as soon as it commits"; an append is a write (on SQLite its
+    # FTS5 index holds what is finished: README "Streamed answers" says why).
+    token, conversation = await owner_and_conversation(sessionmaker)
+    await make_messages(sessionmaker, conversation_id=conversation, count=1, content="a fox den")
+    message = (await start(api, token, conversation))["id"]
+    await append(api, token, message, 1, "quick brown fo")
+    await append(api, token, message, 2, "xes jump")
+
+    async def found(query: str) -> list[tuple[str, str]]:
+        data = await api.data(SEARCH_HITS, {"q": query}, token=token)
+        return [
+            (edge["node"]["message"]["content"], edge["node"]["message"]["status"])
+            for edge in data["searchMessages"]["edges"]
+        ]
+
+    streaming = ("quick brown foxes jump", "STREAMING")
+    assert await found("foxes jumping") == [streaming]
+    assert await found("fox") == [streaming, ("a fox den", "COMPLETE")]
+    assert await found("fox -quick") == [("a fox den", "COMPLETE")]
+    await finish(api, token, message)
+    assert await found("jumps") == [("quick brown foxes jump", "COMPLETE")]
