@@ -3,9 +3,12 @@
 
 `startMessage` is `sendMessage` for an empty STREAMING message, through the same code
 (`schema.message_mutations.add_one`: the same clientId idempotency, one key space for both,
-the same `messageAdded` and MESSAGE_ADDED). `appendMessage` is two statements and nothing else: no
-conversation lock, no feed change (appends are what `messageStream` is for); its wake-up rides
-on the chunk's INSERT on PostgreSQL. `finishMessage` folds the chunks into `content`, adds
+the same `messageAdded` and MESSAGE_ADDED). `appendMessage` is two statements and nothing
+else: no conversation lock, no feed change (appends are what `messageStream` is for); on
+PostgreSQL they are one statement on its own (`db.streams.append_at_once`: the claim, the
+chunk's INSERT and its NOTIFY, one round trip with no BEGIN or COMMIT), and only an append it
+did not store as new (a retry, an error, a race) is looked at again in a transaction
+(`db.streams.append`). `finishMessage` folds the chunks into `content`, adds
 MESSAGE_FINISHED and wakes the stream's subscribers for the last chunk.
 
 `messageStream` subscribes to the stream's wake-ups first, then reads what was stored after
@@ -29,7 +32,7 @@ import strawberry
 from db import messages as message_data
 from db import streams
 from db.changes import ChangeKind, NewChange, record
-from db.engine import idempotent_read, write_transaction
+from db.engine import write_transaction
 from db.models import MessageRole, MessageStatus
 from realtime.hub import Batch, SubscriberTooSlow, ViewerGone
 from schema.conversation_mutations import owner_scope
@@ -59,6 +62,30 @@ def _message_id(global_id: str, field: str) -> int:
 
 def _problem(problem: streams.StreamProblem) -> BadUserInput:
     return BadUserInput.one(problem.field, problem.reason)
+
+
+async def _append(
+    info: Info, message_id: int, input: AppendMessageInput
+) -> streams.Appended | None:
+    """`db.streams.append` in a transaction, announced through the broker where the chunk's
+    INSERT does not NOTIFY (SQLite)."""
+    services = info.context.services
+    broker = services.broker
+    async with write_transaction(services.sessionmaker) as session:
+        appended = await streams.append(
+            session,
+            message_id=message_id,
+            owner_id=owner_scope(require_viewer(info.context)),
+            seq=input.seq,
+            delta=input.delta,
+            max_chars=info.context.config.max_streamed_chars,
+            notify_channel=broker.notify_channel,
+        )
+        if appended is not None and appended.new and broker.notify_channel is None:
+            await broker.publish(
+                session, conversation_id=streams.stream_key(message_id), message_ids=[input.seq]
+            )
+    return appended
 
 
 @strawberry.type
@@ -94,9 +121,10 @@ class StreamMutations:
         services = info.context.services
         broker = services.broker
         try:
-            async with write_transaction(services.sessionmaker) as session:
-                appended = await streams.append(
-                    session,
+            appended = None
+            if broker.notify_channel is not None and services.driver_reads is not None:
+                appended = await streams.append_at_once(
+                    services.driver_reads,
                     message_id=message_id,
                     owner_id=owner_scope(viewer),
                     seq=input.seq,
@@ -104,12 +132,8 @@ class StreamMutations:
                     max_chars=info.context.config.max_streamed_chars,
                     notify_channel=broker.notify_channel,
                 )
-                if appended is not None and appended.new and broker.notify_channel is None:
-                    await broker.publish(
-                        session,
-                        conversation_id=streams.stream_key(message_id),
-                        message_ids=[input.seq],
-                    )
+            if appended is None:
+                appended = await _append(info, message_id, input)
         except streams.StreamProblem as problem:
             raise _problem(problem) from None
         if appended is None:
@@ -198,16 +222,15 @@ class StreamSubscription:
         if after_seq is not None and after_seq < 0:
             raise BadUserInput.one("afterSeq", "must be 0 or more")
         after = after_seq or 0
-        sessionmaker = context.sessionmaker
         owner = owner_scope(viewer)
-        read = partial(streams.read_after, message_id=pk, owner_id=owner)
+        read = partial(streams.read_after, context.services.reads, message_id=pk, owner_id=owner)
         gid = strawberry.ID(to_global_id("Message", pk))
         hub = context.services.broker.hub
         # Subscribe before the first read, so nothing committed after it is missed.
         async with hub.subscribe(streams.stream_key(pk), viewer_id=viewer.id) as subscription:
             woken: Batch | None = None
             while True:
-                load = partial(idempotent_read, sessionmaker, partial(read, after=after))
+                load = partial(read, after=after)
                 # The subscribers of the message woken by one append, in step (the same last
                 # seq) and with the same scope, share one read (`realtime.hub.Shared`).
                 state = await (woken.shared.once(f"{owner}:{after}", load) if woken else load())
