@@ -607,7 +607,7 @@ async def test_the_replay_of_an_edited_streamed_message_is_its_current_text(
         for after in (0, 2, 3):
             await streams.open(f"after {after}", message, after)
             await streams.until_done(f"after {after}")
-    # After seq k: the current text past the characters appends 1..k held ("Hello, " is 7, "Hello, world" 12).
+    # After seq k: the current text past what appends 1..k held ("Hello, " is 7 characters).
     assert streams.chunks == {
         f"after {after}": [{"messageId": message, "seq": 3, "delta": delta, "status": "COMPLETE"}]
         for after, delta in ((0, "Hello, there: edited"), (2, "there: edited"), (3, ": edited"))
