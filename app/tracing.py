@@ -46,7 +46,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from graphql import DocumentNode
+from graphql import DocumentNode, get_operation_ast
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -338,7 +338,7 @@ class TracedFastLane(FastLane):
             _attributes(
                 request,
                 name=name,
-                kind="query",
+                kind=_kind(document, name),
                 context=context,
                 document=document,
                 variables=variables,
@@ -347,6 +347,12 @@ class TracedFastLane(FastLane):
             )
         with self.tracing.parent("execute"):
             return await super().run(schema, document, variables, name, context)
+
+
+def _kind(document: DocumentNode, name: str | None) -> str | None:
+    """The operation's type (query, mutation), as the fast lane runs both."""
+    operation = get_operation_ast(document, name)
+    return operation.operation.value if operation is not None else None
 
 
 def _attributes(

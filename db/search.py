@@ -37,10 +37,12 @@ from sqlalchemy import (
     or_,
     select,
     table,
+    union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Conversation, Message, MessageRole
+from db.streams import MESSAGE_COLUMNS, STREAMING, content_of
 
 POSTGRES_CONFIG = "english"
 SEARCH_VECTOR = "search_vector"  # PostgreSQL: the generated column on messages
@@ -215,13 +217,34 @@ def search_statement(
         .select_from(source)
         .where(conversations.c.user_id == owner_id, matches)
     )
+    if dialect == "postgresql":
+        # Streaming messages (their text is their chunks: `db.streams`), each matched on its
+        # text so far through the partial index of STREAMING rows; a finished row's vector is
+        # its content's, and a streaming row's content is empty, so no row is in both.
+        live_vector = func.to_tsvector(
+            literal_column(f"'{POSTGRES_CONFIG}'::regconfig"), content_of()
+        )
+        live = (
+            select(*MESSAGE_COLUMNS, func.ts_rank_cd(live_vector, tsquery).cast(Float))
+            .select_from(owned)
+            .where(
+                conversations.c.user_id == owner_id,
+                messages.c.status == STREAMING,
+                live_vector.op("@@")(tsquery),
+            )
+        )
+        both = union_all(statement, live).subquery("found")
+        statement = select(both)
+        rank, messages_c = both.c.rank, both.c
+    else:
+        messages_c = messages.c
     if conversation_id is not None:
-        statement = statement.where(messages.c.conversation_id == conversation_id)
+        statement = statement.where(messages_c.conversation_id == conversation_id)
     if role is not None:
-        statement = statement.where(messages.c.role == role)
+        statement = statement.where(messages_c.role == role)
     if after is not None:
         after_rank, after_id = after
         statement = statement.where(
-            or_(rank < after_rank, and_(rank == after_rank, messages.c.id < after_id))
+            or_(rank < after_rank, and_(rank == after_rank, messages_c.id < after_id))
         )
-    return statement.order_by(rank.desc(), messages.c.id.desc()).limit(first + 1)
+    return statement.order_by(rank.desc(), messages_c.id.desc()).limit(first + 1)

@@ -11,7 +11,10 @@ serialisation point: it only matches when `stream_seq = seq - 1`, so of concurre
 one seq exactly one matches (PostgreSQL's row lock makes the others wait, then see the new
 `stream_seq`; SQLite has one writer at a time), and the losers read the stored state to answer
 (a retry) or to name the error (a gap, a finished message, too much text). An append is two
-statements; on PostgreSQL the chunk's INSERT carries the NOTIFY (`RETURNING pg_notify(...)`).
+statements; on PostgreSQL the chunk's INSERT carries the NOTIFY (`RETURNING pg_notify(...)`),
+and the two run as one statement on its own (`append_at_once`: data-modifying CTEs, no BEGIN
+or COMMIT, one round trip; atomic as any statement is), `append` in a transaction only for
+what that did not store as new.
 
 While a message streams, its `content` is the concatenation of its chunks, computed where
 messages are read (`MESSAGE_COLUMNS`, `chunk_text`: `string_agg(delta, '' ORDER BY seq)` on
@@ -19,7 +22,11 @@ PostgreSQL; on SQLite `group_concat` over the primary key's index, which visits 
 chunks in seq order), and only for rows whose status is STREAMING: other rows read `content`
 as stored. Finishing folds the chunks into `messages.content` once (one rewrite per message,
 O(n)). The chunks stay, so `messageStream(afterSeq:)` can resume after any seq of a finished
-message too; they go with the message (ON DELETE CASCADE).
+message too; they go with the message (ON DELETE CASCADE). Once finished, `content` is the
+text and the chunks only say where each append ended: a finished message's text after seq k
+is its `content` after the characters of appends 1..k, so a replay gives the current text
+even after `editMessage` rewrote it (the chunks then hold the text as streamed, never read as
+such again).
 
 Wake-ups for `messageStream` go through the broker under the key `stream_key(message_id)`
 with the seq as the id (`stream:<id>:<seq>`); subscribers never trust them for content: they
@@ -35,10 +42,12 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Row,
     String,
     Table,
     and_,
+    bindparam,
     case,
     func,
     insert,
@@ -53,6 +62,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Text
 
 from db.models import Conversation, Message, MessageChunk, utcnow
+from db.reads import Reads
 
 messages = cast(Table, Message.__table__)
 conversations = cast(Table, Conversation.__table__)
@@ -140,6 +150,97 @@ def _owned(owner_id: int | None) -> list[ColumnElement[bool]]:
         return []
     mine = select(conversations.c.id).where(conversations.c.user_id == owner_id)
     return [messages.c.conversation_id.in_(mine.scalar_subquery())]
+
+
+def _append_statement(owned: bool) -> Any:
+    """PostgreSQL: `append`'s claim and INSERT (and its NOTIFY) as one statement, built once
+    (values: `message_id`, `seq`, `delta`, `size`, `now`, `max_chars`, `channel`, `payload`,
+    with `owned` the owner's `owner_id`). A row when it stored the append, none when the
+    claim failed (nothing written)."""
+    message_id = bindparam("message_id", type_=Integer)
+    seq = bindparam("seq", type_=Integer)
+    size = bindparam("size", type_=Integer)
+    now = bindparam("now", type_=messages.c.stream_touched_at.type)
+    scope = (
+        [
+            messages.c.conversation_id.in_(
+                select(conversations.c.id)
+                .where(conversations.c.user_id == bindparam("owner_id", type_=Integer))
+                .scalar_subquery()
+            )
+        ]
+        if owned
+        else []
+    )
+    claimed = (
+        update(messages)
+        .where(
+            messages.c.id == message_id,
+            messages.c.status == STREAMING,
+            messages.c.stream_seq == seq - 1,
+            messages.c.stream_length + size <= bindparam("max_chars", type_=Integer),
+            *scope,
+        )
+        .values(
+            stream_seq=seq, stream_length=messages.c.stream_length + size, stream_touched_at=now
+        )
+        .returning(messages.c.conversation_id, messages.c.stream_length)
+        .cte("claimed")
+    )
+    stored = (
+        insert(chunks)
+        .from_select(
+            ["message_id", "seq", "delta", "created_at"],
+            select(message_id, seq, bindparam("delta", type_=Text), now).select_from(claimed),
+        )
+        .returning(
+            func.pg_notify(
+                bindparam("channel", type_=String),
+                bindparam("payload", type_=String),
+                type_=String,
+            ).label("notified")
+        )
+        .cte("stored")
+    )
+    # Reading `stored` makes its RETURNING (the NOTIFY) certain to be computed.
+    return select(
+        claimed.c.conversation_id, claimed.c.stream_length, stored.c.notified
+    ).select_from(claimed.join(stored, literal(True)))
+
+
+_APPEND = {owned: _append_statement(owned) for owned in (True, False)}
+
+
+async def append_at_once(
+    reads: Reads,
+    *,
+    message_id: int,
+    owner_id: int | None,
+    seq: int,
+    delta: str,
+    max_chars: int,
+    notify_channel: str,
+) -> Appended | None:
+    """PostgreSQL: store append `seq` in one statement on its own (no BEGIN or COMMIT: one
+    round trip, on the driver's pool of `db.reads`), the NOTIFY with it; the Appended, or
+    None when it was not stored as new (a retry, a gap, a finished or missing message, too
+    much text, a race): then `append` says which, in a transaction. Issue 15, S1."""
+    values: dict[str, Any] = {
+        "message_id": message_id,
+        "seq": seq,
+        "delta": delta,
+        "size": len(delta),
+        "now": utcnow(),
+        "max_chars": max_chars,
+        "channel": notify_channel,
+        "payload": f"{stream_key(message_id)}:{seq}",
+    }
+    if owner_id is not None:
+        values["owner_id"] = owner_id
+    row = await reads.first(_APPEND[owner_id is not None], values)
+    if row is None:
+        return None
+    return Appended(message_id, row.conversation_id, seq, row.stream_length, True)
 
 
 async def append(
@@ -297,25 +398,54 @@ class StreamState:
     delta: str
 
 
+def _read_after_statement(owned: bool) -> Any:
+    """`read_after`'s one statement, built once (values: `message_id`, `after`, and with
+    `owned` the owner's `owner_id`), so that PostgreSQL's driver reads prepare it once."""
+    message_id, after = bindparam("message_id", type_=Integer), bindparam("after", type_=Integer)
+    through = (
+        select(func.coalesce(func.sum(func.length(chunks.c.delta)), 0))
+        .where(chunks.c.message_id == messages.c.id, chunks.c.seq <= after)
+        .scalar_subquery()
+    )
+    scope = (
+        [
+            messages.c.conversation_id.in_(
+                select(conversations.c.id)
+                .where(conversations.c.user_id == bindparam("owner_id", type_=Integer))
+                .scalar_subquery()
+            )
+        ]
+        if owned
+        else []
+    )
+    return select(
+        messages.c.status,
+        messages.c.stream_seq,
+        case((messages.c.stream_seq == 0, messages.c.content), else_=literal("")).label("plain"),
+        case(
+            (messages.c.status == STREAMING, chunk_text(messages.c.id, after)),
+            # Finished: `content` (edits included) after what appends 1..after held.
+            else_=func.substr(messages.c.content, through.cast(Integer) + 1),
+        ).label("delta"),
+    ).where(messages.c.id == message_id, *scope)
+
+
+_READ_AFTER = {owned: _read_after_statement(owned) for owned in (True, False)}
+
+
 async def read_after(
-    session: AsyncSession, *, message_id: int, owner_id: int | None, after: int
+    reads: Reads, *, message_id: int, owner_id: int | None, after: int
 ) -> StreamState | None:
     """The message's status, last seq and text after seq `after`, in one statement (one
-    snapshot); None when the caller may not see it. A never-streamed message has seq 0 and all
-    its content after seq 0."""
-    row = (
-        await session.execute(
-            select(
-                messages.c.status,
-                messages.c.stream_seq,
-                messages.c.stream_touched_at,
-                case((messages.c.stream_seq == 0, messages.c.content), else_=literal("")).label(
-                    "plain"
-                ),
-                chunk_text(messages.c.id, literal(after)).label("delta"),
-            ).where(messages.c.id == message_id, *_owned(owner_id))
-        )
-    ).first()
+    snapshot), on the app's reads (`db.reads`: on PostgreSQL straight on the driver, prepared
+    once, one round trip); None when the caller may not see it. A never-streamed message has
+    seq 0 and all its content after seq 0. While it streams the text is its chunks after
+    `after`; once finished, its `content` (edits included) after the characters appends
+    1..`after` held."""
+    values: dict[str, Any] = {"message_id": message_id, "after": after}
+    if owner_id is not None:
+        values["owner_id"] = owner_id
+    row = await reads.first(_READ_AFTER[owner_id is not None], values)
     if row is None:
         return None
     if row.stream_seq == 0 and row.status != STREAMING:

@@ -90,12 +90,16 @@ def untrusted_operation() -> None:
         record.untrusted = True
 
 
-def answered_query(name: str | None, outcome: str = "ok") -> None:
-    """A query was answered without Strawberry's extensions (the fast lane): record it as
-    `OperationRecorder` and `settle` would have."""
+def answered_query(
+    name: str | None, errors: Sequence[GraphQLError] = (), kind: str = "query"
+) -> None:
+    """An operation (a `kind`: query or mutation) was answered without Strawberry's extensions
+    (the fast lane), with these public errors: record it as `OperationRecorder` and `settle`
+    would have."""
     record = CURRENT.get()
     if record is not None:
-        record.operation, record.operation_type, record.outcome = name, "query", outcome
+        record.operation, record.operation_type = name, kind
+        record.outcome = outcome(errors)
 
 
 def settle(record: RequestRecord, *, refused: str | None = None) -> None:

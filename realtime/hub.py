@@ -132,14 +132,18 @@ class Queued(Generic[Item]):
             raise item
         return item
 
-    def drain(self) -> None:
+    def drain(self) -> Item | None:
         """Forget the items queued so far (for a consumer whose next read covers them, as
-        `messageStream`'s does); raises the reason if the subscription has been ended."""
+        `messageStream`'s does) and return the last of them (None: there were none); raises
+        the reason if the subscription has been ended."""
+        last: Item | None = None
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if isinstance(item, SubscriptionEnded):
                 self._queue.put_nowait(item)
                 raise item
+            last = item
+        return last
 
 
 class Subscription(Queued[Batch]):

@@ -303,13 +303,19 @@ class ErrorCodes(SchemaExtension):
         errors = getattr(result, "errors", None)
         if not errors:
             return
-        context = self.execution_context.context
-        request_id = getattr(context, "request_id", None)
-        errors = [each for error in errors for each in _unpacked(error)]
-        result.errors = [public_error(error, request_id) for error in errors]
-        if not config_of(context).suggestions:
-            for error in result.errors:
-                error.message = without_suggestions(error.message)
+        result.errors = public_errors(errors, self.execution_context.context)
+
+
+def public_errors(errors: list[GraphQLError], context: Any) -> list[GraphQLError]:
+    """The errors as a client may see them (`public_error` each, suggestions dropped unless
+    the config allows them): what `ErrorCodes` does to a result, for a lane without it."""
+    request_id = getattr(context, "request_id", None)
+    unpacked = [each for error in errors for each in _unpacked(error)]
+    public = [public_error(error, request_id) for error in unpacked]
+    if not config_of(context).suggestions:
+        for error in public:
+            error.message = without_suggestions(error.message)
+    return public
 
 
 def _unpacked(error: GraphQLError) -> list[GraphQLError]:

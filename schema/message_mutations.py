@@ -34,64 +34,97 @@ from schema.validation import (
 )
 
 
+async def add_one(
+    info: Info,
+    *,
+    conversation_id: str,
+    role: MessageRole,
+    content: str,
+    client_id: str | None,
+    model: str | None,
+    parent_id: strawberry.ID | None = None,
+    alternative_to: strawberry.ID | None = None,
+    streaming: bool = False,
+) -> Message:
+    """`sendMessage`, and `startMessage` (`streaming`: an empty STREAMING message; its content
+    is not checked). Owner or admin. BAD_USER_INPUT for content, model or clientId; NOT_FOUND
+    for a conversation the viewer may not write.
+
+    A `clientId` is the conversation's idempotency key whichever of the two mutations used it
+    (one unique index): a key already used returns the message stored under it, as stored now
+    (RULES.md: "returns the stored message ... never CONFLICT"), even when the other mutation
+    stored it or the input differs; nothing is written, published or recorded again. The
+    caller tells by the answer's `status` (and `content`) what it got.
+    """
+    viewer = require_viewer(info.context)
+    conversation_pk = decode_conversation_id(conversation_id, field="conversationId")
+    raise_for(
+        {
+            "content": None if streaming else content_problem(content),
+            "model": model_problem(model),
+            "clientId": client_id_problem(client_id) if client_id is not None else None,
+        }
+    )
+    check_branch_input(parent_id, alternative_to)
+    services = info.context.services
+    async with write_transaction(services.sessionmaker) as session:
+        conversation = await lock_conversation(
+            session, conversation_id=conversation_pk, viewer=viewer
+        )
+        placement = await place(
+            session,
+            conversation=conversation,
+            parent_id=parent_id,
+            alternative_to=alternative_to,
+        )
+        row, created = await message_data.add_message(
+            session,
+            conversation_id=conversation_pk,
+            role=role,
+            content=content,
+            client_id=client_id,
+            model=model,
+            streaming=streaming,
+            parent_id=placement.parent_id,
+        )
+        if created:
+            await settle(session, conversation=conversation, placement=placement)
+            conversation = await conversation_data.touch_conversation(
+                session, conversation=conversation, at=row.created_at, leaf=row.id
+            )
+            await services.broker.publish(
+                session, conversation_id=conversation_pk, message_ids=[row.id]
+            )
+            await record(
+                session,
+                [
+                    NewChange(
+                        conversation.user_id, ChangeKind.MESSAGE_ADDED, conversation_pk, row.id
+                    )
+                ],
+                at=conversation.updated_at,
+            )
+    remember(info, conversation)
+    info.context.loaders.message_by_id.put(row.id, row)
+    return Message.from_row(row)
+
+
 @strawberry.type
 class MessageMutations:
     @strawberry.mutation(
         description="Add a message; resending a clientId returns the first message."
     )
     async def send_message(self, info: Info, input: SendMessageInput) -> Message:
-        viewer = require_viewer(info.context)
-        conversation_id = decode_conversation_id(input.conversation_id, field="conversationId")
-        raise_for(
-            {
-                "content": content_problem(input.content),
-                "model": model_problem(input.model),
-                "clientId": (
-                    client_id_problem(input.client_id) if input.client_id is not None else None
-                ),
-            }
+        return await add_one(
+            info,
+            conversation_id=input.conversation_id,
+            role=input.role or MessageRole.USER,
+            content=input.content,
+            client_id=input.client_id,
+            model=input.model,
+            parent_id=input.parent_id,
+            alternative_to=input.alternative_to,
         )
-        check_branch_input(input.parent_id, input.alternative_to)
-        services = info.context.services
-        async with write_transaction(services.sessionmaker) as session:
-            conversation = await lock_conversation(
-                session, conversation_id=conversation_id, viewer=viewer
-            )
-            placement = await place(
-                session,
-                conversation=conversation,
-                parent_id=input.parent_id,
-                alternative_to=input.alternative_to,
-            )
-            row, created = await message_data.add_message(
-                session,
-                conversation_id=conversation_id,
-                role=input.role or MessageRole.USER,
-                content=input.content,
-                client_id=input.client_id,
-                model=input.model,
-                parent_id=placement.parent_id,
-            )
-            if created:
-                await settle(session, conversation=conversation, placement=placement)
-                conversation = await conversation_data.touch_conversation(
-                    session, conversation=conversation, at=row.created_at, leaf=row.id
-                )
-                await services.broker.publish(
-                    session, conversation_id=conversation_id, message_ids=[row.id]
-                )
-                await record(
-                    session,
-                    [
-                        NewChange(
-                            conversation.user_id, ChangeKind.MESSAGE_ADDED, conversation_id, row.id
-                        )
-                    ],
-                    at=conversation.updated_at,
-                )
-        remember(info, conversation)
-        info.context.loaders.message_by_id.put(row.id, row)
-        return Message.from_row(row)
 
     @strawberry.mutation(description="Add 1-1000 messages at once: all are stored or none.")
     async def import_messages(

@@ -1,17 +1,24 @@
 """Streamed answers (issue 15): `startMessage`, `appendMessage`, `finishMessage` and the
 `messageStream` subscription. The storage design is `db.streams`'s.
 
-`startMessage` is `sendMessage` for an empty STREAMING message (same clientId idempotency, same
-`messageAdded` and MESSAGE_ADDED). `appendMessage` is two statements and nothing else: no
-conversation lock, no feed change (appends are what `messageStream` is for); its wake-up rides
-on the chunk's INSERT on PostgreSQL. `finishMessage` folds the chunks into `content`, adds
+`startMessage` is `sendMessage` for an empty STREAMING message, through the same code
+(`schema.message_mutations.add_one`: the same clientId idempotency, one key space for both,
+the same `messageAdded` and MESSAGE_ADDED). `appendMessage` is two statements and nothing
+else: no conversation lock, no feed change (appends are what `messageStream` is for); on
+PostgreSQL they are one statement on its own (`db.streams.append_at_once`: the claim, the
+chunk's INSERT and its NOTIFY, one round trip with no BEGIN or COMMIT), and only an append it
+did not store as new (a retry, an error, a race) is looked at again in a transaction
+(`db.streams.append`). `finishMessage` folds the chunks into `content`, adds
 MESSAGE_FINISHED and wakes the stream's subscribers for the last chunk.
 
 `messageStream` subscribes to the stream's wake-ups first, then reads what was stored after
 `afterSeq`; each wake-up (an append's, a finish's, or a resync after the LISTEN connection came
 back) makes it read the chunks after the last seq it delivered, in one statement that also
 gives the status, so each character reaches the subscriber once and none is lost. A wake-up's
-payload is never trusted for content. It ends after the chunk with the final status.
+payload is never trusted for content. It ends after the chunk with the final status. The
+subscribers of one message in this process that one wake-up finds at the same seq (and with
+the same owner scope) read once between them: the wake-up's `Shared` memo, as `messageAdded`'s
+subscribers load an event once (issue 15, S1).
 """
 
 from __future__ import annotations
@@ -22,25 +29,22 @@ from functools import partial
 
 import strawberry
 
-from db import conversations as conversation_data
 from db import messages as message_data
 from db import streams
 from db.changes import ChangeKind, NewChange, record
-from db.engine import idempotent_read, write_transaction
+from db.engine import write_transaction
 from db.models import MessageRole, MessageStatus
-from realtime.hub import SubscriberTooSlow, ViewerGone
-from schema.branches import check_branch_input, place, settle
-from schema.conversation_mutations import lock_conversation, owner_scope, remember
+from realtime.hub import Batch, SubscriberTooSlow, ViewerGone
+from schema.conversation_mutations import owner_scope
 from schema.errors import BAD_TOKEN, BadUserInput, NotFound, TooSlow, Unauthenticated
 from schema.inputs import AppendMessageInput, FinishMessageInput, StartMessageInput
+from schema.message_mutations import add_one
 from schema.permissions import require_viewer
-from schema.relay import decode_conversation_id, decode_id, to_global_id
+from schema.relay import decode_id, to_global_id
 from schema.subscriptions import until
 from schema.types import AppendMessagePayload, Info, Message, MessageChunk
 from schema.validation import (
-    client_id_problem,
     content_problem,
-    model_problem,
     raise_for,
     tokens_problem,
 )
@@ -60,6 +64,30 @@ def _problem(problem: streams.StreamProblem) -> BadUserInput:
     return BadUserInput.one(problem.field, problem.reason)
 
 
+async def _append(
+    info: Info, message_id: int, input: AppendMessageInput
+) -> streams.Appended | None:
+    """`db.streams.append` in a transaction, announced through the broker where the chunk's
+    INSERT does not NOTIFY (SQLite)."""
+    services = info.context.services
+    broker = services.broker
+    async with write_transaction(services.sessionmaker) as session:
+        appended = await streams.append(
+            session,
+            message_id=message_id,
+            owner_id=owner_scope(require_viewer(info.context)),
+            seq=input.seq,
+            delta=input.delta,
+            max_chars=info.context.config.max_streamed_chars,
+            notify_channel=broker.notify_channel,
+        )
+        if appended is not None and appended.new and broker.notify_channel is None:
+            await broker.publish(
+                session, conversation_id=streams.stream_key(message_id), message_ids=[input.seq]
+            )
+    return appended
+
+
 @strawberry.type
 class StreamMutations:
     @strawberry.mutation(
@@ -67,58 +95,17 @@ class StreamMutations:
         "the first one. Owner or admin."
     )
     async def start_message(self, info: Info, input: StartMessageInput) -> Message:
-        viewer = require_viewer(info.context)
-        conversation_id = decode_conversation_id(input.conversation_id, field="conversationId")
-        raise_for(
-            {
-                "model": model_problem(input.model),
-                "clientId": (
-                    client_id_problem(input.client_id) if input.client_id is not None else None
-                ),
-            }
+        return await add_one(
+            info,
+            conversation_id=input.conversation_id,
+            role=input.role or MessageRole.ASSISTANT,
+            content="",
+            client_id=input.client_id,
+            model=input.model,
+            parent_id=input.parent_id,
+            alternative_to=input.alternative_to,
+            streaming=True,
         )
-        check_branch_input(input.parent_id, input.alternative_to)
-        services = info.context.services
-        async with write_transaction(services.sessionmaker) as session:
-            conversation = await lock_conversation(
-                session, conversation_id=conversation_id, viewer=viewer
-            )
-            placement = await place(
-                session,
-                conversation=conversation,
-                parent_id=input.parent_id,
-                alternative_to=input.alternative_to,
-            )
-            row, created = await message_data.add_message(
-                session,
-                conversation_id=conversation_id,
-                role=input.role or MessageRole.ASSISTANT,
-                content="",
-                client_id=input.client_id,
-                model=input.model,
-                streaming=True,
-                parent_id=placement.parent_id,
-            )
-            if created:
-                await settle(session, conversation=conversation, placement=placement)
-                conversation = await conversation_data.touch_conversation(
-                    session, conversation=conversation, at=row.created_at, leaf=row.id
-                )
-                await services.broker.publish(
-                    session, conversation_id=conversation_id, message_ids=[row.id]
-                )
-                await record(
-                    session,
-                    [
-                        NewChange(
-                            conversation.user_id, ChangeKind.MESSAGE_ADDED, conversation_id, row.id
-                        )
-                    ],
-                    at=conversation.updated_at,
-                )
-        remember(info, conversation)
-        info.context.loaders.message_by_id.put(row.id, row)
-        return Message.from_row(row)
 
     @strawberry.mutation(
         description="Add text to a streaming message; a seq already stored is answered with "
@@ -136,9 +123,10 @@ class StreamMutations:
         services = info.context.services
         broker = services.broker
         try:
-            async with write_transaction(services.sessionmaker) as session:
-                appended = await streams.append(
-                    session,
+            appended = None
+            if broker.notify_channel is not None and services.driver_reads is not None:
+                appended = await streams.append_at_once(
+                    services.driver_reads,
                     message_id=message_id,
                     owner_id=owner_scope(viewer),
                     seq=input.seq,
@@ -146,12 +134,8 @@ class StreamMutations:
                     max_chars=info.context.config.max_streamed_chars,
                     notify_channel=broker.notify_channel,
                 )
-                if appended is not None and appended.new and broker.notify_channel is None:
-                    await broker.publish(
-                        session,
-                        conversation_id=streams.stream_key(message_id),
-                        message_ids=[input.seq],
-                    )
+            if appended is None:
+                appended = await _append(info, message_id, input)
         except streams.StreamProblem as problem:
             raise _problem(problem) from None
         if appended is None:
@@ -240,15 +224,18 @@ class StreamSubscription:
         if after_seq is not None and after_seq < 0:
             raise BadUserInput.one("afterSeq", "must be 0 or more")
         after = after_seq or 0
-        sessionmaker = context.sessionmaker
         owner = owner_scope(viewer)
-        read = partial(streams.read_after, message_id=pk, owner_id=owner)
+        read = partial(streams.read_after, context.services.reads, message_id=pk, owner_id=owner)
         gid = strawberry.ID(to_global_id("Message", pk))
         hub = context.services.broker.hub
         # Subscribe before the first read, so nothing committed after it is missed.
         async with hub.subscribe(streams.stream_key(pk), viewer_id=viewer.id) as subscription:
+            woken: Batch | None = None
             while True:
-                state = await idempotent_read(sessionmaker, partial(read, after=after))
+                load = partial(read, after=after)
+                # The subscribers of the message woken by one append, in step (the same last
+                # seq) and with the same scope, share one read (`realtime.hub.Shared`).
+                state = await (woken.shared.once(f"{owner}:{after}", load) if woken else load())
                 if state is None:
                     raise NotFound()
                 final = state.status != streams.STREAMING
@@ -267,10 +254,12 @@ class StreamSubscription:
                     # No wake-up comes when the message or its conversation is deleted: read
                     # again now and then, and the read ends it with NOT_FOUND.
                     wait = RECHECK_SECONDS if expires is None else min(expires, RECHECK_SECONDS)
+                    woken = None
                     async with asyncio.timeout(wait):
-                        await subscription.next_batch()
-                    # The read below covers every wake-up queued meanwhile.
-                    subscription.drain()
+                        woken = await subscription.next_batch()
+                    # The read below covers every wake-up queued meanwhile: it is the last
+                    # one's (a read shared under an earlier one may predate the later appends).
+                    woken = subscription.drain() or woken
                 except TimeoutError as exc:
                     if expires is not None and expires <= RECHECK_SECONDS:
                         raise Unauthenticated(BAD_TOKEN) from exc  # its token has expired

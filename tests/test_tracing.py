@@ -151,28 +151,30 @@ async def test_a_mutation_has_the_same_tree_and_a_span_for_each_of_its_statement
     user_id = await make_user(sessionmaker)
     conversation = await make_conversation(sessionmaker, owner_id=user_id)
     variables = {"input": {"conversationId": gid("Conversation", conversation), "content": "hi"}}
-    await traced.api.data(W1, variables, token=token_for(user_id))
+    for _ in range(2):  # Strawberry's way, then the fast lane's (issue 15: its mutation lane)
+        await traced.api.data(W1, variables, token=token_for(user_id))
     spans = traced.spans()
-    [request] = request_spans(spans)
-    name, children = tree(spans, request)
-    counted = attributes(request)["chatql.statements"]
+    first, second = request_spans(spans)
+    counted = attributes(first)["chatql.statements"]
     writes = counted - 1  # all but the viewer's lookup
-    assert (name, children) == (
-        "POST /graphql",
-        [SQL, ("parse", []), ("validate", []), ("execute", [SQL] * writes)],
+    # The fast lane looks the document up first, and reads a mutation's viewer before it runs.
+    assert (tree(spans, first), tree(spans, second)) == (
+        ("POST /graphql", [SQL, ("parse", []), ("validate", []), ("execute", [SQL] * writes)]),
+        ("POST /graphql", [("parse", []), SQL, ("validate", []), ("execute", [SQL] * writes)]),
     )
     assert writes >= 2
-    assert len(statements(spans, request)) == counted
-    assert attributes(request) == {
-        "http.request.method": "POST",
-        "url.path": "/graphql",
-        "http.response.status_code": 200,
-        "graphql.operation.name": "W1",
-        "graphql.operation.type": "mutation",
-        "enduser.id": str(user_id),
-        "chatql.cost": 1,
-        "chatql.statements": counted,
-    }
+    for request in (first, second):
+        assert len(statements(spans, request)) == counted
+        assert attributes(request) == {
+            "http.request.method": "POST",
+            "url.path": "/graphql",
+            "http.response.status_code": 200,
+            "graphql.operation.name": "W1",
+            "graphql.operation.type": "mutation",
+            "enduser.id": str(user_id),
+            "chatql.cost": 1,
+            "chatql.statements": counted,
+        }
 
 
 async def test_the_callers_traceparent_is_taken_and_ours_returned(

@@ -13,6 +13,16 @@ usual way, with the context already built, so the answer is Strawberry's own. Qu
 side effects: running one again from the start is safe. Except when every error is the
 database's (`db.errors.Unavailable`): running it again would only wait as long again, so it
 is answered here, as Strawberry's error extension would have coded it (SERVICE_UNAVAILABLE).
+
+The mutation lane (issue 15: `appendMessage` is a producer's every token). A mutation of a known
+document takes the same steps in the same order (the context with the viewer read from the
+database, never taken on trust, the budget key, trusted documents, the limits and the text
+check, the budget's charge), and is declined the same way when one of them refuses it: nothing
+has run yet. Once it has run, it is answered here whatever its errors, since it must not run
+twice: each error as `ErrorCodes` makes it (`schema.errors.public_errors`: coded, the
+unexpected masked and logged with the request id), the request's log line and metrics told
+(`recorded`), a database that failed the whole operation answered 503 (`note_result`). Only an
+operation stopped before execution began (a variable that does not coerce) goes the usual way.
 """
 
 from __future__ import annotations
@@ -22,7 +32,14 @@ from inspect import isawaitable
 from typing import Any
 
 import orjson
-from graphql import DocumentNode, ExecutionResult, OperationType, execute, get_operation_ast
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    OperationType,
+    execute,
+    get_operation_ast,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.asgi import GraphQL
@@ -32,7 +49,7 @@ from db.errors import Unavailable
 from schema.budgets import charge_operation
 from schema.caches import DocumentCache, PerDocument
 from schema.context import Context
-from schema.errors import PublicError, ServiceUnavailable, public_error
+from schema.errors import PublicError, is_request_error, public_errors
 from schema.limits import refusals, text_refusal
 from schema.trusted import admit
 from transport.deadline import note_result
@@ -43,14 +60,18 @@ REQUEST_KEYS = frozenset({"query", "variables", "operationName"})
 STREAMING = ("multipart/mixed", "text/event-stream")
 
 
+# The operations answered here: a query, or a mutation (its own lane, see the module's doc).
+LANES = (OperationType.QUERY, OperationType.MUTATION)
+
+
 class FastLane:
-    """`recorded(name, outcome)` is told of each query answered here (Strawberry's own path has an
-    extension for that: the request log and the metrics)."""
+    """`recorded(name, errors, kind)` is told of each operation answered here (Strawberry's own
+    path has an extension for that: the request log and the metrics)."""
 
     def __init__(
         self,
         documents: DocumentCache,
-        recorded: Callable[[str | None, str], None] = lambda _, __: None,
+        recorded: Callable[[str | None, list[GraphQLError], str], None] = lambda _, __, ___: None,
     ) -> None:
         self.documents = documents
         self.recorded = recorded
@@ -78,11 +99,13 @@ class FastLane:
         if document is None or self.failed(document)[0]:
             return None
         operation = get_operation_ast(document, operation_name)
-        if operation is None or operation.operation is not OperationType.QUERY:
+        if operation is None or operation.operation not in LANES:
             return None
-        # The viewer may come from the process's cache, checked by the first statement; every
-        # way out below confirms it first (`schema.context.build_context`).
-        request.state.tentative_viewer = True
+        mutation = operation.operation is OperationType.MUTATION
+        # A query's viewer may come from the process's cache, checked by the first statement;
+        # every way out below confirms it first (`schema.context.build_context`). A mutation's
+        # is read before it runs: what it writes cannot be taken back.
+        request.state.tentative_viewer = not mutation
         try:
             # No sub-response: nothing reads the context's (a declined request's answer is
             # made by Strawberry, with a sub-response of its own).
@@ -112,16 +135,20 @@ class FastLane:
             return await _confirmed(context)  # refused the usual way, with the same charge
         name = operation_name or (operation.name.value if operation.name else None)
         result = await self.run(schema, document, variables, name, context)
+        if mutation:
+            if is_request_error(result):
+                return context  # nothing ran (a variable that does not coerce): the usual way
+            return self.answered(request, result, context, name, "mutation")
         # Unavailable here refuses the request, as a failed lookup of the viewer does.
         if not await context.confirm_viewer():
             return context  # the viewer changed: the usual way, with the viewer as it is now
         if not isinstance(result, ExecutionResult) or result.errors or result.extensions:
             if isinstance(result, ExecutionResult) and _unavailable_only(result):
-                return self.unavailable(request, result, context, name)
+                return self.answered(request, result, context, name, "query")
             self.failed(document)[0] = True
             context.reset_loaders()
             return context
-        self.recorded(name, "ok")
+        self.recorded(name, [], "query")
         request.state.graphql_ran = True
         return Response(orjson.dumps({"data": result.data}), media_type=JSON)
 
@@ -164,14 +191,25 @@ class FastLane:
         )
         return await result if isawaitable(result) else result
 
-    def unavailable(
-        self, request: Request, result: ExecutionResult, context: Context, name: str | None
+    def answered(
+        self,
+        request: Request,
+        result: ExecutionResult,
+        context: Context,
+        name: str | None,
+        kind: str,
     ) -> Response:
-        errors = [public_error(error, context.request_id) for error in result.errors or ()]
+        """The answer to an operation that ran, errors and all, as Strawberry's way gives it:
+        `{"data": ..., "errors": [...]}` (200; 503 when the database failed all of it)."""
+        body: dict[str, Any] = {"data": result.data}
+        errors = public_errors(list(result.errors), context) if result.errors else []
+        if errors:
+            body["errors"] = [error.formatted for error in errors]
+        if result.extensions:
+            body["extensions"] = result.extensions
         note_result(request.state, result.data, errors)
-        self.recorded(name, ServiceUnavailable.code)
+        self.recorded(name, errors, kind)
         request.state.graphql_ran = True
-        body = {"data": result.data, "errors": [error.formatted for error in errors]}
         return Response(orjson.dumps(body), media_type=JSON)
 
 

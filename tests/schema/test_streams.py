@@ -56,6 +56,11 @@ query ($c: ID!) {
   }
 }
 """
+SEARCH_HITS = """
+query ($q: String!) {
+  searchMessages(query: $q) { edges { node { message { content status } } } }
+}
+"""
 STREAM = """
 subscription ($m: ID!, $after: Int) {
   messageStream(messageId: $m, afterSeq: $after) { messageId seq delta status }
@@ -265,13 +270,16 @@ async def test_an_append_is_at_most_two_statements(
     statements.reset()
     await append(api, token, message, 2, "more")
     seen = [s for s in statements.seen if not s.strip().upper().startswith(("BEGIN", "COMMIT"))]
-    # The viewer (every request reads it), then the append's two: its NOTIFY, on PostgreSQL,
-    # is the INSERT's RETURNING.
-    assert len(seen) == 3, seen
-    assert "FROM users" in seen[0]
-    assert seen[1].startswith("UPDATE messages SET stream_seq=")
-    assert seen[2].startswith("INSERT INTO message_chunks")
-    assert ("pg_notify" in seen[2]) == (app.state.engine.dialect.name == "postgresql"), seen
+    assert "FROM users" in seen[0]  # the viewer (every request reads it)
+    if app.state.engine.dialect.name == "postgresql":
+        # One statement on its own (no BEGIN or COMMIT): the claim, the INSERT and its NOTIFY.
+        assert len(seen) == 2, seen
+        assert seen[1].startswith("WITH claimed AS \n(UPDATE messages SET stream_seq="), seen
+        assert "INSERT INTO message_chunks" in seen[1] and "pg_notify" in seen[1], seen
+    else:
+        assert len(seen) == 3, seen
+        assert seen[1].startswith("UPDATE messages SET stream_seq=")
+        assert seen[2].startswith("INSERT INTO message_chunks")
 
 
 class Streams:
@@ -553,3 +561,111 @@ async def test_a_stream_whose_message_is_deleted_ends_not_found_and_a_negative_a
         [refused] = await socket.errors("2")
         assert refused["extensions"]["code"] == "BAD_USER_INPUT"
         assert refused["extensions"]["fields"] == {"afterSeq": "must be 0 or more"}
+
+
+async def test_one_wake_up_read_serves_the_subscribers_of_a_message_in_step(
+    app: Starlette, api: Api, sessionmaker: Sessionmaker, statements: StatementCounter
+) -> None:
+    token, conversation = await owner_and_conversation(sessionmaker)
+    message = (await start(api, token, conversation))["id"]
+    op_ids = ("a", "b", "c")
+    async with asgi_socket(app, TRANSPORT_WS) as socket:
+        await socket.login(token)
+        streams = Streams(socket)
+        for op_id in op_ids:
+            await streams.open(op_id, message)
+        await wait_for_subscribers(app, 3)
+        await append(api, token, message, 1, "one ")
+        for op_id in op_ids:
+            await streams.until_seq(op_id, 1)
+        statements.reset()
+        await append(api, token, message, 2, "two")
+        for op_id in op_ids:
+            await streams.until_seq(op_id, 2)
+        reads = [s for s in statements.seen if s.startswith("SELECT") and "message_chunks" in s]
+        assert len(reads) == 1, reads  # not one per subscriber
+    chunks = [
+        {"messageId": message, "seq": seq, "delta": delta, "status": "STREAMING"}
+        for seq, delta in ((1, "one "), (2, "two"))
+    ]
+    assert streams.chunks == dict.fromkeys(op_ids, chunks)
+
+
+async def test_the_replay_of_an_edited_streamed_message_is_its_current_text(
+    app: Starlette, api: Api, sessionmaker: Sessionmaker
+) -> None:
+    token, conversation = await owner_and_conversation(sessionmaker)
+    message = (await start(api, token, conversation))["id"]
+    for seq, delta in enumerate(["Hello", ", ", "world"], start=1):
+        await append(api, token, message, seq, delta)
+    await finish(api, token, message)
+    edit = "mutation ($id: ID!, $c: String!) { editMessage(id: $id, input: {content: $c}) { id } }"
+    await api.data(edit, {"id": message, "c": "Hello, there: edited"}, token=token)
+    async with asgi_socket(app, TRANSPORT_WS) as socket:
+        await socket.login(token)
+        streams = Streams(socket)
+        for after in (0, 2, 3):
+            await streams.open(f"after {after}", message, after)
+            await streams.until_done(f"after {after}")
+    # After seq k: the current text past what appends 1..k held ("Hello, " is 7 characters).
+    assert streams.chunks == {
+        f"after {after}": [{"messageId": message, "seq": 3, "delta": delta, "status": "COMPLETE"}]
+        for after, delta in ((0, "Hello, there: edited"), (2, "there: edited"), (3, ": edited"))
+    }
+
+
+async def test_a_client_id_is_one_key_for_send_and_start_and_returns_what_it_stored(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    token, conversation = await owner_and_conversation(sessionmaker)
+    c = gid("Conversation", conversation)
+    send = """mutation ($c: ID!, $k: String) { sendMessage(input: {conversationId: $c,
+        content: "sent", clientId: $k}) { id role content status model } }"""
+    started = await start(api, token, conversation, model="m1", clientId="streamed")
+    await append(api, token, started["id"], 1, "so far")
+    sent = (await api.data(send, {"c": c, "k": "sent"}, token=token))["sendMessage"]
+    # The other mutation with a key already used: the message stored under it, as it is now.
+    assert (await api.data(send, {"c": c, "k": "streamed"}, token=token))["sendMessage"] == {
+        "id": started["id"],
+        "role": "ASSISTANT",
+        "content": "so far",
+        "status": "STREAMING",
+        "model": "m1",
+    }
+    assert await start(api, token, conversation, model="m2", clientId="sent") == {
+        "id": sent["id"],
+        "role": "USER",
+        "content": "sent",
+        "status": "COMPLETE",
+        "model": None,
+        "usage": None,
+    }
+    count = "query ($c: ID!) { node(id: $c) { ... on Conversation { messageCount } } }"
+    assert await api.data(count, {"c": c}, token=token) == {"node": {"messageCount": 2}}
+
+
+@pytest.mark.postgres_only
+async def test_a_streaming_message_is_found_by_its_text_so_far(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    # RULES: search "sees a write as soon as it commits"; an append is a write (on SQLite its
+    # FTS5 index holds what is finished: README "Streamed answers" says why).
+    token, conversation = await owner_and_conversation(sessionmaker)
+    await make_messages(sessionmaker, conversation_id=conversation, count=1, content="a fox den")
+    message = (await start(api, token, conversation))["id"]
+    await append(api, token, message, 1, "quick brown fo")
+    await append(api, token, message, 2, "xes jump")
+
+    async def found(query: str) -> list[tuple[str, str]]:
+        data = await api.data(SEARCH_HITS, {"q": query}, token=token)
+        return [
+            (edge["node"]["message"]["content"], edge["node"]["message"]["status"])
+            for edge in data["searchMessages"]["edges"]
+        ]
+
+    streaming = ("quick brown foxes jump", "STREAMING")
+    assert await found("foxes jumping") == [streaming]
+    assert await found("fox") == [streaming, ("a fox den", "COMPLETE")]
+    assert await found("fox -quick") == [("a fox den", "COMPLETE")]
+    await finish(api, token, message)
+    assert await found("jumps") == [("quick brown foxes jump", "COMPLETE")]
