@@ -114,7 +114,62 @@ async def test_the_filters_take_archived_pinned_and_tagged_conversations(
     blank = await api.error(LIST, {"filter": {"tag": "  "}}, token=token)
     assert blank["extensions"] == {
         "code": "BAD_USER_INPUT",
-        "fields": {"filter.tag": "must not be blank"},
+        "fields": {"filter.tag": "must be 1-50 characters"},
+    }
+
+
+INVISIBLE = "\u200b\u2060\ufeff\u3000\u00a0\u3164"  # zero-width, BOM, ideographic, filler
+
+
+async def test_text_that_shows_nothing_is_blank_and_a_filter_tag_is_a_tag(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    """One trimming rule (`schema.validation.trimmed`) for every trimmed input: the tag filter
+    takes a tag as `updateConversation` does (a 10,000-character one was accepted), and
+    invisible characters at the ends are trimmed like whitespace."""
+    alice = await make_user(sessionmaker)
+    token = token_for(alice)
+    conversation = await make_conversation(sessionmaker, owner_id=alice, title="kept")
+    variables = {"id": gid("Conversation", conversation)}
+    for tag in ("x" * 10_000, INVISIBLE):
+        assert (await api.error(LIST, {"filter": {"tag": tag}}, token=token))["extensions"] == {
+            "code": "BAD_USER_INPUT",
+            "fields": {"filter.tag": "must be 1-50 characters"},
+        }
+    bad = await api.error(
+        UPDATE,
+        {**variables, "input": {"title": INVISIBLE, "tags": ["\u200b", f"{INVISIBLE}ok"]}},
+        token=token,
+    )
+    assert bad["extensions"] == {
+        "code": "BAD_USER_INPUT",
+        "fields": {"title": "must be 1-200 characters"},
+    }
+    bad = await api.error(UPDATE, {**variables, "input": {"tags": ["\u200b", "ok"]}}, token=token)
+    assert bad["extensions"] == {
+        "code": "BAD_USER_INPUT",
+        "fields": {"tags.0": "must be 1-50 characters"},
+    }
+    created = await api.error(
+        'mutation { createConversation(input: {title: "\u200b \u200d"}) { id } }', token=token
+    )
+    assert created["extensions"] == {
+        "code": "BAD_USER_INPUT",
+        "fields": {"title": "must be 1-200 characters"},
+    }
+    # Inner ones are kept (a joiner inside an emoji sequence); those at the ends go.
+    family = "\U0001f469\u200d\U0001f467"
+    done = await update(
+        api,
+        token,
+        conversation,
+        title=f"\u200b Plans{INVISIBLE}",
+        tags=[f"{INVISIBLE}Ok\u200b", "OK", f"\ufeff{family}\u200d"],
+    )
+    assert (done["title"], done["tags"]) == ("Plans", ["Ok", family])
+    assert await listed(api, token, {"tag": f"\u200bok{INVISIBLE}"}) == (["Plans"], 1, 1)
+    assert (await api.data(TAGS, {"id": gid("User", alice)}, token=token))["user"] == {
+        "tags": ["Ok", family]
     }
 
 
