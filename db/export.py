@@ -47,6 +47,9 @@ MESSAGE_COLUMNS = (
     messages.c.edited_at,
     messages.c.revision,
     messages.c.model,
+    messages.c.status,
+    messages.c.input_tokens,
+    messages.c.output_tokens,
 )
 
 

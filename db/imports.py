@@ -1,10 +1,11 @@
 """Storing imported conversations (`python server.py import`, `import-chatgpt`): inside the
 caller's one transaction, so that a file is stored whole or not at all.
 
-Each conversation is one INSERT, its messages multi-row INSERTs of `CHUNK` (ids drawn in the
-file's order), the earlier contents of edited messages one more. The change feed learns of it
-all at the end (`finish`): CONVERSATION_CREATED per conversation and MESSAGE_ADDED per message,
-recorded by `db.changes.record` as the transaction's last statement (see there why last).
+Each conversation is one INSERT (its tags one more), its messages multi-row INSERTs of `CHUNK`
+(ids drawn in the file's order), the earlier contents of edited messages one more. The change
+feed learns of it all at the end (`finish`): CONVERSATION_CREATED per conversation and
+MESSAGE_ADDED per message, recorded by `db.changes.record` as the transaction's last statement
+(see there why last).
 """
 
 from __future__ import annotations
@@ -14,11 +15,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, cast
 
+import orjson
 from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.changes import ChangeKind, NewChange, record
-from db.models import Conversation, Message, MessageRevision, MessageRole, new_conversation_id
+from db.conversations import set_tags
+from db.models import (
+    Conversation,
+    Message,
+    MessageRevision,
+    MessageRole,
+    MessageStatus,
+    new_conversation_id,
+)
 
 conversations = cast(Table, Conversation.__table__)
 messages = cast(Table, Message.__table__)
@@ -47,6 +57,12 @@ class MessageLike(Protocol):
     def edited_at(self) -> datetime | None: ...
     @property
     def revisions(self) -> Sequence[RevisionLike]: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def status(self) -> MessageStatus: ...
+    @property
+    def usage(self) -> tuple[int, int] | None: ...
 
 
 class ConversationLike(Protocol):
@@ -58,6 +74,12 @@ class ConversationLike(Protocol):
     def updated_at(self) -> datetime: ...
     @property
     def messages(self) -> Sequence[MessageLike]: ...
+    @property
+    def archived(self) -> bool: ...
+    @property
+    def pinned(self) -> bool: ...
+    @property
+    def tags(self) -> Sequence[str]: ...
 
 
 @dataclass
@@ -81,8 +103,13 @@ class Importer:
                 title=conversation.title,
                 created_at=conversation.created_at,
                 updated_at=conversation.updated_at,
+                archived=conversation.archived,
+                pinned=conversation.pinned,
+                tags=orjson.dumps(list(conversation.tags)).decode(),
             )
         )
+        if conversation.tags:
+            await set_tags(self.session, conversation_id=conversation_id, tags=conversation.tags)
         self.changes.append(
             NewChange(self.owner_id, ChangeKind.CONVERSATION_CREATED, conversation_id)
         )
@@ -102,6 +129,10 @@ class Importer:
                 "created_at": item.created_at,
                 "edited_at": item.edited_at,
                 "revision": len(item.revisions) + 1,
+                "model": item.model,
+                "status": item.status,
+                "input_tokens": None if item.usage is None else item.usage[0],
+                "output_tokens": None if item.usage is None else item.usage[1],
             }
             for item in items
         ]

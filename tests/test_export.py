@@ -104,6 +104,8 @@ async def test_export_is_every_conversation_of_the_viewer_as_ndjson(
                     "createdAt": "2026-01-01T00:00:00.000000+00:00",
                     "editedAt": None,
                     "revisions": [],
+                    "status": "COMPLETE",
+                    "usage": None,
                 },
                 {
                     "id": gid("Message", second),
@@ -125,6 +127,8 @@ async def test_export_is_every_conversation_of_the_viewer_as_ndjson(
                             "createdAt": "2026-01-01T00:02:00.000000+00:00",
                         },
                     ],
+                    "status": "COMPLETE",
+                    "usage": None,
                 },
             ],
         },
@@ -367,11 +371,21 @@ async def test_an_export_imported_into_another_user_exports_the_same(
             await make_messages(
                 sessionmaker, conversation_id=conversation, count=1, content="x" * 40_000 + "{i}"
             )
+        # Every field the export writes, away from its default somewhere.
+        organized = {"archived": index == 1, "pinned": index == 2, "tags": [f"Tag{index}", "é"]}
+        await api.data(
+            ORGANIZE,
+            {"id": gid("Conversation", conversation), "input": organized},
+            token=token_for(owner),
+        )
+        await streamed(sessionmaker, conversation, index)
     exported = await api.client.get(
         "/export", headers={"Authorization": f"Bearer {token_for(owner)}"}
     )
     path = tmp_path / "export.ndjson"
     path.write_bytes(exported.content)
+    original = [json.loads(line) for line in exported.text.splitlines()]
+    assert {m["status"] for line in original for m in line["messages"]} == set(STATUSES)
 
     finished = run_command(
         ["import", str(path), "--user", "heir"], database_url=database_url, cwd=tmp_path
@@ -382,9 +396,47 @@ async def test_an_export_imported_into_another_user_exports_the_same(
         f"imported 3 conversations and 8 messages from {path} for heir\n",
     )
     again = await export_lines(api, token_for(heir))
-    original = [json.loads(line) for line in exported.text.splitlines()]
     assert _without_ids(again) == _without_ids(original)
     assert await _feed(sessionmaker, heir) == _messages_by_conversation(again)
+    # The tags are the filter's and `User.tags`' too, not only the export's.
+    tagged = (
+        'query { me { tags conversations(filter: {archived: null, tag: " TAG1"}) { totalCount } } }'
+    )
+    assert (await api.data(tagged, token=token_for(heir)))["me"] == {
+        "tags": ["Tag0", "Tag1", "Tag2", "é"],
+        "conversations": {"totalCount": 1},
+    }
+
+
+ORGANIZE = (
+    "mutation ($id: ID!, $input: UpdateConversationInput!) "
+    "{ updateConversation(id: $id, input: $input) { id } }"
+)
+STATUSES = ("COMPLETE", "FAILED", "CANCELLED")
+
+
+async def streamed(sm: Sessionmaker, conversation_id: str, index: int) -> None:
+    """The conversation's last message made a streamed answer's: a model, a final status and,
+    but for the first, its usage."""
+    async with sm() as session, session.begin():
+        last = (
+            await session.execute(
+                select(Message.id)
+                .where(Message.conversation_id == conversation_id)
+                .order_by(Message.created_at.desc(), Message.id.desc())
+                .limit(1)
+            )
+        ).scalar_one()
+        await session.execute(
+            update(Message)
+            .where(Message.id == last)
+            .values(
+                model=f"model-{index}",
+                status=STATUSES[index],
+                input_tokens=None if index == 0 else 10 * index,
+                output_tokens=None if index == 0 else 100_000_000,
+            )
+        )
 
 
 async def test_a_broken_export_stores_nothing_and_names_the_line(
@@ -464,6 +516,8 @@ async def test_import_chatgpt_keeps_structure_order_roles_and_times(
             "createdAt": at,
             "editedAt": None,
             "revisions": [],
+            "status": "COMPLETE",
+            "usage": None,
         }
 
     def conversation(title: str, start: float, end: float, *messages: Any) -> dict[str, Any]:
