@@ -167,6 +167,15 @@ class DriverReads:
         sql, arguments = self._arguments(statement, values)
         return await self._run(sql, lambda connection: connection.fetchrow(sql, *arguments))
 
+    async def all_sql(self, sql: str, arguments: Sequence[Any]) -> Sequence[Any]:
+        """`sql` as given (`$n` placeholders for `arguments`): for a statement whose text
+        varies with a literal the planner must see (`db.search`), which `all` would compile
+        and keep once per text."""
+        for listener in self.listeners:
+            listener(sql)
+        rows: list[Any] = await self._run(sql, lambda connection: connection.fetch(sql, *arguments))
+        return rows
+
     async def _run(self, sql: str, fetch: Callable[[Any], Awaitable[T]]) -> T:
         """`fetch(connection)` on a pooled connection; once more on a new one when the first
         broke before answering. Inside the statement's span when tracing is on."""
