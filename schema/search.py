@@ -22,7 +22,7 @@ from db.engine import idempotent_read
 from db.formats import is_key
 from db.models import MessageRole
 from db.pagination import Page
-from db.reads import DriverReads
+from db.reads import DriverReads, GuardedReads, Reads
 from db.snippets import snippet
 from schema.errors import BadUserInput, NotFound, Unauthenticated
 from schema.fields import REQUIRED, Args, Column, Failed, Level, Paged, define, plain
@@ -126,9 +126,13 @@ async def query_search_messages(level: Level, args: Args) -> Column:
         if await level.loaders.conversation_by_id.get(conversation_key) is None:
             return [Failed(NotFound())]
     size = first or config.default_page_size
-    reads = context.services.driver_reads
+    reads: DriverReads | GuardedReads | Reads | None = context.services.driver_reads
     if isinstance(reads, DriverReads):
-        # PostgreSQL on asyncpg: the shape's statement compiled once, straight on the driver.
+        # PostgreSQL on asyncpg: the shape's statement compiled once, straight on the driver,
+        # with the check of a viewer taken from the process's cache in it (as the loaders'
+        # reads do: `db.reads.GuardedReads`), so a search is one statement.
+        if context.guard is not None:
+            reads = GuardedReads(reads, context.guard)
         sql, arguments = search.postgres_sql(
             query=parsed,
             owner_id=viewer.id,
