@@ -119,7 +119,7 @@ async def unread_counts(reads: Reads, *, conversation_ids: Sequence[str]) -> dic
     once and run through `reads` (on PostgreSQL straight on asyncpg, as the list's other
     hot reads). Branches are not built yet: every message of the conversation counts."""
     rows = await reads.all(_unread(reads.dialect), {"ids": list(conversation_ids)})
-    counts = {key: int(count) for key, count in rows}
+    counts = {row[0]: int(row[1]) for row in rows}  # (a guarded read adds columns after)
     return {key: counts.get(key, 0) for key in conversation_ids}
 
 

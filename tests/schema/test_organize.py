@@ -348,11 +348,16 @@ async def test_the_phones_list_runs_planned_in_a_fixed_number_of_statements(
     statements: StatementCounter,
     caplog: pytest.LogCaptureFixture,
     count: int,
+    database_url: str,
 ) -> None:
     token = await _phone_world(sessionmaker, count)
     caplog.set_level(logging.DEBUG, logger="chatql.plan")
+    first = await api.data(PHONE_LIST, token=token)
     statements.reset()
+    # Again, with the viewer the process has read (on PostgreSQL its check then rides in the
+    # first statement, whose rows carry the check's columns too).
     data = await api.data(PHONE_LIST, token=token)
+    assert data == first
     edges = data["me"]["conversations"]["edges"]
     assert edges[0]["node"] == {
         "title": f"c{count - 1}",
@@ -364,8 +369,10 @@ async def test_the_phones_list_runs_planned_in_a_fixed_number_of_statements(
     }
     assert len(edges) == count
     assert not [record for record in caplog.records if record.message == PLAN_MISSED]
-    # auth (the viewer), the page, the unread counts, the last messages.
-    assert statements.count == 4, statements.seen
+    # auth (the viewer), the page, the unread counts, the last messages; on PostgreSQL the
+    # viewer's check rides in the first of them.
+    postgresql = database_url.startswith("postgresql")
+    assert statements.count == (3 if postgresql else 4), statements.seen
 
 
 async def test_the_export_writes_archived_pinned_and_tags(
