@@ -42,9 +42,7 @@ def snippet(content: str, words: Iterable[str]) -> Snippet:
     """At most SNIPPET_LENGTH characters of `content` around the densest run of matched words,
     with "…" where it was cut; the whole message when it is short enough."""
     stems, candidates = _matcher(tuple(words))
-    spans = [
-        (m.start(), m.end()) for m in candidates.finditer(content) if stem(m.group()) in stems
-    ]
+    spans = [(m.start(), m.end()) for m in candidates.finditer(content) if stem(m.group()) in stems]
     if len(content) <= SNIPPET_LENGTH:
         return Snippet(content, [(start, end - start) for start, end in spans])
     start = _best_start(content, spans)
