@@ -686,3 +686,58 @@ async def test_an_export_is_logged_and_counted_as_an_operation(
         sample("chatql_graphql_requests_total", operation="none", outcome="http_401")
         == refused_before + 1
     )
+
+
+def test_import_checks_each_restored_field_by_the_apis_rules() -> None:
+    """What `import` restores besides the messages' text is checked as the API checks it (a
+    `BrokenFile` naming the line and the field); a message exported while it streamed comes
+    back FAILED with its text; fields an older export lacks take their defaults."""
+    from schema.imports import BrokenFile, chatql_lines
+
+    stamp = "2026-01-01T00:00:00.000000+00:00"
+    message = {"role": "ASSISTANT", "content": "so far", "createdAt": stamp}
+    line = {"title": "T", "createdAt": stamp, "updatedAt": stamp, "messages": [message]}
+
+    def problem(**changes: Any) -> str:
+        broken = {**line, **changes}
+        with pytest.raises(BrokenFile) as caught:
+            list(chatql_lines([json.dumps(line), json.dumps(broken)]))
+        return str(caught.value)
+
+    def message_problem(**changes: Any) -> str:
+        return problem(messages=[{**message, **changes}])
+
+    assert [
+        problem(tags=["ok", "x" * 51, "\u200b"]),
+        problem(tags=[f"t{i}" for i in range(21)]),
+        problem(tags="work"),
+        problem(archived="yes"),
+        problem(title="\u200b "),
+        message_problem(status="DONE"),
+        message_problem(model=""),
+        message_problem(usage={"inputTokens": -1, "outputTokens": 2}),
+        message_problem(usage={"inputTokens": 1}),
+    ] == [
+        "line 2: tags.1: must be 1-50 characters; tags.2: must be 1-50 characters",
+        "line 2: tags: at most 20 tags",
+        "line 2: tags: must be a list of strings",
+        "line 2: archived: must be true or false",
+        "line 2: title: must be 1-200 characters",
+        "line 2: messages.0.status: must be COMPLETE, FAILED or CANCELLED",
+        "line 2: messages.0.model: must be 1-100 characters",
+        "line 2: messages.0.usage.inputTokens: must be 0-100,000,000",
+        "line 2: messages.0.usage.outputTokens: must be an integer",
+    ]
+    streamed = {**message, "status": "STREAMING", "model": "m", "usage": None}
+    full = {**line, "archived": True, "pinned": True, "tags": [" b", "A", "a"]}
+    [old, new] = chatql_lines([json.dumps(line), json.dumps({**full, "messages": [streamed]})])
+    assert (old.archived, old.pinned, old.tags, old.messages[0].status.value) == (
+        False,
+        False,
+        [],
+        "COMPLETE",
+    )
+    assert (new.archived, new.pinned, new.tags) == (True, True, ["A", "b"])
+    assert [(m.content, m.status.value, m.model, m.usage) for m in new.messages] == [
+        ("so far", "FAILED", "m", None)
+    ]
