@@ -19,21 +19,29 @@ EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
 
 # Characters that show nothing, besides whitespace and the format characters (category Cf:
-# U+200B-U+200F, U+2060-U+2064, U+FEFF, ...): the Hangul fillers.
+# U+200B-U+200D, U+2060-U+2064, U+FEFF, ...): the Hangul fillers.
 _FILLERS = frozenset("\u115f\u1160\u3164\uffa0")
+# Format characters that direct right-to-left text (marks, embeddings, overrides, isolates):
+# kept at the ends, where they set how the text around them reads, but nothing on their own.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def _shows_nothing(character: str) -> bool:
-    return character.isspace() or character in _FILLERS or unicodedata.category(character) == "Cf"
+    return (
+        character.isspace()
+        or character in _FILLERS
+        or (unicodedata.category(character) == "Cf" and character not in _BIDI)
+    )
 
 
 def trimmed(value: str) -> str:
     """`value` without what shows nothing at either end: whitespace (Unicode's, as
-    `str.strip`), format characters (Cf: zero-width spaces and joiners, direction marks, the
-    BOM, ...) and Hangul fillers. The one trimming rule of every text input that is trimmed
-    (titles, tags and the tag filter, full names, emails, logins), so "blank after trimming"
-    means the same everywhere and, done here in Python, on both databases. A value of
-    nothing else is "" (blank). Inner characters are kept (a ZWJ inside an emoji sequence)."""
+    `str.strip`), format characters (Cf: zero-width spaces and joiners, the BOM, ...) but the
+    ones that direct right-to-left text, and Hangul fillers. A value of nothing else, those
+    direction marks included, is "" (blank). Inner characters are kept (a ZWJ inside an emoji
+    sequence). The one trimming rule of every text input that is trimmed (titles, tags and
+    the tag filter, full names, emails, logins), so "blank after trimming" means the same
+    everywhere and, done here in Python, on both databases."""
     if value.isascii():
         return value.strip()
     start, end = 0, len(value)
@@ -41,6 +49,10 @@ def trimmed(value: str) -> str:
         start += 1
     while end > start and _shows_nothing(value[end - 1]):
         end -= 1
+    if start < end and value[start] in _BIDI:
+        rest = value[start:end]
+        if all(c in _BIDI or _shows_nothing(c) for c in rest):
+            return ""
     return value[start:end]
 
 
