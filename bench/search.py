@@ -69,6 +69,7 @@ def main() -> int:
     owner_id = int(database.fetch("SELECT id FROM users WHERE username = $1", args.user)[0][0])
     server = Server(args.dsn.replace("postgresql://", "postgresql+asyncpg://", 1), 1, {})
     samples: dict[tuple[str, str], list[Sample]] = {}
+    cpu: dict[str, list[float]] = {}  # chatql's server CPU ms a request, under load
     try:
         token = graphql(
             server.url,
@@ -117,7 +118,11 @@ def main() -> int:
                     "the limit (pgbench, the same SQL)": limit,
                 }
                 for label, run in runs.items():
+                    before = server.cpu_seconds()
                     loaded = run(args.connections, args.seconds)
+                    if label == "chatql, 1 worker":
+                        used = (server.cpu_seconds() - before) / max(loaded.requests, 1)
+                        cpu.setdefault(name, []).append(used * 1000)
                     single = run(1, args.single_seconds)
                     samples.setdefault((name, label), []).append(loaded)
                     samples.setdefault((name, label + " one-client"), []).append(single)
@@ -129,7 +134,7 @@ def main() -> int:
                     )
     finally:
         server.stop()
-    table = render(args, samples)
+    table = render(args, samples, cpu)
     print(table)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +142,11 @@ def main() -> int:
     return 0
 
 
-def render(args: argparse.Namespace, samples: dict[tuple[str, str], list[Sample]]) -> str:
+def render(
+    args: argparse.Namespace,
+    samples: dict[tuple[str, str], list[Sample]],
+    cpu: dict[str, list[float]],
+) -> str:
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, Python "
         f"{platform.python_version()}. `bench/search.py --rounds {args.rounds} --seconds "
@@ -145,8 +154,8 @@ def render(args: argparse.Namespace, samples: dict[tuple[str, str], list[Sample]
         f"the rounds; {args.connections} connections, one-client latency from 1-connection runs.",
         "",
         "| workload | server | req/s | p50 ms | p99 ms | one-client p50 ms | errors "
-        "| ratio to the limit |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| server CPU ms/req | ratio to the limit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     labels = ("chatql, 1 worker", "the limit (pgbench, the same SQL)")
     for name in WORKLOADS:
@@ -156,12 +165,13 @@ def render(args: argparse.Namespace, samples: dict[tuple[str, str], list[Sample]
         }
         for label in labels:
             loaded, single = samples[(name, label)], samples[(name, label + " one-client")]
+            used = f"{statistics.median(cpu[name]):.2f}" if label == labels[0] else ""
             lines.append(
                 f"| {name} | {label} | {rate[label]:.1f} "
                 f"| {statistics.median(s.p50_ms for s in loaded):.2f} "
                 f"| {statistics.median(s.p99_ms for s in loaded):.2f} "
                 f"| {statistics.median(s.p50_ms for s in single):.2f} "
-                f"| {sum(s.errors for s in loaded + single)} "
+                f"| {sum(s.errors for s in loaded + single)} | {used} "
                 f"| {rate[label] / rate[labels[1]]:.3f} |"
             )
     return "\n".join(lines) + "\n"

@@ -48,6 +48,9 @@ MESSAGE_COLUMNS = (
     messages.c.revision,
     messages.c.model,
     messages.c.parent_id,  # every branch is exported: the tree (`db.branches`)
+    messages.c.status,
+    messages.c.input_tokens,
+    messages.c.output_tokens,
 )
 
 

@@ -1,10 +1,11 @@
 """Storing imported conversations (`python server.py import`, `import-chatgpt`): inside the
 caller's one transaction, so that a file is stored whole or not at all.
 
-Each conversation is one INSERT, its messages multi-row INSERTs of `CHUNK` (ids drawn in the
-file's order), the earlier contents of edited messages one more. The change feed learns of it
-all at the end (`finish`): CONVERSATION_CREATED per conversation and MESSAGE_ADDED per message,
-recorded by `db.changes.record` as the transaction's last statement (see there why last).
+Each conversation is one INSERT (its tags one more), its messages multi-row INSERTs of `CHUNK`
+(ids drawn in the file's order), the earlier contents of edited messages one more. The change
+feed learns of it all at the end (`finish`): CONVERSATION_CREATED per conversation and
+MESSAGE_ADDED per message, recorded by `db.changes.record` as the transaction's last statement
+(see there why last).
 
 Branches (`db.branches`): each message names its parent by its index in the conversation
 (`parent`) and the conversation its current leaf (`leaf`); the path from the leaf up is the
@@ -22,12 +23,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, cast
 
+import orjson
 from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.branches import link_imported
 from db.changes import ChangeKind, NewChange, record
-from db.models import Conversation, Message, MessageRevision, MessageRole, new_conversation_id
+from db.conversations import set_tags
+from db.models import (
+    Conversation,
+    Message,
+    MessageRevision,
+    MessageRole,
+    MessageStatus,
+    new_conversation_id,
+)
 
 conversations = cast(Table, Conversation.__table__)
 messages = cast(Table, Message.__table__)
@@ -58,6 +68,12 @@ class MessageLike(Protocol):
     def revisions(self) -> Sequence[RevisionLike]: ...
     @property
     def parent(self) -> int | None: ...  # its parent's index in the conversation (None: first)
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def status(self) -> MessageStatus: ...
+    @property
+    def usage(self) -> tuple[int, int] | None: ...
 
 
 class ConversationLike(Protocol):
@@ -71,6 +87,12 @@ class ConversationLike(Protocol):
     def messages(self) -> Sequence[MessageLike]: ...
     @property
     def leaf(self) -> int | None: ...  # the index of the current leaf (None: no messages)
+    @property
+    def archived(self) -> bool: ...
+    @property
+    def pinned(self) -> bool: ...
+    @property
+    def tags(self) -> Sequence[str]: ...
 
 
 @dataclass
@@ -95,8 +117,13 @@ class Importer:
                 title=conversation.title,
                 created_at=conversation.created_at,
                 updated_at=conversation.updated_at,
+                archived=conversation.archived,
+                pinned=conversation.pinned,
+                tags=orjson.dumps(list(conversation.tags)).decode(),
             )
         )
+        if conversation.tags:
+            await set_tags(self.session, conversation_id=conversation_id, tags=conversation.tags)
         self.changes.append(
             NewChange(self.owner_id, ChangeKind.CONVERSATION_CREATED, conversation_id)
         )
@@ -131,6 +158,10 @@ class Importer:
                 "edited_at": item.edited_at,
                 "revision": len(item.revisions) + 1,
                 "on_branch": start + index in on_branch,
+                "model": item.model,
+                "status": item.status,
+                "input_tokens": None if item.usage is None else item.usage[0],
+                "output_tokens": None if item.usage is None else item.usage[1],
             }
             for index, item in enumerate(items)
         ]

@@ -167,6 +167,15 @@ class DriverReads:
         sql, arguments = self._arguments(statement, values)
         return await self._run(sql, lambda connection: connection.fetchrow(sql, *arguments))
 
+    async def all_sql(self, sql: str, arguments: Sequence[Any]) -> Sequence[Any]:
+        """`sql` as given (`$n` placeholders for `arguments`): for a statement whose text
+        varies with a literal the planner must see (`db.search`), which `all` would compile
+        and keep once per text."""
+        for listener in self.listeners:
+            listener(sql)
+        rows: list[Any] = await self._run(sql, lambda connection: connection.fetch(sql, *arguments))
+        return rows
+
     async def _run(self, sql: str, fetch: Callable[[Any], Awaitable[T]]) -> T:
         """`fetch(connection)` on a pooled connection; once more on a new one when the first
         broke before answering. Inside the statement's span when tracing is on."""
@@ -263,6 +272,22 @@ class GuardedReads:
         guarded = _GUARDED.get(sql)
         if guarded is None:
             guarded = _GUARDED[sql] = _guarded_sql(sql, len(arguments))
+        return await self._checked(guarded, arguments)
+
+    async def all_sql(self, sql: str, arguments: Sequence[Any]) -> Sequence[Any]:
+        """`DriverReads.all_sql`, the viewer's check in the statement until one has run (its
+        text varies: not kept in `_GUARDED`)."""
+        guard = self.guard
+        if guard.held:
+            return await self.reads.all_sql(sql, arguments)
+        if guard.held is False:
+            raise ViewerChanged()
+        for listener in self.reads.listeners:
+            listener(sql)
+        return await self._checked(_guarded_sql(sql, len(arguments)), list(arguments))
+
+    async def _checked(self, guarded: str, arguments: list[Any]) -> Sequence[Any]:
+        guard = self.guard
         arguments += [guard.user_id, guard.image]
         rows: list[Any] = await self.reads._run(
             guarded, lambda connection: connection.fetch(guarded, *arguments)

@@ -20,16 +20,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     Float,
     FromClause,
+    Integer,
     Row,
     Select,
+    String,
     Table,
     and_,
+    bindparam,
     column,
     func,
     literal,
@@ -39,9 +43,11 @@ from sqlalchemy import (
     table,
     union_all,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Conversation, Message, MessageRole
+from db.reads import Prepared
 from db.streams import MESSAGE_COLUMNS, STREAMING, content_of
 
 POSTGRES_CONFIG = "english"
@@ -123,6 +129,8 @@ def parse_query(raw: str) -> SearchQuery:
     letter or digit outside an exclusion) or the query is too long."""
     if len(raw) > MAX_QUERY_LENGTH:
         raise QueryProblem(f"at most {MAX_QUERY_LENGTH} characters")
+    if "\x00" in raw:
+        raise QueryProblem("must not contain NUL characters (U+0000)")
     groups: list[list[str]] = []
     excluded: list[str] = []
     joining = False  # the previous token was `or` after a term
@@ -192,17 +200,89 @@ def search_statement(
 ) -> Select[Any]:
     """The page's statement (one row more than `first`, which tells whether more follow), each
     row a message with its `rank`. The bench hands it to pgbench as the limit."""
+    # The query's text goes into the statement as a literal (escaped by SQLAlchemy), not as a
+    # parameter: after five runs of a prepared statement PostgreSQL may keep a generic plan,
+    # which cannot know how common the words are, and picked a GIN scan per conversation that
+    # took 600 ms where 1 ms does (bench/search, 1,000,000 messages). Each distinct query is
+    # then a statement of its own in the driver's statement cache.
+    text: ColumnElement[str] = (
+        literal(query.websearch(), literal_execute=True)
+        if dialect == "postgresql"
+        else literal(query.fts5())
+    )
+    return _statement(
+        dialect,
+        text=text,
+        owner_id=owner_id,
+        conversation_id=conversation_id,
+        role=role,
+        limit=first + 1,
+        after=after,
+    )
+
+
+# Where the query's text goes in a compiled PostgreSQL statement (`postgres_sql`).
+_TEXT = "chatql_search_text"
+
+
+@lru_cache(maxsize=8)
+def _postgres_template(by_conversation: bool, by_role: bool, after: bool) -> Prepared:
+    """The PostgreSQL statement of one shape of search, compiled once: `$n` placeholders for
+    its values (by name) and `_TEXT` where the query's text goes."""
+    statement = _statement(
+        "postgresql",
+        text=literal_column(_TEXT),
+        owner_id=bindparam("owner_id", type_=Integer),
+        conversation_id=bindparam("conversation_id", type_=String) if by_conversation else None,
+        role=bindparam("role", type_=String) if by_role else None,
+        limit=bindparam("limit", type_=Integer),
+        after=(bindparam("after_rank", type_=Float), bindparam("after_id", type_=Integer))
+        if after
+        else None,
+    )
+    return Prepared.of(statement, postgresql.asyncpg.dialect())  # type: ignore[no-untyped-call]
+
+
+def postgres_sql(
+    *,
+    query: SearchQuery,
+    owner_id: int,
+    conversation_id: str | None,
+    role: MessageRole | None,
+    first: int,
+    after: tuple[float, int] | None,
+) -> tuple[str, list[Any]]:
+    """`search_statement`'s SQL and arguments for asyncpg, without building and compiling it
+    for each request: the shape's compiled text with the query's text spliced in as an
+    escaped literal (an E'' string: backslashes and quotes doubled, whatever
+    `standard_conforming_strings` is; `parse_query` refused NULs)."""
+    prepared = _postgres_template(conversation_id is not None, role is not None, after is not None)
+    values: dict[str, Any] = {
+        "owner_id": owner_id,
+        "conversation_id": conversation_id,
+        "role": None if role is None else role.value,
+        "limit": first + 1,
+        "after_rank": after[0] if after else None,
+        "after_id": after[1] if after else None,
+    }
+    escaped = query.websearch().replace("\\", "\\\\").replace("'", "''")
+    sql = prepared.sql.replace(_TEXT, f"E'{escaped}'")
+    return sql, [values[name] for name, _ in prepared.parameters]
+
+
+def _statement(
+    dialect: str,
+    *,
+    text: ColumnElement[str],
+    owner_id: Any,
+    conversation_id: Any,
+    role: Any,
+    limit: Any,
+    after: tuple[Any, Any] | None,
+) -> Select[Any]:
     owned = messages.join(conversations, conversations.c.id == messages.c.conversation_id)
     if dialect == "postgresql":
-        # The query's text goes into the statement as a literal (escaped by SQLAlchemy), not
-        # as a parameter: after five runs of a prepared statement PostgreSQL may keep a generic
-        # plan, which cannot know how common the words are, and picked a GIN scan per
-        # conversation that took 600 ms where 1 ms does (bench/search, 1,000,000 messages).
-        # Each distinct query is then a statement of its own in the driver's statement cache.
-        tsquery = func.websearch_to_tsquery(
-            literal_column(f"'{POSTGRES_CONFIG}'::regconfig"),
-            literal(query.websearch(), literal_execute=True),
-        )
+        tsquery = func.websearch_to_tsquery(literal_column(f"'{POSTGRES_CONFIG}'::regconfig"), text)
         vector: ColumnElement[Any] = literal_column(f"messages.{SEARCH_VECTOR}")
         rank: ColumnElement[float] = func.ts_rank_cd(vector, tsquery).cast(Float)
         matches: ColumnElement[bool] = vector.op("@@")(tsquery)
@@ -210,7 +290,7 @@ def search_statement(
     else:
         fts = table(SEARCH_TABLE, column("rowid"))
         rank = -func.bm25(literal_column(SEARCH_TABLE), type_=Float)
-        matches = literal_column(SEARCH_TABLE).op("MATCH")(query.fts5())
+        matches = literal_column(SEARCH_TABLE).op("MATCH")(text)
         source = fts.join(owned, messages.c.id == fts.c.rowid)
     statement = (
         select(messages, rank.label("rank"))
@@ -247,4 +327,4 @@ def search_statement(
         statement = statement.where(
             or_(rank < after_rank, and_(rank == after_rank, messages_c.id < after_id))
         )
-    return statement.order_by(rank.desc(), messages_c.id.desc()).limit(first + 1)
+    return statement.order_by(rank.desc(), messages_c.id.desc()).limit(limit)

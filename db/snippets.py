@@ -41,8 +41,8 @@ _STEMMER = snowballstemmer.stemmer("english")
 def snippet(content: str, words: Iterable[str]) -> Snippet:
     """At most SNIPPET_LENGTH characters of `content` around the densest run of matched words,
     with "…" where it was cut; the whole message when it is short enough."""
-    stems = {stem(word) for word in words}
-    spans = [(m.start(), m.end()) for m in _WORD.finditer(content) if stem(m.group()) in stems]
+    stems, candidates = _matcher(tuple(words))
+    spans = [(m.start(), m.end()) for m in candidates.finditer(content) if stem(m.group()) in stems]
     if len(content) <= SNIPPET_LENGTH:
         return Snippet(content, [(start, end - start) for start, end in spans])
     start = _best_start(content, spans)
@@ -58,6 +58,18 @@ def snippet(content: str, words: Iterable[str]) -> Snippet:
     shift = len(prefix) - start
     highlights = [(s + shift, e - s) for s, e in spans if s >= start and e <= end]
     return Snippet(text, highlights)
+
+
+@lru_cache(maxsize=1024)
+def _matcher(words: tuple[str, ...]) -> tuple[frozenset[str], re.Pattern[str]]:
+    """The query words' stems, and a pattern for the words of a message that may have one of
+    them: those that begin with a stem's first letter (any case). Stemming keeps a word's first
+    letter, so only these are stemmed (a few of a message's words, not all of them)."""
+    stems = frozenset(stem(word) for word in words)
+    firsts = "".join(sorted({re.escape(found[0]) for found in stems if found}))
+    if not firsts:
+        return stems, re.compile(r"(?!)")
+    return stems, re.compile(rf"(?<![^\W_])[{firsts}][^\W_]*", re.IGNORECASE)
 
 
 def _best_start(content: str, spans: list[tuple[int, int]]) -> int:

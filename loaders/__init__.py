@@ -149,8 +149,8 @@ def make_loaders(
     async def tag_lists(session: AsyncSession, ids: Sequence[int]) -> dict[Any, list[str]]:
         return dict(await conversations.tags_by_user(session, user_ids=ids))
 
-    async def unread_counts(session: AsyncSession, ids: Sequence[str]) -> dict[Any, int]:
-        return dict(await conversations.unread_counts(session, conversation_ids=ids))
+    async def unread_counts(ids: Sequence[str]) -> dict[Any, int]:
+        return dict(await conversations.unread_counts(source, conversation_ids=ids))
 
     async def message_counts(session: AsyncSession, ids: Sequence[str]) -> dict[Any, int]:
         return dict(await messages.message_counts_by_conversation(session, conversation_ids=ids))
@@ -225,7 +225,7 @@ def make_loaders(
                 lambda wanted: loader(partial(filtered_conversation_counts, wanted), 0)
             ),
             "tags_by_user": lambda: loader(tag_lists, []),
-            "unread_count_by_conversation": lambda: loader(unread_counts, 0),
+            "unread_count_by_conversation": lambda: BatchLoader(unread_counts, 0),
             "message_count_by_conversation": lambda: loader(message_counts, 0),
             "user_count_by_search": lambda: loader(user_counts, 0),
             "siblings_by_parent": lambda: loader(sibling_rows, []),

@@ -38,12 +38,13 @@ from schema.validation import (
     login_problem,
     password_problem,
     raise_for,
+    trimmed,
     username_problem,
 )
 
 
 def _clean_full_name(value: str | None) -> str | None:
-    return (value.strip() or None) if value is not None else None
+    return (trimmed(value) or None) if value is not None else None
 
 
 def _signed_in(info: Info, row: Row[Any]) -> AuthPayload:
@@ -60,7 +61,7 @@ def _signed_in(info: Info, row: Row[Any]) -> AuthPayload:
 class AccountMutations:
     @strawberry.mutation(description="Create an account; the first one is an admin.")
     async def sign_up(self, info: Info, input: SignUpInput) -> AuthPayload:
-        email = input.email.strip()
+        email = trimmed(input.email)
         full_name = _clean_full_name(input.full_name)
         raise_for(
             {
@@ -92,7 +93,7 @@ class AccountMutations:
 
     @strawberry.mutation(description="Exchange a username or email and a password for a token.")
     async def log_in(self, info: Info, input: LogInInput) -> AuthPayload:
-        login = input.login.strip()
+        login = trimmed(input.login)
         raise_for(
             {"login": login_problem(login), "password": login_password_problem(input.password)}
         )
@@ -133,7 +134,7 @@ class AccountMutations:
             if input.email is None:
                 problems["email"] = "cannot be null"
             else:
-                values["email"] = input.email.strip()
+                values["email"] = trimmed(input.email)
                 problems["email"] = email_problem(values["email"])
         if input.password is not UNSET:
             if input.password is None:

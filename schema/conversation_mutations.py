@@ -9,7 +9,6 @@ follows messages and titles (RULES.md, "Organize")."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -22,7 +21,6 @@ from db import messages as message_data
 from db import users as user_data
 from db.changes import ChangeKind, NewChange, record
 from db.engine import write_transaction
-from db.folding import fold
 from db.models import utcnow
 from loaders import Viewer
 from schema.errors import BadUserInput, NotFound
@@ -34,10 +32,9 @@ from schema.inputs import (
 from schema.permissions import require_viewer
 from schema.relay import decode_conversation_id, decode_id, decode_user_id, to_global_id
 from schema.types import Conversation, DeletePayload, Info
-from schema.validation import raise_for, tag_problem, title_problem
+from schema.validation import clean_tags, raise_for, title_problem, trimmed
 
 INACTIVE_TARGET = "this user is deactivated"
-MAX_TAGS = 20
 
 
 def owner_scope(viewer: Viewer) -> int | None:
@@ -59,23 +56,9 @@ async def lock_conversation(
 
 
 def clean_title(title: str) -> str:
-    cleaned = title.strip()
+    cleaned = trimmed(title)
     raise_for({"title": title_problem(cleaned)})
     return cleaned
-
-
-def clean_tags(tags: Sequence[str]) -> list[str]:
-    """The set `tags` gives: each trimmed (1-50 characters; a bad one is field `tags.N`), at
-    most 20, one per caseless key (`db.folding.fold`, the first spelling given kept), sorted
-    case-insensitively. Every problem is reported at once."""
-    if len(tags) > MAX_TAGS:
-        raise BadUserInput.one("tags", f"at most {MAX_TAGS} tags")
-    trimmed = [tag.strip() for tag in tags]
-    raise_for({f"tags.{index}": tag_problem(tag) for index, tag in enumerate(trimmed)})
-    kept: dict[str, str] = {}
-    for tag in trimmed:
-        kept.setdefault(fold(tag), tag)
-    return conversation_data.sorted_tags(list(kept.values()))
 
 
 def remember(info: Info, row: Row[Any]) -> Conversation:

@@ -64,6 +64,7 @@ from schema.inputs import ConversationFilter as ConversationFilterInput
 from schema.pagination import CursorKind, page_request, row_keyset
 from schema.permissions import may_see_private_fields
 from schema.relay import decode_conversation_id, decode_user_id, parse_global_id, to_global_id
+from schema.validation import raise_for, tag_problem, trimmed
 
 Column = list[Any]
 Args = dict[str, Any]
@@ -425,10 +426,10 @@ def filter_of(value: Any) -> ConversationFilter:
     )
     tag = found.get("tag")
     tag_key = None
-    if tag is not None:
-        tag_key = fold(tag.strip())
-        if not tag_key:
-            raise BadUserInput.one("filter.tag", "must not be blank")
+    if tag is not None:  # a tag as `updateConversation` takes it (RULES.md, "Organize")
+        tag = trimmed(tag)
+        raise_for({"filter.tag": tag_problem(tag)})
+        tag_key = fold(tag)
     return ConversationFilter(found.get("archived", False), found.get("pinned"), tag_key)
 
 

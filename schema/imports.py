@@ -2,12 +2,16 @@
 (`schema.validation`) before anything is stored; `db.imports` stores it.
 
 - `chatql_lines`: chatql's own export (`GET /export`, see `transport.export`), one
-  conversation a line. `model`, `archived`, `pinned` and `tags` are not read: the conversation
-  and its messages get new ids, the messages their order from the file and their tree from
-  `id` and `parentId` (a message without `parentId` follows the one before it, as in files
-  written before branches; null is a first message). The active branch ends at the newest
-  message and goes on through the newest children (`selectBranch`'s rule): the export names
-  no current leaf.
+  conversation a line, every field it writes kept but the ids: the conversation and its
+  messages get new ids, the messages their order from the file and their tree from `id` and
+  `parentId` (a message without `parentId` follows the one before it, as in files written
+  before branches; null is a first message). The active branch ends at the newest message and
+  goes on through the newest children (`selectBranch`'s rule): the export names no current
+  leaf. Tags follow `updateConversation`'s rules (`schema.validation.clean_tags`), `model` and
+  `usage` `startMessage`'s and `finishMessage`'s; fields an older export lacks (`archived`,
+  `pinned`, `tags`, `model`, `status`, `usage`) take the defaults. A `STREAMING` message
+  (exported while its answer was written) is stored `FAILED` with the text it had: no producer
+  writes to the copy, and a stream that stops is FAILED (RULES.md, "Assistant").
 - `chatgpt_conversations`: a ChatGPT data export's `conversations.json`, a list of
   conversations, each a `mapping` of nodes (`id`, `message`, `parent`, `children`) and a
   `current_node`. The whole tree is imported, every branch, and the path from the root to
@@ -35,9 +39,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from db.formats import EARLIEST, LATEST, OUT_OF_RANGE, parse_stamp
-from db.models import MessageRole
+from db.models import MessageRole, MessageStatus
 from schema.config import Config
-from schema.validation import content_problem, stored_content_problem, title_problem
+from schema.errors import BadUserInput
+from schema.validation import (
+    clean_tags,
+    content_problem,
+    model_problem,
+    stored_content_problem,
+    title_problem,
+    tokens_problem,
+    trimmed,
+)
 
 UNTITLED = "Untitled"
 TITLE_MAX = 200
@@ -78,6 +91,9 @@ class ImportedMessage:
     revisions: list[ImportedRevision] = field(default_factory=list)
     # The index of its parent in the conversation's messages (None: a first message).
     parent: int | None = None
+    model: str | None = None
+    status: MessageStatus = MessageStatus.COMPLETE
+    usage: tuple[int, int] | None = None  # (input tokens, output tokens)
 
 
 @dataclass(frozen=True)
@@ -90,6 +106,9 @@ class ImportedConversation:
     branched: bool = False
     # The index of the current leaf in `messages` (None: it has none).
     leaf: int | None = None
+    archived: bool = False
+    pinned: bool = False
+    tags: list[str] = field(default_factory=list)
 
 
 # chatql's own export ----------------------------------------------------------------------
@@ -114,8 +133,17 @@ def chatql_lines(lines: Iterable[str]) -> Iterator[ImportedConversation]:
 def _chatql_conversation(data: Any, where: str) -> ImportedConversation:
     if not isinstance(data, dict):
         raise BrokenFile(where, "not a JSON object")
-    title = _string(data, "title", where)
+    title = trimmed(_string(data, "title", where))
     _check(title_problem(title), where, "title")
+    archived, pinned = _flag(data, "archived", where), _flag(data, "pinned", where)
+    tags = data.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise BrokenFile(where, "tags: must be a list of strings")
+    try:
+        tags = clean_tags(tags)
+    except BadUserInput as problem:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in problem.fields.items())
+        raise BrokenFile(where, reasons) from None
     items = data.get("messages")
     if not isinstance(items, list):
         raise BrokenFile(where, "messages: must be a list")
@@ -155,6 +183,13 @@ def _chatql_conversation(data: Any, where: str) -> ImportedConversation:
                 )
             )
         edited = item.get("editedAt")
+        model = item.get("model")
+        if model is not None and not isinstance(model, str):
+            raise BrokenFile(where, f"{at}.model: must be a string or null")
+        _check(model_problem(model), where, f"{at}.model")
+        status = item.get("status", MessageStatus.COMPLETE.value)
+        if status not in MessageStatus.__members__:
+            raise BrokenFile(where, f"{at}.status: must be COMPLETE, FAILED or CANCELLED")
         messages.append(
             ImportedMessage(
                 role=MessageRole(str(role)),
@@ -163,6 +198,13 @@ def _chatql_conversation(data: Any, where: str) -> ImportedConversation:
                 edited_at=None if edited is None else _stamp(item, "editedAt", where, at),
                 revisions=revisions,
                 parent=parent,
+                model=model,
+                status=(
+                    MessageStatus.FAILED
+                    if status == MessageStatus.STREAMING
+                    else MessageStatus(status)
+                ),
+                usage=_usage(item.get("usage"), where, f"{at}.usage"),
             )
         )
     _check_tree(messages, where)
@@ -172,6 +214,9 @@ def _chatql_conversation(data: Any, where: str) -> ImportedConversation:
         updated_at=_stamp(data, "updatedAt", where),
         messages=messages,
         leaf=newest_leaf(messages),
+        archived=archived,
+        pinned=pinned,
+        tags=tags,
     )
 
 
@@ -206,6 +251,29 @@ def newest_leaf(messages: list[ImportedMessage]) -> int | None:
     while step in children:
         step = newest(children[step])
     return step
+
+
+def _flag(data: dict[str, Any], key: str, where: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise BrokenFile(where, f"{key}: must be true or false")
+    return value
+
+
+def _usage(value: Any, where: str, at: str) -> tuple[int, int] | None:
+    """A message's `usage`: null, or both token counts as `finishMessage` takes them."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BrokenFile(where, f"{at}: must be an object or null")
+    counts = []
+    for key in ("inputTokens", "outputTokens"):
+        count = value.get(key)
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise BrokenFile(where, f"{at}.{key}: must be an integer")
+        _check(tokens_problem(count), where, f"{at}.{key}")
+        counts.append(count)
+    return counts[0], counts[1]
 
 
 def _string(data: dict[str, Any], key: str, where: str, at: str = "") -> str:
@@ -254,7 +322,7 @@ def _chatgpt_conversation(item: dict[str, Any], where: str, now: datetime) -> Im
     title = item.get("title")
     if title is not None and not isinstance(title, str):
         raise BrokenFile(where, "title: must be a string or null")
-    title = " ".join((title or "").split())[:TITLE_MAX] or UNTITLED
+    title = trimmed(" ".join((title or "").split())[:TITLE_MAX]) or UNTITLED
     _check(title_problem(title), where, "title")
     started = _epoch(item.get("create_time"), where, "create_time")
     ended = _epoch(item.get("update_time"), where, "update_time")

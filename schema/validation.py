@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from db.conversations import sorted_tags
+from db.folding import fold
 from schema.errors import BadUserInput
 
 HAS_NUL = "must not contain NUL characters (U+0000)"
@@ -13,6 +16,44 @@ NOT_UNICODE = "must be valid Unicode text"
 SURROGATE = re.compile("[\ud800-\udfff]")
 USERNAME = re.compile(r"[A-Za-z0-9_.\-]{3,50}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+
+
+# Characters that show nothing, besides whitespace and the format characters (category Cf:
+# U+200B-U+200D, U+2060-U+2064, U+FEFF, ...): the Hangul fillers.
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")
+# Format characters that direct right-to-left text (marks, embeddings, overrides, isolates):
+# kept at the ends, where they set how the text around them reads, but nothing on their own.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _shows_nothing(character: str) -> bool:
+    return (
+        character.isspace()
+        or character in _FILLERS
+        or (unicodedata.category(character) == "Cf" and character not in _BIDI)
+    )
+
+
+def trimmed(value: str) -> str:
+    """`value` without what shows nothing at either end: whitespace (Unicode's, as
+    `str.strip`), format characters (Cf: zero-width spaces and joiners, the BOM, ...) but the
+    ones that direct right-to-left text, and Hangul fillers. A value of nothing else, those
+    direction marks included, is "" (blank). Inner characters are kept (a ZWJ inside an emoji
+    sequence). The one trimming rule of every text input that is trimmed (titles, tags and
+    the tag filter, full names, emails, logins), so "blank after trimming" means the same
+    everywhere and, done here in Python, on both databases."""
+    if value.isascii():
+        return value.strip()
+    start, end = 0, len(value)
+    while start < end and _shows_nothing(value[start]):
+        start += 1
+    while end > start and _shows_nothing(value[end - 1]):
+        end -= 1
+    if start < end and value[start] in _BIDI:
+        rest = value[start:end]
+        if all(c in _BIDI or _shows_nothing(c) for c in rest):
+            return ""
+    return value[start:end]
 
 
 def text_problem(value: str) -> str | None:
@@ -62,6 +103,24 @@ def title_problem(value: str) -> str | None:
 def tag_problem(value: str) -> str | None:
     """A tag, already trimmed (RULES.md, "Organize")."""
     return _text(value, low=1, high=50)
+
+
+MAX_TAGS = 20
+
+
+def clean_tags(tags: Sequence[str]) -> list[str]:
+    """The set `tags` gives: each `trimmed` (1-50 characters; a bad one is field `tags.N`), at
+    most 20, one per caseless key (`db.folding.fold`, the first spelling given kept), sorted
+    case-insensitively. Every problem is reported at once (BAD_USER_INPUT). What
+    `updateConversation` and `python server.py import` store."""
+    if len(tags) > MAX_TAGS:
+        raise BadUserInput.one("tags", f"at most {MAX_TAGS} tags")
+    cleaned = [trimmed(tag) for tag in tags]
+    raise_for({f"tags.{index}": tag_problem(tag) for index, tag in enumerate(cleaned)})
+    kept: dict[str, str] = {}
+    for tag in cleaned:
+        kept.setdefault(fold(tag), tag)
+    return sorted_tags(list(kept.values()))
 
 
 def content_problem(value: str) -> str | None:

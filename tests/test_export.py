@@ -104,6 +104,8 @@ async def test_export_is_every_conversation_of_the_viewer_as_ndjson(
                     "createdAt": "2026-01-01T00:00:00.000000+00:00",
                     "editedAt": None,
                     "revisions": [],
+                    "status": "COMPLETE",
+                    "usage": None,
                 },
                 {
                     "id": gid("Message", second),
@@ -125,6 +127,8 @@ async def test_export_is_every_conversation_of_the_viewer_as_ndjson(
                             "createdAt": "2026-01-01T00:02:00.000000+00:00",
                         },
                     ],
+                    "status": "COMPLETE",
+                    "usage": None,
                 },
             ],
         },
@@ -375,11 +379,21 @@ async def test_an_export_imported_into_another_user_exports_the_same(
             await make_messages(
                 sessionmaker, conversation_id=conversation, count=1, content="x" * 40_000 + "{i}"
             )
+        # Every field the export writes, away from its default somewhere.
+        organized = {"archived": index == 1, "pinned": index == 2, "tags": [f"Tag{index}", "é"]}
+        await api.data(
+            ORGANIZE,
+            {"id": gid("Conversation", conversation), "input": organized},
+            token=token_for(owner),
+        )
+        await streamed(sessionmaker, conversation, index)
     exported = await api.client.get(
         "/export", headers={"Authorization": f"Bearer {token_for(owner)}"}
     )
     path = tmp_path / "export.ndjson"
     path.write_bytes(exported.content)
+    original = [json.loads(line) for line in exported.text.splitlines()]
+    assert {m["status"] for line in original for m in line["messages"]} == set(STATUSES)
 
     finished = run_command(
         ["import", str(path), "--user", "heir"], database_url=database_url, cwd=tmp_path
@@ -390,7 +404,6 @@ async def test_an_export_imported_into_another_user_exports_the_same(
         f"imported 3 conversations and 9 messages from {path} for heir\n",
     )
     again = await export_lines(api, token_for(heir))
-    original = [json.loads(line) for line in exported.text.splitlines()]
     assert _without_ids(again) == _without_ids(original)
     # The tree came back, the newest message's branch active.
     branched = next(line for line in again if line["title"] == "T2")
@@ -406,6 +419,45 @@ async def test_an_export_imported_into_another_user_exports_the_same(
         "regenerated",
     ]
     assert await _feed(sessionmaker, heir) == _messages_by_conversation(again)
+    # The tags are the filter's and `User.tags`' too, not only the export's.
+    tagged = (
+        'query { me { tags conversations(filter: {archived: null, tag: " TAG1"}) { totalCount } } }'
+    )
+    assert (await api.data(tagged, token=token_for(heir)))["me"] == {
+        "tags": ["Tag0", "Tag1", "Tag2", "é"],
+        "conversations": {"totalCount": 1},
+    }
+
+
+ORGANIZE = (
+    "mutation ($id: ID!, $input: UpdateConversationInput!) "
+    "{ updateConversation(id: $id, input: $input) { id } }"
+)
+STATUSES = ("COMPLETE", "FAILED", "CANCELLED")
+
+
+async def streamed(sm: Sessionmaker, conversation_id: str, index: int) -> None:
+    """The conversation's last message made a streamed answer's: a model, a final status and,
+    but for the first, its usage."""
+    async with sm() as session, session.begin():
+        last = (
+            await session.execute(
+                select(Message.id)
+                .where(Message.conversation_id == conversation_id)
+                .order_by(Message.created_at.desc(), Message.id.desc())
+                .limit(1)
+            )
+        ).scalar_one()
+        await session.execute(
+            update(Message)
+            .where(Message.id == last)
+            .values(
+                model=f"model-{index}",
+                status=STATUSES[index],
+                input_tokens=None if index == 0 else 10 * index,
+                output_tokens=None if index == 0 else 100_000_000,
+            )
+        )
 
 
 async def test_a_broken_export_stores_nothing_and_names_the_line(
@@ -486,6 +538,8 @@ async def test_import_chatgpt_keeps_structure_order_roles_and_times(
             "editedAt": None,
             "revisions": [],
             "parent": parent,
+            "status": "COMPLETE",
+            "usage": None,
         }
 
     def conversation(title: str, start: float, end: float, *messages: Any) -> dict[str, Any]:
@@ -685,3 +739,58 @@ async def test_an_export_is_logged_and_counted_as_an_operation(
         sample("chatql_graphql_requests_total", operation="none", outcome="http_401")
         == refused_before + 1
     )
+
+
+def test_import_checks_each_restored_field_by_the_apis_rules() -> None:
+    """What `import` restores besides the messages' text is checked as the API checks it (a
+    `BrokenFile` naming the line and the field); a message exported while it streamed comes
+    back FAILED with its text; fields an older export lacks take their defaults."""
+    from schema.imports import BrokenFile, chatql_lines
+
+    stamp = "2026-01-01T00:00:00.000000+00:00"
+    message = {"role": "ASSISTANT", "content": "so far", "createdAt": stamp}
+    line = {"title": "T", "createdAt": stamp, "updatedAt": stamp, "messages": [message]}
+
+    def problem(**changes: Any) -> str:
+        broken = {**line, **changes}
+        with pytest.raises(BrokenFile) as caught:
+            list(chatql_lines([json.dumps(line), json.dumps(broken)]))
+        return str(caught.value)
+
+    def message_problem(**changes: Any) -> str:
+        return problem(messages=[{**message, **changes}])
+
+    assert [
+        problem(tags=["ok", "x" * 51, "\u200b"]),
+        problem(tags=[f"t{i}" for i in range(21)]),
+        problem(tags="work"),
+        problem(archived="yes"),
+        problem(title="\u200b "),
+        message_problem(status="DONE"),
+        message_problem(model=""),
+        message_problem(usage={"inputTokens": -1, "outputTokens": 2}),
+        message_problem(usage={"inputTokens": 1}),
+    ] == [
+        "line 2: tags.1: must be 1-50 characters; tags.2: must be 1-50 characters",
+        "line 2: tags: at most 20 tags",
+        "line 2: tags: must be a list of strings",
+        "line 2: archived: must be true or false",
+        "line 2: title: must be 1-200 characters",
+        "line 2: messages.0.status: must be COMPLETE, FAILED or CANCELLED",
+        "line 2: messages.0.model: must be 1-100 characters",
+        "line 2: messages.0.usage.inputTokens: must be 0-100,000,000",
+        "line 2: messages.0.usage.outputTokens: must be an integer",
+    ]
+    streamed = {**message, "status": "STREAMING", "model": "m", "usage": None}
+    full = {**line, "archived": True, "pinned": True, "tags": [" b", "A", "a"]}
+    [old, new] = chatql_lines([json.dumps(line), json.dumps({**full, "messages": [streamed]})])
+    assert (old.archived, old.pinned, old.tags, old.messages[0].status.value) == (
+        False,
+        False,
+        [],
+        "COMPLETE",
+    )
+    assert (new.archived, new.pinned, new.tags) == (True, True, ["A", "b"])
+    assert [(m.content, m.status.value, m.model, m.usage) for m in new.messages] == [
+        ("so far", "FAILED", "m", None)
+    ]

@@ -20,14 +20,16 @@ What they share with `GET /graphql` (RULES.md, "Organize"; issue 16 item 4):
   until the first byte is sent (`transport.deadline.RequestDeadline`, 503 before).
 
 The NDJSON (documented in README.md, "Export and import"): one conversation a line, no header
-line, in conversation id order, empty and archived ones included:
-`{"id", "title", "createdAt", "updatedAt", "archived", "pinned", "tags", "messages"}`, each
-message `{"id", "parentId", "role", "content", "model", "createdAt", "editedAt", "revisions"}`
-in (`createdAt`, id) order, every branch; `parentId` is its parent ("assistant"'s branches:
-null for a first message); `revisions` are the
-earlier contents of an edited message, `{"revision", "content", "createdAt"}`, oldest first.
-Ids are global ids, times `db.formats.stamp`s. Lines are written a batch of messages at a
-time (`db.export`), so memory stays bounded by a batch whatever the export's size.
+line, in conversation id order, empty and archived ones included: `{"id", "title", "createdAt",
+"updatedAt", "archived", "pinned", "tags", "messages"}`, each message `{"id", "parentId",
+"role", "content", "model", "createdAt", "editedAt", "revisions", "status", "usage"}` in
+(`createdAt`, id) order, every branch; `parentId` is its parent ("assistant"'s branches: null
+for a first message); `revisions` are the earlier contents of an edited message,
+`{"revision", "content", "createdAt"}`, oldest first; `status` and `usage`
+(`{"inputTokens", "outputTokens"}` or null) are a streamed answer's, as `Message.status` and
+`Message.usage` give them: part of what a user takes with them. Ids are global ids, times
+`db.formats.stamp`s. Lines are written a batch of messages at a time (`db.export`), so memory
+stays bounded by a batch whatever the export's size.
 
 The Markdown: `# <title>`, a line with the conversation's times, then each message of its
 active branch as a `### <Role> · <createdAt>` heading (` · edited <editedAt>` when edited)
@@ -219,7 +221,7 @@ def _revision(revision: Revision) -> dict[str, Any]:
 def _message(row: Sequence[Any], batch: MessageBatch) -> bytes:
     """A message's JSON. The row is `db.export.MESSAGE_COLUMNS`, unpacked by position (the
     hot loop: 100,000 rows a few seconds)."""
-    key, _, role, content, created_at, edited_at, _, model, parent = row
+    key, _, role, content, created_at, edited_at, _, model, parent, status, spent, made = row
     earlier = batch.revisions.get(key)
     return orjson.dumps(
         {
@@ -231,6 +233,8 @@ def _message(row: Sequence[Any], batch: MessageBatch) -> bytes:
             "createdAt": stamp(created_at),
             "editedAt": None if edited_at is None else stamp(edited_at),
             "revisions": [_revision(item) for item in earlier] if earlier else [],
+            "status": status,
+            "usage": None if spent is None else {"inputTokens": spent, "outputTokens": made},
         }
     )
 

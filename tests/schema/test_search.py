@@ -6,7 +6,8 @@ from typing import Any
 
 from sqlalchemy import delete, update
 
-from db.models import Message
+from db.models import Message, User
+from schema.errors import BAD_TOKEN
 from tests.factories import (
     Sessionmaker,
     gid,
@@ -15,7 +16,7 @@ from tests.factories import (
     make_user,
     token_for,
 )
-from tests.helpers import Api
+from tests.helpers import Api, StatementCounter
 
 SEARCH = """
 query Search($q: String!, $first: Int, $after: String, $c: ID, $role: MessageRole) {
@@ -239,3 +240,50 @@ async def test_a_query_with_nothing_to_search_for_is_bad_user_input(
             "BAD_USER_INPUT",
             [field],
         )
+
+
+async def test_a_search_is_one_statement_on_postgresql_and_its_text_a_safe_literal(
+    api: Api, sessionmaker: Sessionmaker, statements: StatementCounter, database_url: str
+) -> None:
+    """On PostgreSQL the search's statement is compiled once per shape and the query's text
+    spliced in as a literal (`db.search.postgres_sql`): quotes and backslashes stay text. The
+    check of a viewer the process read before rides in it (`db.reads.GuardedReads`), as in a
+    JSON page's statement; a viewer deactivated since is refused all the same."""
+    token, _ = await owner(
+        sessionmaker, "it's a C:\\temp\\path", "its path is long", "nothing here"
+    )
+    query = '"C:\\temp" path -"\'); DROP TABLE messages; --"'
+    expected = [
+        {
+            "message": {"content": "it's a C:\\temp\\path"},
+            "snippet": "it's a C:\\temp\\path",
+            "highlights": [
+                {"start": 7, "length": 1},
+                {"start": 10, "length": 4},
+                {"start": 15, "length": 4},
+            ],
+        }
+    ]
+    first = await api.data(RANKED, {"q": query}, token=token)
+    statements.reset()
+    again = await api.data(RANKED, {"q": query}, token=token)
+    assert [edge["node"] for edge in again["searchMessages"]["edges"]] == expected
+    assert again == first
+    postgresql = database_url.startswith("postgresql")
+    assert statements.count == (1 if postgresql else 2), statements.seen
+    async with sessionmaker() as session, session.begin():
+        await session.execute(update(User).values(is_active=False))
+    refused = await api.post(RANKED, {"q": query}, token=token)
+    assert (refused.status_code, refused.json()) == (
+        200,
+        {"errors": [{"message": BAD_TOKEN, "extensions": {"code": "UNAUTHENTICATED"}}]},
+    )
+
+
+RANKED = """
+query ($q: String!) {
+  searchMessages(query: $q) {
+    edges { node { message { content } snippet highlights { start length } } }
+  }
+}
+"""
