@@ -267,7 +267,7 @@ def postgres_sql(
     }
     escaped = query.websearch().replace("\\", "\\\\").replace("'", "''")
     sql = prepared.sql.replace(_TEXT, f"E'{escaped}'")
-    return sql, [values[name] for name, _ in prepared.parameters]
+    return sql, [values.get(name, default) for name, default in prepared.parameters]
 
 
 def _statement(
