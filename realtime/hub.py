@@ -92,37 +92,65 @@ class Batch:
 Item = TypeVar("Item")
 
 
+class Mailbox(Generic[Item]):
+    """Items for one consumer, unbounded, in a list, with a future made only while the
+    consumer waits: what an `asyncio.Queue` does for one reader without its three deques and
+    event (~2.6 KiB; issue 17, where every subscription and every socket holds one, most of
+    them idle). `put_nowait`, `get`, `empty` and `qsize` as a queue's."""
+
+    __slots__ = ("_waiter", "items")
+
+    def __init__(self) -> None:
+        self.items: list[Item] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Item) -> None:
+        self.items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until an item is there."""
+        while not self.items:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+
+    async def get(self) -> Item:
+        await self.wait()
+        return self.items.pop(0)
+
+    def empty(self) -> bool:
+        return not self.items
+
+    def qsize(self) -> int:
+        return len(self.items)
+
+
 class Queued(Generic[Item]):
     """A subscriber's bounded queue of `Item`s (a conversation's `Batch`es, a feed's `Wake`s),
     with the reason it was ended (`SubscriptionEnded`) always last once it is: the one
-    mechanism behind both kinds of subscription.
+    mechanism behind both kinds of subscription, over a `Mailbox`."""
 
-    A list and, only while its one consumer waits, a future: an `asyncio.Queue` holds three
-    deques and an event (~2.6 KiB) for every subscription, most of them idle (issue 17)."""
-
-    __slots__ = ("_items", "_waiter", "ended", "queue_size", "viewer_id")
+    __slots__ = ("_box", "ended", "queue_size", "viewer_id")
 
     def __init__(self, viewer_id: int, queue_size: int) -> None:
         self.viewer_id = viewer_id
         self.queue_size = queue_size
-        self._items: list[Item | SubscriptionEnded] = []
-        self._waiter: asyncio.Future[None] | None = None
+        self._box: Mailbox[Item | SubscriptionEnded] = Mailbox()
         self.ended: SubscriptionEnded | None = None
-
-    def _put(self, item: Item | SubscriptionEnded) -> None:
-        self._items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def offer(self, item: Item) -> bool:
         """Queue an item; False (and the subscription ended) when the consumer is too slow."""
         if self.ended is not None:
             return False
-        if len(self._items) >= self.queue_size:
+        if self._box.qsize() >= self.queue_size:
             self.end(SubscriberTooSlow(self.queue_size))
             return False
-        self._put(item)
+        self._box.put_nowait(item)
         return True
 
     def end(self, reason: SubscriptionEnded) -> None:
@@ -130,30 +158,25 @@ class Queued(Generic[Item]):
         if self.ended is not None:
             return
         self.ended = reason
-        self._items.clear()
-        self._put(reason)
+        self._box.items.clear()
+        self._box.put_nowait(reason)
 
     async def next(self) -> Item:
         """The next item; raises the reason once the subscription has been ended."""
-        while not self._items:
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-        item = self._items[0]
+        await self._box.wait()
+        item = self._box.items[0]
         if isinstance(item, SubscriptionEnded):
             raise item  # and stays, for any later call
-        del self._items[0]
+        del self._box.items[0]
         return item
 
     def drain(self) -> None:
         """Forget the items queued so far (for a consumer whose next read covers them, as
         `messageStream`'s does); raises the reason if the subscription has been ended."""
+        self._box.items.clear()
         if self.ended is not None:
-            self._items[:] = [self.ended]
+            self._box.items.append(self.ended)
             raise self.ended
-        self._items.clear()
 
 
 class Subscription(Queued[Batch]):
