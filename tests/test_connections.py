@@ -9,7 +9,7 @@ Starlette's middleware). Resident memory adds the allocator's own overhead: befo
 `transport/ws_protocol.py` each socket took about 90 KiB of it, and 300 sockets opened after
 300 had closed took 33 KiB more each (zlib's state was not used again); then about 47 KiB; now
 28-30 KiB, and 1-2 KiB more the second time. The bounds are the present figures with a margin
-(47 KiB a socket, the figure before, fails).
+(the commit before took 52 KiB a socket on this test: it fails).
 """
 
 from __future__ import annotations
