@@ -150,8 +150,9 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
 
 
-# A WebSocket connection's loaders: none (reading one is an AttributeError).
-CONNECTION_LOADERS = Loaders({})
+# No loaders (reading one is an AttributeError): a WebSocket connection's context, and a
+# subscription's between two events, when nothing resolves (each event primes fresh ones).
+NO_LOADERS = Loaders({})
 
 
 def _loaders(
@@ -184,7 +185,7 @@ async def build_context(
     """Load the viewer once for the whole request.
 
     With `connection` (a WebSocket's own context, which lives as long as the socket: each of
-    its operations runs with a context of its own), no loaders: `CONNECTION_LOADERS`, which
+    its operations runs with a context of its own), no loaders: `NO_LOADERS`, which
     has none and costs an idle socket nothing (its loaders' closures took ~7 KiB each).
 
     A token that is malformed, forged, expired, or names a missing or deactivated user makes
@@ -215,7 +216,7 @@ async def build_context(
         if viewer_row is None or not viewer_row.is_active:
             viewer_row, auth_error = None, Unauthenticated(BAD_TOKEN)
     viewer = Viewer(id=viewer_row.id, is_admin=viewer_row.is_admin) if viewer_row else None
-    loaders = CONNECTION_LOADERS if connection else _loaders(services, viewer, viewer_row, guard)
+    loaders = NO_LOADERS if connection else _loaders(services, viewer, viewer_row, guard)
     return Context(
         services=services,
         loaders=loaders,

@@ -39,7 +39,7 @@ from db.messages import message_ids_after, messages_by_ids
 from db.users import users_by_ids
 from loaders import Loaders, Viewer, make_loaders
 from realtime.hub import Batch, Shared, SubscriberTooSlow, ViewerGone
-from schema.context import Services
+from schema.context import NO_LOADERS, Services
 from schema.errors import BAD_TOKEN, NotFound, TooSlow, Unauthenticated
 from schema.permissions import require_viewer
 from schema.relay import decode_conversation_id
@@ -145,6 +145,8 @@ class Subscription:
             ) or [0]
             delivered = 0
             while True:
+                # Nothing resolves while it waits: an idle subscription keeps no loaders.
+                context.loaders = NO_LOADERS
                 try:
                     async with asyncio.timeout(until(context.token_expires)):
                         batch = await subscription.next_batch()

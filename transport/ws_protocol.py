@@ -31,8 +31,8 @@ dropped or made lazily here:
   their endpoint at once;
 - uvicorn's `asyncio.Queue` of received messages and `asyncio.Event` for back-pressure: each
   asyncio primitive holds a `deque` of waiters (~760 bytes each, 3 for a queue and its event),
-  where one socket has at most one waiter; `Inbox` and `Writable` make a future only while
-  someone waits.
+  where one socket has at most one waiter; `realtime.hub.Mailbox` and `Writable` make a
+  future only while someone waits.
 
 `serve` passes this class as uvicorn's `ws` protocol.
 """
@@ -55,40 +55,10 @@ from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFact
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
+from realtime.hub import Mailbox
+
 WINDOW_BITS = 12
 MEMORY_LEVEL = 5
-
-
-class Inbox:
-    """What uvicorn's protocol uses of its `asyncio.Queue` (`put_nowait`, `get`, `empty`),
-    unbounded as that one is, for one reader: a list, and a future only while it waits."""
-
-    __slots__ = ("_items", "_waiter")
-
-    def __init__(self) -> None:
-        self._items: list[Any] = []
-        self._waiter: asyncio.Future[None] | None = None
-
-    def put_nowait(self, item: Any) -> None:
-        self._items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def get(self) -> Any:
-        while not self._items:
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-        return self._items.pop(0)
-
-    def empty(self) -> bool:
-        return not self._items
-
-    def qsize(self) -> int:
-        return len(self._items)
 
 
 class Writable:
@@ -169,7 +139,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.queue = Inbox()  # type: ignore[assignment]
+        self.queue = Mailbox()  # type: ignore[assignment]
         self.writable = Writable()  # type: ignore[assignment]
         if config.ws_per_message_deflate:
             self.conn = ServerProtocol(
