@@ -321,7 +321,7 @@ def cmd_import_chatgpt(settings: Settings, args: argparse.Namespace) -> int:
     import json
     from datetime import UTC, datetime
 
-    from schema.imports import chatgpt_conversations
+    from schema.imports import TOO_DEEP, chatgpt_conversations
 
     try:
         data = json.loads(Path(args.file).read_text(encoding="utf-8"))
@@ -331,6 +331,10 @@ def cmd_import_chatgpt(settings: Settings, args: argparse.Namespace) -> int:
             f"{exc.pos}): {exc.msg}; nothing was imported",
             status=2,
         ) from exc
+    except RecursionError:
+        raise CommandError(
+            f"{args.file}: not JSON: {TOO_DEEP}; nothing was imported", status=2
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CommandError(f"{args.file}: {exc}; nothing was imported", status=2) from exc
     total = len(data) if isinstance(data, list) else 0

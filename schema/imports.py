@@ -61,6 +61,9 @@ CHATGPT_ROLES = {
 }
 SKIPPED_ROLES = frozenset({"tool"})
 
+# Why a file whose arrays and objects nest past the parser's recursion limit is refused.
+TOO_DEEP = "nested too deeply"
+
 # The longest content an export may hold (a streamed answer's limit by default).
 STORED_MOST = Config.max_streamed_chars
 
@@ -127,6 +130,8 @@ def chatql_lines(lines: Iterable[str]) -> Iterator[ImportedConversation]:
             data = json.loads(line)
         except ValueError as exc:
             raise BrokenFile(where, f"not JSON ({exc})") from None
+        except RecursionError:
+            raise BrokenFile(where, f"not JSON ({TOO_DEEP})") from None
         yield _chatql_conversation(data, where)
 
 
@@ -415,20 +420,33 @@ def _tree_order(mapping: dict[str, Any], where: str) -> list[str]:
 
 def _current_path(mapping: dict[str, Any], current: Any, where: str) -> list[str]:
     """The node ids from the root to `current`, through each node's `parent`. Without a
-    `current_node`, the path ends at the last leaf reached by following last children."""
+    `current_node`, the path ends at the last leaf reached by following last children. Nodes
+    that are not objects, `children` that are not a list of node ids (strings), and children
+    that lead back to a node already passed, are a `BrokenFile`."""
     for node_id, node in mapping.items():
         if not isinstance(node, dict):
             raise BrokenFile(f"{where}, node {node_id!r}", "not a JSON object")
+        children = node.get("children")
+        if children is not None and not (
+            isinstance(children, list) and all(isinstance(child, str) for child in children)
+        ):
+            raise BrokenFile(f"{where}, node {node_id!r}", "children: must be a list of node ids")
     if current is None:
         roots = [key for key, node in mapping.items() if node.get("parent") is None]
         if not roots:
             return []
         current = roots[0]
+        passed = {current}
         while True:
             children = mapping[current].get("children") or []
             if not children or children[-1] not in mapping:
                 break
+            if children[-1] in passed:
+                raise BrokenFile(
+                    f"{where}, node {current!r}", "children: the children form a cycle"
+                )
             current = children[-1]
+            passed.add(current)
     if not isinstance(current, str) or current not in mapping:
         raise BrokenFile(where, f"current_node: {current!r} is not a node of the mapping")
     path: list[str] = []

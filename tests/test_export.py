@@ -474,9 +474,14 @@ async def test_a_broken_export_stores_nothing_and_names_the_line(
     line["messages"][1]["createdAt"] = "yesterday"
     path = tmp_path / "broken.ndjson"
     path.write_text(exported.text + json.dumps(line) + "\n")
+    deep = tmp_path / "deep.ndjson"
+    deep.write_text(exported.text + "[" * 100_000 + "]" * 100_000 + "\n")
 
     finished = run_command(
         ["import", str(path), "--user", "heir"], database_url=database_url, cwd=tmp_path
+    )
+    nested = run_command(
+        ["import", str(deep), "--user", "heir"], database_url=database_url, cwd=tmp_path
     )
     unknown = run_command(
         ["import", str(path), "--user", "nobody"], database_url=database_url, cwd=tmp_path
@@ -487,6 +492,11 @@ async def test_a_broken_export_stores_nothing_and_names_the_line(
         "",
         f"error: {path}: line 2: messages.1.createdAt: not an ISO 8601 date and time: "
         "'yesterday'; nothing was imported\n",
+    )
+    assert (nested.returncode, nested.stdout, nested.stderr) == (
+        2,
+        "",
+        f"error: {deep}: line 2: not JSON (nested too deeply); nothing was imported\n",
     )
     assert (unknown.returncode, unknown.stderr) == (2, "error: no user named 'nobody'\n")
     assert await _counts(sessionmaker) == (1, 2)
@@ -631,6 +641,26 @@ async def test_a_broken_chatgpt_file_stores_nothing_and_says_where(
     orphan[1]["mapping"]["u-2c"]["parent"] = "gone"
     orphaned = tmp_path / "orphan.json"
     orphaned.write_text(json.dumps(orphan))
+    # Hostile files: children in a cycle (no current_node, so the last children are followed),
+    # children that are not a list of node ids, and nesting too deep for the JSON parser.
+    looped = tmp_path / "looped.json"
+    looped.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "c-x",
+                    "mapping": {
+                        "r": {"parent": None, "children": ["s"], "message": None},
+                        "s": {"parent": "r", "children": ["r"], "message": None},
+                    },
+                }
+            ]
+        )
+    )
+    numbered = tmp_path / "numbered.json"
+    numbered.write_text(json.dumps([{"id": "c-y", "mapping": {"r": {"children": 5}}}]))
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
 
     results = [
         run_command(
@@ -638,7 +668,7 @@ async def test_a_broken_chatgpt_file_stores_nothing_and_says_where(
             database_url=database_url,
             cwd=tmp_path,
         )
-        for path in (broken, truncated, orphaned)
+        for path in (broken, truncated, orphaned, looped, numbered, deep)
     ]
 
     assert [(r.returncode, r.stdout, r.stderr) for r in results] == [
@@ -660,6 +690,19 @@ async def test_a_broken_chatgpt_file_stores_nothing_and_says_where(
             f"error: {orphaned}: conversation 1 (id 'c-2'), node 'u-2c': parent: 'gone' is "
             "not a node of the mapping; nothing was imported\n",
         ),
+        (
+            2,
+            "",
+            f"error: {looped}: conversation 0 (id 'c-x'), node 's': children: the children "
+            "form a cycle; nothing was imported\n",
+        ),
+        (
+            2,
+            "",
+            f"error: {numbered}: conversation 0 (id 'c-y'), node 'r': children: must be a "
+            "list of node ids; nothing was imported\n",
+        ),
+        (2, "", f"error: {deep}: not JSON: nested too deeply; nothing was imported\n"),
     ]
     assert await _counts(sessionmaker) == (0, 0)
 
