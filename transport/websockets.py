@@ -65,6 +65,7 @@ from db.errors import Unavailable
 from schema.context import Context
 from schema.errors import (
     BAD_TOKEN,
+    UNAVAILABLE,
     BadRequest,
     PublicError,
     ServiceUnavailable,
@@ -86,6 +87,8 @@ MAX_CLOSE_REASON = 123
 
 # An operation's id: the client's name for it, echoed in every message about it.
 MAX_ID = 128
+# RFC 6455's close code for a server that cannot serve now: "Try Again Later".
+TRY_AGAIN_LATER = 1013
 BAD_ID = f"Invalid message: an operation's id is a string of 1 to {MAX_ID} characters."
 BAD_PAYLOAD = "Invalid message: the payload of a subscribe or start is an object."
 # The words of the HTTP transport (Strawberry's) for the same faults of a request.
@@ -259,6 +262,14 @@ async def _operation_context(handler: Any, record: Record) -> Context | list[dic
     return context
 
 
+async def close_unavailable(websocket: Any) -> None:
+    """Close a socket whose `connection_init` the database did not answer in time (the
+    viewer's lookup: a pool or statement timeout) with 1013, RFC 6455's "Try Again Later", as
+    HTTP answers 503: the client connects again shortly. Left to Strawberry, the exception
+    ended the ASGI app and the socket was dropped without a close frame."""
+    await websocket.close(code=TRY_AGAIN_LATER, reason="Try Again Later")
+
+
 def forget_handshake(context: Context) -> None:
     """Drop the upgrade request's headers from its ASGI scope, in place (Starlette's
     `WebSocket.headers` holds the same list): the connection's context has read what it needs
@@ -279,7 +290,11 @@ class TransportWSProtocol(BaseGraphQLTransportWSHandler[Context, None]):
         self.document_keys: dict[str, str | None] = {}
 
     async def handle_connection_init(self, message: TransportInitMessage) -> None:
-        await super().handle_connection_init(message)
+        try:
+            await super().handle_connection_init(message)
+        except Unavailable:
+            await close_unavailable(self.websocket)
+            return
         # Initialised: the timer that would close it has nothing left to do (Strawberry lets
         # it sleep out its 10 s, a task and a timer a socket).
         timer, self.connection_init_timeout_task = self.connection_init_timeout_task, None
@@ -424,6 +439,12 @@ class LegacyWSProtocol(BaseGraphQLWSHandler[Context, None]):
                     {"type": "connection_error", "payload": {"message": BAD_TOKEN}}
                 )
                 await self.websocket.close(code=4403, reason="Forbidden")
+                return
+            except Unavailable:
+                await self.send_message(
+                    {"type": "connection_error", "payload": {"message": UNAVAILABLE}}
+                )
+                await close_unavailable(self.websocket)
                 return
         await super().handle_connection_init(message)
         if self.connection_acknowledged:

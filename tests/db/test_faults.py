@@ -36,7 +36,7 @@ from tests.factories import (
     token_for,
 )
 from tests.helpers import Api, running
-from tests.ws import PROTOCOLS, asgi_socket
+from tests.ws import LEGACY_WS, PROTOCOLS, Event, asgi_socket
 
 # Seconds a request may take past the limit that should end it (a busy 2-core test machine).
 SLACK = 1.0
@@ -425,19 +425,36 @@ async def test_a_websocket_operation_on_a_stalled_database_is_answered_on_time(
 ) -> None:
     ada = await make_user(sessionmaker, username="ada")
     async with Stall.before(database_url) as (stall, stalled_url):
-        async with (
-            running(settings, database_url=stalled_url, db_statement_timeout=0.5) as application,
-            asgi_socket(application, protocol) as socket,
-        ):
-            await socket.login(token_for(ada))
-            assert await socket.execute("1", ME) == {"data": {"me": {"username": "ada"}}}
+        async with running(
+            settings, database_url=stalled_url, db_statement_timeout=0.5
+        ) as application:
+            async with asgi_socket(application, protocol) as socket:
+                await socket.login(token_for(ada))
+                assert await socket.execute("1", ME) == {"data": {"me": {"username": "ada"}}}
+                stall.flowing.clear()
+                started = time.monotonic()
+                stalled = await socket.execute("2", ME)
+                took = time.monotonic() - started
+                stall.flowing.set()
+                assert stalled == REFUSED
+                # The driver gives up a second after the statement timeout (see db.engine).
+                assert took < 1.5 + SLACK
+                # The socket and the app recover.
+                assert await socket.execute("3", ME) == {"data": {"me": {"username": "ada"}}}
+            # A login while the database stalls: the socket closes with 1013 (Try Again Later)
+            # and a close frame, not dropped; a login once it flows again is acknowledged.
             stall.flowing.clear()
-            started = time.monotonic()
-            stalled = await socket.execute("2", ME)
-            took = time.monotonic() - started
+            async with asgi_socket(application, protocol) as refused_socket:
+                events, closed = await refused_socket.refused(
+                    {"authorization": f"Bearer {token_for(ada)}"}
+                )
             stall.flowing.set()
-            assert stalled == REFUSED
-            # The driver gives up a second after the statement timeout (see db.engine).
-            assert took < 1.5 + SLACK
-            # The socket and the app recover.
-            assert await socket.execute("3", ME) == {"data": {"me": {"username": "ada"}}}
+            legacy = [Event("connection_error", None, {"message": UNAVAILABLE})]
+            assert (events, closed.code, closed.reason) == (
+                legacy if protocol == LEGACY_WS else [],
+                1013,
+                "Try Again Later",
+            )
+            async with asgi_socket(application, protocol) as again:
+                await again.login(token_for(ada))
+                assert await again.execute("1", ME) == {"data": {"me": {"username": "ada"}}}
