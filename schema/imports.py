@@ -153,11 +153,15 @@ def _chatql_conversation(data: Any, where: str) -> ImportedConversation:
     if not isinstance(items, list):
         raise BrokenFile(where, "messages: must be a list")
     messages = []
-    named = {
-        item["id"]: index
-        for index, item in enumerate(items)
-        if isinstance(item, dict) and isinstance(item.get("id"), str)
-    }
+    named: dict[str, int] = {}
+    for index, item in enumerate(items):
+        ident = item.get("id") if isinstance(item, dict) else None
+        if isinstance(ident, str):
+            if ident in named:
+                raise BrokenFile(
+                    where, f"messages.{index}.id: also the id of messages.{named[ident]}"
+                )
+            named[ident] = index
     for index, item in enumerate(items):
         at = f"messages.{index}"
         if not isinstance(item, dict):
@@ -165,7 +169,7 @@ def _chatql_conversation(data: Any, where: str) -> ImportedConversation:
         parent: int | None = index - 1 if index else None
         if "parentId" in item:
             given = item["parentId"]
-            parent = None if given is None else named.get(given)
+            parent = named.get(given) if isinstance(given, str) else None
             if given is not None and parent in (None, index):
                 raise BrokenFile(where, f"{at}.parentId: not the id of a message of this line")
         role = item.get("role")

@@ -476,6 +476,13 @@ async def test_a_broken_export_stores_nothing_and_names_the_line(
     path.write_text(exported.text + json.dumps(line) + "\n")
     deep = tmp_path / "deep.ndjson"
     deep.write_text(exported.text + "[" * 100_000 + "]" * 100_000 + "\n")
+    twice = json.loads(exported.text)
+    twice["messages"][1]["id"] = twice["messages"][0]["id"]
+    listed = json.loads(exported.text)
+    listed["messages"][1]["parentId"] = [twice["messages"][0]["id"]]
+    hostile = {"twice": twice, "listed": listed}
+    for name, value in hostile.items():
+        (tmp_path / f"{name}.ndjson").write_text(json.dumps(value) + "\n")
 
     finished = run_command(
         ["import", str(path), "--user", "heir"], database_url=database_url, cwd=tmp_path
@@ -483,6 +490,12 @@ async def test_a_broken_export_stores_nothing_and_names_the_line(
     nested = run_command(
         ["import", str(deep), "--user", "heir"], database_url=database_url, cwd=tmp_path
     )
+    refused = [
+        run_command(
+            ["import", f"{name}.ndjson", "--user", "heir"], database_url=database_url, cwd=tmp_path
+        )
+        for name in hostile
+    ]
     unknown = run_command(
         ["import", str(path), "--user", "nobody"], database_url=database_url, cwd=tmp_path
     )
@@ -498,6 +511,20 @@ async def test_a_broken_export_stores_nothing_and_names_the_line(
         "",
         f"error: {deep}: line 2: not JSON (nested too deeply); nothing was imported\n",
     )
+    assert [(r.returncode, r.stdout, r.stderr) for r in refused] == [
+        (
+            2,
+            "",
+            "error: twice.ndjson: line 1: messages.1.id: also the id of messages.0; nothing "
+            "was imported\n",
+        ),
+        (
+            2,
+            "",
+            "error: listed.ndjson: line 1: messages.1.parentId: not the id of a message of "
+            "this line; nothing was imported\n",
+        ),
+    ]
     assert (unknown.returncode, unknown.stderr) == (2, "error: no user named 'nobody'\n")
     assert await _counts(sessionmaker) == (1, 2)
 
