@@ -98,6 +98,16 @@ class _Quiet(asyncpg.Connection):  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
+async def fetch_once(connection: Any, sql: str, arguments: Sequence[Any]) -> list[Any]:
+    """`sql`'s rows without keeping its text in asyncpg's statement cache (100 statements a
+    connection, least recently used out): a text that varies with each request (a search's
+    literal) would push the hot statements out of it, to be prepared again. The same two
+    round trips as a cache miss (`Connection.prepare` does not cache)."""
+    statement = await connection.prepare(sql)
+    rows: list[Any] = await statement.fetch(*arguments)
+    return rows
+
+
 class Prepared:
     """A statement compiled for asyncpg once: its SQL with `$n` placeholders, and the name of
     each placeholder's value in order, with the value it takes when none is given (literals
@@ -173,7 +183,9 @@ class DriverReads:
         and keep once per text."""
         for listener in self.listeners:
             listener(sql)
-        rows: list[Any] = await self._run(sql, lambda connection: connection.fetch(sql, *arguments))
+        rows: list[Any] = await self._run(
+            sql, lambda connection: fetch_once(connection, sql, arguments)
+        )
         return rows
 
     async def _run(self, sql: str, fetch: Callable[[Any], Awaitable[T]]) -> T:
@@ -284,13 +296,19 @@ class GuardedReads:
             raise ViewerChanged()
         for listener in self.reads.listeners:
             listener(sql)
-        return await self._checked(_guarded_sql(sql, len(arguments)), list(arguments))
+        return await self._checked(_guarded_sql(sql, len(arguments)), list(arguments), once=True)
 
-    async def _checked(self, guarded: str, arguments: list[Any]) -> Sequence[Any]:
+    async def _checked(
+        self, guarded: str, arguments: list[Any], *, once: bool = False
+    ) -> Sequence[Any]:
+        """`once`: a text run once (`all_sql`), kept out of the connection's statement cache."""
         guard = self.guard
         arguments += [guard.user_id, guard.image]
         rows: list[Any] = await self.reads._run(
-            guarded, lambda connection: connection.fetch(guarded, *arguments)
+            guarded,
+            (lambda connection: fetch_once(connection, guarded, arguments))
+            if once
+            else (lambda connection: connection.fetch(guarded, *arguments)),
         )
         held = bool(rows[0][HELD])
         if guard.held is None:
