@@ -66,6 +66,16 @@ async def within(
     raise Unavailable(f"timed out after {seconds:g} s")
 
 
+async def unwound(seconds: float) -> None:
+    """Wait up to `seconds` for the work given up at its deadlines to finish unwinding.
+
+    The app's shutdown calls it before it closes its pool: a connection such work gives back
+    to a pool already closed is never closed (SQLite's and asyncpg's warn of it when they are
+    garbage-collected, at a random later moment)."""
+    if _unwinding:
+        await asyncio.wait(set(_unwinding), timeout=seconds)
+
+
 def _unwound(task: asyncio.Task[Any]) -> None:
     _unwinding.discard(task)
     if not task.cancelled() and task.exception() is not None:
