@@ -31,6 +31,7 @@ from strawberry.types.unset import UnsetType
 
 import explorer
 from app.settings import Settings, budgets_on
+from db.deadline import unwound
 from db.engine import Timeouts, is_sqlite, make_engine, make_reader, make_sessionmaker
 from db.reads import DriverReads, make_reads
 from ops import health
@@ -230,6 +231,8 @@ def create_app(
             stream_timeout.start()
             yield
         finally:
+            # Work given up at a deadline gives its connection back before the pools close.
+            await unwound(seconds=5)
             await stream_timeout.close()
             await retention.close()
             await watch.close()

@@ -21,8 +21,9 @@ T = TypeVar("T")
 
 logger = logging.getLogger("chatql.deadline")
 
-# Work given up on but still unwinding: held here so that it is not garbage-collected.
-_unwinding: set[asyncio.Task[Any]] = set()
+# Work no caller awaits but still running (`hold_until_done`): held here so that it is not
+# garbage-collected, and so that the app's shutdown can wait for it.
+_unwinding: set[asyncio.Future[Any]] = set()
 
 
 async def within(
@@ -61,12 +62,31 @@ async def within(
     if task.done():
         return task.result()
     task.cancel()
-    _unwinding.add(task)
-    task.add_done_callback(_unwound)
+    hold_until_done(task)
     raise Unavailable(f"timed out after {seconds:g} s")
 
 
-def _unwound(task: asyncio.Task[Any]) -> None:
+def hold_until_done(task: asyncio.Future[Any]) -> None:
+    """Hold `task`, work that no caller awaits any more (given up at a deadline, cancelled and
+    left to unwind, a loader's batch), until it ends: it is not garbage-collected, and the
+    app's shutdown waits for it (`unwound`)."""
+    if not task.done() and task not in _unwinding:
+        _unwinding.add(task)
+        task.add_done_callback(_unwound)
+
+
+async def unwound(seconds: float) -> None:
+    """Wait up to `seconds` for the work held by `hold_until_done` (given up at a deadline,
+    say) to end.
+
+    The app's shutdown calls it before it closes its pool: a connection such work gives back
+    to a pool already closed is never closed (SQLite's and asyncpg's warn of it when they are
+    garbage-collected, at a random later moment)."""
+    if _unwinding:
+        await asyncio.wait(set(_unwinding), timeout=seconds)
+
+
+def _unwound(task: asyncio.Future[Any]) -> None:
     _unwinding.discard(task)
     if not task.cancelled() and task.exception() is not None:
         logger.debug("work given up at its deadline failed", exc_info=task.exception())

@@ -97,7 +97,6 @@ class _Quiet(asyncpg.Connection):  # type: ignore[misc]
         return ""
 
 
-@dataclass(frozen=True)
 async def fetch_once(connection: Any, sql: str, arguments: Sequence[Any]) -> list[Any]:
     """`sql`'s rows without keeping its text in asyncpg's statement cache (100 statements a
     connection, least recently used out): a text that varies with each request (a search's
@@ -108,6 +107,7 @@ async def fetch_once(connection: Any, sql: str, arguments: Sequence[Any]) -> lis
     return rows
 
 
+@dataclass(frozen=True)
 class Prepared:
     """A statement compiled for asyncpg once: its SQL with `$n` placeholders, and the name of
     each placeholder's value in order, with the value it takes when none is given (literals

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 from aiodataloader import DataLoader
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from db.deadline import hold_until_done
 from db.engine import idempotent_read
 
 K = TypeVar("K", bound=Hashable)
@@ -42,6 +43,12 @@ class BatchLoader(DataLoader[K, V]):
         self._default = default
 
     async def batch_load_fn(self, keys: Sequence[K]) -> list[V]:
+        # aiodataloader runs the batch as a task that nobody awaits (its callers await their
+        # futures, and may be cancelled): the app's shutdown waits for it before closing its
+        # pools, which it would otherwise give its connection back to once closed.
+        task = asyncio.current_task()
+        if task is not None:
+            hold_until_done(task)
         found = await self._load(keys)
         return [found.get(key, self._default) for key in keys]
 

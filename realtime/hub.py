@@ -25,6 +25,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
+from db.deadline import hold_until_done
+
 logger = logging.getLogger("chatql.realtime")
 
 T = TypeVar("T")
@@ -70,6 +72,7 @@ class Shared:
         future = self._loads.get(key)
         if future is None:
             future = self._loads[key] = asyncio.ensure_future(load())
+            hold_until_done(future)  # it outlives a subscriber cancelled while it waits
         # Shielded: a subscriber cancelled while waiting leaves the load to the others.
         return cast(T, await asyncio.shield(future))
 

@@ -61,6 +61,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
+from db.deadline import hold_until_done
 from db.errors import Unavailable
 from schema.context import Context
 from schema.errors import (
@@ -348,6 +349,14 @@ class TransportWSProtocol(BaseGraphQLTransportWSHandler[Context, None]):
         operation.task = asyncio.create_task(self.run_operation(operation))
         operation.task.add_done_callback(self._task_done)
         self.operations[message["id"]] = operation
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        # Strawberry cancels an operation the client completes without waiting for it: the app's
+        # shutdown waits for it instead, or its connection would go back to a closed pool.
+        operation = self.operations.get(operation_id)
+        await super().cleanup_operation(operation_id)
+        if operation is not None and operation.task is not None:
+            hold_until_done(operation.task)
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         with _source(self).operation_record(TRANSPORT_WS) as record:

@@ -458,3 +458,22 @@ async def test_a_websocket_operation_on_a_stalled_database_is_answered_on_time(
             async with asgi_socket(application, protocol) as again:
                 await again.login(token_for(ada))
                 assert await again.execute("1", ME) == {"data": {"me": {"username": "ada"}}}
+
+
+async def test_an_app_stopped_while_given_up_work_unwinds_leaves_nothing_running(
+    other_app: ApiFactory, sessionmaker: Sessionmaker, database_url: str
+) -> None:
+    # The send is given up at the request's deadline and goes on waiting for the lock in the
+    # background as the app stops: the shutdown waits for it, or it would give its connection
+    # back to a closed pool (whose connections warn "unclosed" once garbage-collected, at a
+    # random later test).
+    ada = await make_user(sessionmaker, username="ada")
+    conversation = await make_conversation(sessionmaker, owner_id=ada)
+    before = asyncio.all_tasks()
+    async with write_lock(database_url):
+        async with other_app(request_timeout=0.3, db_statement_timeout=1.0) as api:
+            sent = await api.post(SEND, send_input(conversation, "first"), token=token_for(ada))
+        still_running = {task for task in asyncio.all_tasks() - before if not task.done()}
+    assert_unavailable(sent, REFUSED)
+    assert still_running == set()
+    assert await stored_messages(sessionmaker, conversation) == []
