@@ -161,6 +161,10 @@ async def test_each_subscriber_gets_its_own_selection_and_permissions(
     conversation = await make_conversation(sessionmaker, owner_id=owner, title="Talk")
     other = await make_conversation(sessionmaker, owner_id=owner, title="Other")
 
+    # An event is resolved when it is delivered, against the data as it is then: the transfer
+    # waits until both have been given the first message, or they would read it as the heir's.
+    owner_saw_first, admin_saw_first = asyncio.Event(), asyncio.Event()
+
     async def as_owner(socket: GraphQLSocket) -> list[Event]:
         await socket.subscribe(
             "1",
@@ -172,23 +176,26 @@ async def test_each_subscriber_gets_its_own_selection_and_permissions(
             "subscription ($id: ID!) { messageAdded(conversationId: $id) { content } }",
             {"id": gid("Conversation", other)},
         )
-        return [await socket.receive() for _ in range(4)]
+        received = [await socket.receive()]
+        owner_saw_first.set()
+        return received + [await socket.receive() for _ in range(3)]
+
+    async def as_admin(socket: GraphQLSocket) -> list[dict[str, Any]]:
+        await socket.subscribe(
+            "1",
+            "subscription ($id: ID!) { messageAdded(conversationId: $id) "
+            "{ content conversation { title owner { username } } } }",
+            {"id": gid("Conversation", conversation)},
+        )
+        received = [await socket.next_data("1")]
+        admin_saw_first.set()
+        return [*received, await socket.next_data("1")]
 
     by_owner = asyncio.create_task(on_socket(app, token_for(owner), as_owner))
-    by_admin = asyncio.create_task(
-        on_socket(
-            app,
-            token_for(admin),
-            subscriber(
-                "subscription ($id: ID!) { messageAdded(conversationId: $id) "
-                "{ content conversation { title owner { username } } } }",
-                {"id": gid("Conversation", conversation)},
-                count=2,
-            ),
-        )
-    )
+    by_admin = asyncio.create_task(on_socket(app, token_for(admin), as_admin))
     await wait_for_subscribers(app, 3)
     await send(api, token_for(owner), conversation, "first")
+    await asyncio.wait_for(asyncio.gather(owner_saw_first.wait(), admin_saw_first.wait()), 10)
     await api.data(
         TRANSFER,
         {"c": gid("Conversation", conversation), "to": gid("User", heir)},
