@@ -1057,7 +1057,9 @@ def report(kill: KillRun, scale: list[ScaleRun], args: argparse.Namespace) -> st
         f"Load: {args.senders} senders (sendMessage with a clientId, retried with the same one "
         f"until acknowledged), {args.readers} readers (a conversation's last 20 messages), "
         f"{len(load.subscribers)} messageAdded subscribers (2 per conversation, "
-        f"{len(load.subscribers) // 2} conversations of {args.users} users), all through "
+        f"{len(load.subscribers) // 2} conversations of {args.users} users), "
+        f"{len(load.feeds)} `changes` subscribers ({args.feeds} per user, resuming after their "
+        "last cursor), all through "
         "HAProxy (leastconn, /readyz checks every 500 ms, down after 2 failures).",
         "",
         "**Kill and restart** (one host's every process SIGKILLed mid-load):",
