@@ -16,15 +16,25 @@ bridge; processes are started in their own namespaces with `ip netns exec`). In 
 
 Events: a subscriber is owed every message whose send started after its subscription had
 been open for `--settle` seconds and was acknowledged before it was lost (or the run ended);
-a message owed and not delivered is *lost*. Messages committed while a subscriber was
-reconnecting are counted apart (*missed while reconnecting*): getting those back awaits
-`changes(after:)` (the sync issue). Writes the report to bench/results/cluster-latest.md.
+a message owed and not delivered is *lost*. Messages committed while a `messageAdded`
+subscriber was reconnecting are counted apart (*missed while reconnecting*): that
+subscription does not replay.
+
+Resume without loss: `--feeds` `changes` subscribers per user (schema/feed.py) take
+`changesCursor` once, subscribe `changes(after:)` from it, and after every reconnect (through
+HAProxy, to whichever host) subscribe again after the last cursor they were given. Each is
+owed every acknowledged send to its user's conversations that started after its first cursor,
+across reconnects, with no window and no grace; counted per subscriber: published, received,
+gaps (owed, never received), duplicates (a change received twice), and how many of those
+committed while it was reconnecting it got back by the replay. Writes the report to
+bench/results/cluster-latest.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import csv
 import io
@@ -67,6 +77,12 @@ READ = (
     "{ edges { node { id content } } } } }"
 )
 SUBSCRIBE = "subscription ($id: ID!) { messageAdded(conversationId: $id) { id clientId content } }"
+# The change feed (schema/feed.py): take the feed's end first, then subscribe after it, and
+# after every reconnect subscribe again after the last cursor delivered.
+FEED_CURSOR = "query { changesCursor }"
+FEED_SUBSCRIBE = (
+    "subscription ($after: String) { changes(after: $after) { cursor kind messageId } }"
+)
 
 HAPROXY_CONFIG = """\
 global
@@ -302,6 +318,25 @@ class Subscriber:
 
 
 @dataclass
+class FeedSubscriber:
+    """A `changes` subscriber of one user's feed: resumes after its last cursor."""
+
+    user: User
+    # When the first cursor (`changesCursor`) was answered: every send that started later and
+    # was acknowledged is in the feed after it, whatever happened to the connection since.
+    started: float | None = None
+    cursor: str | None = None
+    # The first cursor's (user id, position), to read the feed back from PostgreSQL at the end.
+    first: tuple[int, int] | None = None
+    windows: list[tuple[float, float | None]] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    # MESSAGE_ADDED changes by message id: when received.
+    received: dict[str, float] = field(default_factory=dict)
+    duplicates: int = 0
+    reconnects: list[float] = field(default_factory=list)
+
+
+@dataclass
 class Record:
     sends: list[Send] = field(default_factory=list)
     # When each read was answered.
@@ -332,7 +367,9 @@ def http_kind(exc: httpx.HTTPError) -> str:
 class Load:
     """Senders, readers and subscribers through HAProxy until `stop()`."""
 
-    def __init__(self, *, users: list[User], phase: str, senders: int, readers: int) -> None:
+    def __init__(
+        self, *, users: list[User], phase: str, senders: int, readers: int, feeds: int = 1
+    ) -> None:
         self.users = users
         self.phase = phase
         self.record = Record()
@@ -352,7 +389,11 @@ class Load:
             *(asyncio.create_task(self._sender()) for _ in range(senders)),
             *(asyncio.create_task(self._reader()) for _ in range(readers)),
         ]
-        self._listeners = [asyncio.create_task(self._subscriber(sub)) for sub in self.subscribers]
+        self.feeds = [FeedSubscriber(user) for user in users for _ in range(feeds)]
+        self._listeners = [
+            *(asyncio.create_task(self._subscriber(sub)) for sub in self.subscribers),
+            *(asyncio.create_task(self._feed_subscriber(feed)) for feed in self.feeds),
+        ]
         self.started = time.monotonic()
         self.stopped = self.started
 
@@ -362,7 +403,23 @@ class Load:
         )
 
     async def _all_subscribed(self) -> bool:
-        return all(sub.windows and sub.windows[-1][1] is None for sub in self.subscribers)
+        lives = [sub.windows for sub in self.subscribers] + [feed.windows for feed in self.feeds]
+        return all(lived and lived[-1][1] is None for lived in lives)
+
+    def _feeds_complete(self) -> bool:
+        """Whether every feed subscriber has every acknowledged send it is owed."""
+        acked = [send for send in self.record.sends if send.acked is not None]
+        for feed in self.feeds:
+            mine = set(feed.user.conversations)
+            for send in acked:
+                if (
+                    send.conversation in mine
+                    and feed.started is not None
+                    and send.started >= feed.started
+                    and send.message_id not in feed.received
+                ):
+                    return False
+        return True
 
     async def stop(self, *, drain: float) -> None:
         """Stop sending (each send in progress retries until acknowledged), wait `drain` s for
@@ -371,6 +428,10 @@ class Load:
         await asyncio.gather(*self._workers)
         self.stopped = time.monotonic()
         await asyncio.sleep(drain)
+        # Feed subscribers owe nothing to timing: give the last reconnects time to catch up.
+        deadline = time.monotonic() + 20
+        while not self._feeds_complete() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
         for task in self._listeners:
             task.cancel()
         await asyncio.gather(*self._listeners, return_exceptions=True)
@@ -491,6 +552,84 @@ class Load:
         response = ws.response
         sub.hosts.append(response.headers.get(HOST_HEADER, "?") if response else "?")
 
+    async def _feed_subscriber(self, feed: FeedSubscriber) -> None:
+        lost: float | None = None
+        while True:
+            try:
+                await self._feed_once(feed, lost)
+                self.record.error("feed ws: closed by the server")
+            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
+                self.record.error(f"feed ws: {type(exc).__name__}")
+            except httpx.HTTPError as exc:
+                self.record.error(f"feed {http_kind(exc)}")
+            except SubscriptionError as exc:
+                self.record.error(f"feed ws: {exc}")
+            lost = time.monotonic()
+            if feed.windows and feed.windows[-1][1] is None:
+                feed.windows[-1] = (feed.windows[-1][0], lost)
+            await asyncio.sleep(0.1 + random.random() * 0.2)
+
+    async def _feed_once(self, feed: FeedSubscriber, lost: float | None) -> None:
+        if feed.cursor is None:
+            response = await self._client.post(
+                "/graphql",
+                json={"query": FEED_CURSOR},
+                headers={"Authorization": f"Bearer {feed.user.token}"},
+            )
+            body = response.json() if response.status_code in {200, 503} else {}
+            if response.status_code != 200 or "errors" in body:
+                raise SubscriptionError(answer_kind(response.status_code, body))
+            feed.cursor = body["data"]["changesCursor"]
+            feed.started = time.monotonic()
+            # `["f",<user id>,<position>]`, unpadded base64url (db.formats.encode_cursor).
+            values = base64.urlsafe_b64decode(feed.cursor + "=" * (-len(feed.cursor) % 4))
+            _, user_id, position = json.loads(values)
+            feed.first = (user_id, position)
+        async with connect(
+            f"ws://{LB}:{LB_PORT}/graphql",
+            subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+            open_timeout=5,
+        ) as ws:
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "connection_init",
+                        "payload": {"authorization": f"Bearer {feed.user.token}"},
+                    }
+                )
+            )
+            ack = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            if ack.get("type") != "connection_ack":
+                raise SubscriptionError(f"no ack: {ack}")
+            payload = {"query": FEED_SUBSCRIBE, "variables": {"after": feed.cursor}}
+            await ws.send(json.dumps({"type": "subscribe", "id": "1", "payload": payload}))
+            opened = time.monotonic()
+            if lost is not None:
+                feed.reconnects.append(opened - lost)
+            feed.windows.append((opened, None))
+            upgrade = ws.response
+            feed.hosts.append(upgrade.headers.get(HOST_HEADER, "?") if upgrade else "?")
+            async for raw in ws:
+                message = json.loads(raw)
+                kind = message.get("type")
+                if kind == "next":
+                    payload = message["payload"]
+                    if "errors" in payload:
+                        code = payload["errors"][0].get("extensions", {}).get("code", "?")
+                        raise SubscriptionError(code)
+                    change = payload["data"]["changes"]
+                    feed.cursor = change["cursor"]
+                    if change["kind"] != "MESSAGE_ADDED":
+                        continue
+                    if change["messageId"] in feed.received:
+                        feed.duplicates += 1
+                    else:
+                        feed.received[change["messageId"]] = time.monotonic()
+                elif kind == "ping":
+                    await ws.send(json.dumps({"type": "pong"}))
+                elif kind in {"error", "complete"}:
+                    raise SubscriptionError(kind)
+
 
 class SubscriptionError(Exception):
     pass
@@ -556,6 +695,88 @@ def events(load: Load, *, settle: float, grace: float) -> Events:
 
 
 @dataclass
+class FeedEvents:
+    """The `changes` subscribers. Published to one: every MESSAGE_ADDED change of this phase
+    in its user's feed after its first cursor, as PostgreSQL has it at the end; all of them are
+    owed, across reconnects (no windows, no grace)."""
+
+    subscribers: int
+    # Sum over subscribers: owed (published to them), received of those, gaps (owed, never
+    # received), duplicates (a change received twice).
+    owed: int
+    received: int
+    gaps: int
+    duplicates: int
+    # Owed sends acknowledged while the subscriber was disconnected, and received anyway (the
+    # replay after its cursor).
+    during_reconnect: int
+    recovered: int
+    latencies: list[float]
+    per_subscriber: list[tuple[int, int, int, int]]  # (owed, received, gaps, duplicates)
+
+
+async def feed_events(database_url: str, load: Load) -> FeedEvents:
+    connection = await asyncpg.connect(database_url)
+    try:
+        published: list[set[int]] = []
+        for feed in load.feeds:
+            assert feed.first is not None
+            rows = await connection.fetch(
+                "SELECT c.message_id FROM changes c JOIN messages m ON m.id = c.message_id "
+                "WHERE c.user_id = $1 AND c.position > $2 AND c.kind = 'MESSAGE_ADDED' "
+                "AND m.client_id LIKE $3",
+                *feed.first,
+                f"{load.phase}-%",
+            )
+            published.append({row["message_id"] for row in rows})
+    finally:
+        await connection.close()
+    sends = {message_id(send.message_id): send for send in load.record.sends if send.message_id}
+    owed_total = received_total = gaps = duplicates = during = recovered = 0
+    latencies: list[float] = []
+    per = []
+    for feed, ids in zip(load.feeds, published, strict=True):
+        received = {message_id(key): at for key, at in feed.received.items()}
+        got = 0
+        # The gaps between a subscription lost and the next one opened.
+        outages = [
+            (closed, feed.windows[index + 1][0] if index + 1 < len(feed.windows) else load.stopped)
+            for index, (_, closed) in enumerate(feed.windows)
+            if closed is not None
+        ]
+        for key in ids:
+            send = sends.get(key)
+            at = received.get(key)
+            missed = (
+                send is not None
+                and send.acked is not None
+                and any(start <= send.acked <= end for start, end in outages)
+            )
+            during += missed
+            if at is not None:
+                got += 1
+                recovered += missed
+                if send is not None:
+                    latencies.append(at - send.started)
+        owed_total += len(ids)
+        received_total += got
+        gaps += len(ids) - got
+        duplicates += feed.duplicates
+        per.append((len(ids), got, len(ids) - got, feed.duplicates))
+    return FeedEvents(
+        len(load.feeds),
+        owed_total,
+        received_total,
+        gaps,
+        duplicates,
+        during,
+        recovered,
+        latencies,
+        per,
+    )
+
+
+@dataclass
 class Stored:
     acknowledged: int
     stored_once: int
@@ -594,9 +815,13 @@ async def stored(database_url: str, load: Load) -> Stored:
     return Stored(len(acked), once, missing, duplicated, wrong, unacked)
 
 
-def global_id_is(global_id: str, row_id: int | None) -> bool:
-    import base64
+def message_id(global_id: str) -> int:
+    """The row id of a Message's global id (base64 of `Message:<id>`)."""
+    decoded = base64.b64decode(global_id + "=" * (-len(global_id) % 4)).decode()
+    return int(decoded.rsplit(":", 1)[-1])
 
+
+def global_id_is(global_id: str, row_id: int | None) -> bool:
     with contextlib.suppress(ValueError):
         decoded = base64.b64decode(global_id + "=" * (-len(global_id) % 4)).decode()
         return decoded.rsplit(":", 1)[-1] == str(row_id)
@@ -663,16 +888,22 @@ class KillRun:
     errors_after_down: Counter[str]
     events: Events
     stored: Stored
+    feeds: FeedEvents
+    feeds_on_victim: int
 
 
 async def kill_run(
     cluster: Cluster, users: list[User], args: argparse.Namespace, database_url: str
 ) -> KillRun:
     victim = "app2"
-    load = Load(users=users, phase="kill", senders=args.senders, readers=args.readers)
+    load = Load(
+        users=users, phase="kill", senders=args.senders, readers=args.readers, feeds=args.feeds
+    )
     await load.subscribed()
     await asyncio.sleep(args.seconds)
     on_victim = [sub for sub in load.subscribers if sub.hosts and sub.hosts[-1] == victim]
+    feeds_on_victim = [feed for feed in load.feeds if feed.hosts and feed.hosts[-1] == victim]
+    windows = [sub.windows for sub in on_victim] + [feed.windows for feed in feeds_on_victim]
     print(f"killing {victim} ({len(on_victim)} subscribers on it)", flush=True)
     killed_at = time.monotonic()
     killed = cluster.kill_host(victim)
@@ -684,12 +915,10 @@ async def kill_run(
     print(f"HAProxy marked {victim} DOWN after {down_after:.2f} s", flush=True)
 
     async def moved() -> bool:
-        return all(
-            sub.windows[-1][1] is None and sub.windows[-1][0] > killed_at for sub in on_victim
-        )
+        return all(lived[-1][1] is None and lived[-1][0] > killed_at for lived in windows)
 
     await wait_until(moved, limit=30, what="subscribers reconnected")
-    reconnected_after = max(sub.windows[-1][0] for sub in on_victim) - killed_at
+    reconnected_after = max(lived[-1][0] for lived in windows) - killed_at
     await asyncio.sleep(max(0.0, killed_at + args.seconds - time.monotonic()))
     restarted_at = time.monotonic()
     cluster.start_host(victim)
@@ -723,6 +952,8 @@ async def kill_run(
         ),
         events=events(load, settle=args.settle, grace=args.grace),
         stored=await stored(database_url, load),
+        feeds=await feed_events(database_url, load),
+        feeds_on_victim=len(feeds_on_victim),
     )
 
 
@@ -733,6 +964,7 @@ class ScaleRun:
     load: Load
     events: Events
     stored: Stored
+    feeds: FeedEvents
     # Over the measured seconds: acknowledged sends, reads, events delivered.
     sends: int
     reads: int
@@ -762,7 +994,9 @@ async def scale_run(
         )
 
     await wait_until(settled, limit=30, what=f"{hosts} hosts in service")
-    load = Load(users=users, phase=phase, senders=args.senders, readers=args.readers)
+    load = Load(
+        users=users, phase=phase, senders=args.senders, readers=args.readers, feeds=args.feeds
+    )
     await load.subscribed()
     await asyncio.sleep(1)  # past the first requests' connecting
     started = time.monotonic()
@@ -785,6 +1019,7 @@ async def scale_run(
         load=load,
         events=events(load, settle=args.settle, grace=args.grace),
         stored=await stored(database_url, load),
+        feeds=await feed_events(database_url, load),
         sends=sum(1 for send in load.record.sends if within(send.acked)),
         reads=sum(1 for at in load.record.reads if within(at)),
         delivered=sum(1 for sub in load.subscribers for at in sub.delivered.values() if within(at)),
@@ -809,6 +1044,8 @@ def report(kill: KillRun, scale: list[ScaleRun], args: argparse.Namespace) -> st
     moved = [sub for sub in load.subscribers if kill.victim in sub.hosts[:1]]
     hosts_at_start = Counter(sub.hosts[0] for sub in load.subscribers if sub.hosts)
     per = [delivered / owed for owed, delivered in ev.per_subscriber if owed]
+    fe = kill.feeds
+    feed_reconnects = [seconds for feed in load.feeds for seconds in feed.reconnects]
     lines = [
         f"### Cluster run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
@@ -820,7 +1057,9 @@ def report(kill: KillRun, scale: list[ScaleRun], args: argparse.Namespace) -> st
         f"Load: {args.senders} senders (sendMessage with a clientId, retried with the same one "
         f"until acknowledged), {args.readers} readers (a conversation's last 20 messages), "
         f"{len(load.subscribers)} messageAdded subscribers (2 per conversation, "
-        f"{len(load.subscribers) // 2} conversations of {args.users} users), all through "
+        f"{len(load.subscribers) // 2} conversations of {args.users} users), "
+        f"{len(load.feeds)} `changes` subscribers ({args.feeds} per user, resuming after their "
+        "last cursor), all through "
         "HAProxy (leastconn, /readyz checks every 500 ms, down after 2 failures).",
         "",
         "**Kill and restart** (one host's every process SIGKILLed mid-load):",
@@ -856,6 +1095,20 @@ def report(kill: KillRun, scale: list[ScaleRun], args: argparse.Namespace) -> st
         f"| event latency (send started → subscriber has it) | "
         f"p50 {percentile(ev.latencies, 0.5) * 1000:.0f} ms, "
         f"p99 {percentile(ev.latencies, 0.99) * 1000:.0f} ms |",
+        f"| `changes` subscribers (resume after the last cursor) | {fe.subscribers} "
+        f"({args.feeds} per user), {kill.feeds_on_victim} on {kill.victim} when killed; "
+        f"{sum(len(feed.reconnects) for feed in load.feeds)} reconnects, "
+        f"p50 {percentile(feed_reconnects, 0.5):.2f} s, "
+        f"max {max(feed_reconnects, default=0):.2f} s |",
+        f"| changes published to them vs received | {fe.owed} published, {fe.received} "
+        f"received, **{fe.gaps} gaps, {fe.duplicates} duplicated**; of those committed while "
+        f"a subscriber was reconnecting, {fe.recovered} of {fe.during_reconnect} received "
+        "(replayed after its cursor) |",
+        f"| per `changes` subscriber (published / received / gaps / duplicates) | "
+        f"{', '.join(f'{o}/{r}/{g}/{d}' for o, r, g, d in fe.per_subscriber)} |",
+        f"| change latency (send started → subscriber has it) | "
+        f"p50 {percentile(fe.latencies, 0.5) * 1000:.0f} ms, "
+        f"p99 {percentile(fe.latencies, 0.99) * 1000:.0f} ms |",
         "",
         f"**The same load on 1, 2 and 3 hosts** (the others in maintenance; medians of "
         f"{args.rounds} interleaved rounds of {args.seconds:.0f} s; ratios to one host; CPU in "
@@ -864,8 +1117,8 @@ def report(kill: KillRun, scale: list[ScaleRun], args: argparse.Namespace) -> st
         "| hosts | sends/s | reads/s | events delivered/s | ratio sends | ratio reads | "
         "ratio events | event p50 ms | event p99 ms | chatql CPU ms/req | PostgreSQL CPU ms/req "
         "| HAProxy CPU ms/req | errors | acked / stored once / lost / dup "
-        "| events owed / lost / dup |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
+        "| events owed / lost / dup | changes published / gaps / dup |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|",
     ]
     base: list[float] | None = None
     for hosts in (1, 2, 3):
@@ -905,7 +1158,9 @@ def report(kill: KillRun, scale: list[ScaleRun], args: argparse.Namespace) -> st
             f"{sum(run.stored.missing for run in runs)} / "
             f"{sum(run.stored.duplicated for run in runs)} | "
             f"{sum(run.events.owed for run in runs)} / {sum(run.events.lost for run in runs)} / "
-            f"{sum(run.events.duplicates for run in runs)} |"
+            f"{sum(run.events.duplicates for run in runs)} | "
+            f"{sum(run.feeds.owed for run in runs)} / {sum(run.feeds.gaps for run in runs)} / "
+            f"{sum(run.feeds.duplicates for run in runs)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -965,7 +1220,15 @@ async def main_async(args: argparse.Namespace) -> tuple[str, bool]:
         and kill.events.lost == 0
         and kill.events.duplicates == 0
         and kill.served_after_rejoin > 0
-        and all(run.stored.missing == 0 and run.events.lost == 0 for run in scale)
+        and kill.feeds.gaps == 0
+        and kill.feeds.duplicates == 0
+        and all(
+            run.stored.missing == 0
+            and run.events.lost == 0
+            and run.feeds.gaps == 0
+            and run.feeds.duplicates == 0
+            for run in scale
+        )
     )
     return report(kill, scale, args), ok
 
@@ -992,6 +1255,9 @@ def main() -> int:
         type=float,
         default=2.0,
         help="seconds before a subscription was lost in which events may die with its host",
+    )
+    parser.add_argument(
+        "--feeds", type=int, default=2, help="`changes` subscribers per user (resume by cursor)"
     )
     parser.add_argument("--rounds", type=int, default=2, help="rounds of 1, 2, 3 hosts")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "cluster-latest.md"))
