@@ -68,6 +68,19 @@ messages = cast(Table, Message.__table__)
 conversations = cast(Table, Conversation.__table__)
 chunks = cast(Table, MessageChunk.__table__)
 
+
+def _owned_scope() -> list[ColumnElement[bool]]:
+    """The condition that a message is in a conversation of the `owner_id` parameter (a
+    non-admin viewer's scope)."""
+    return [
+        messages.c.conversation_id.in_(
+            select(conversations.c.id)
+            .where(conversations.c.user_id == bindparam("owner_id", type_=Integer))
+            .scalar_subquery()
+        )
+    ]
+
+
 STREAMING = "STREAMING"
 COMPLETE = "COMPLETE"
 FINAL_STATUSES = frozenset({"COMPLETE", "FAILED", "CANCELLED"})
@@ -161,17 +174,7 @@ def _append_statement(owned: bool) -> Any:
     seq = bindparam("seq", type_=Integer)
     size = bindparam("size", type_=Integer)
     now = bindparam("now", type_=messages.c.stream_touched_at.type)
-    scope = (
-        [
-            messages.c.conversation_id.in_(
-                select(conversations.c.id)
-                .where(conversations.c.user_id == bindparam("owner_id", type_=Integer))
-                .scalar_subquery()
-            )
-        ]
-        if owned
-        else []
-    )
+    scope = _owned_scope() if owned else []
     claimed = (
         update(messages)
         .where(
@@ -407,17 +410,7 @@ def _read_after_statement(owned: bool) -> Any:
         .where(chunks.c.message_id == messages.c.id, chunks.c.seq <= after)
         .scalar_subquery()
     )
-    scope = (
-        [
-            messages.c.conversation_id.in_(
-                select(conversations.c.id)
-                .where(conversations.c.user_id == bindparam("owner_id", type_=Integer))
-                .scalar_subquery()
-            )
-        ]
-        if owned
-        else []
-    )
+    scope = _owned_scope() if owned else []
     return select(
         messages.c.status,
         messages.c.stream_seq,

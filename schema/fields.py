@@ -527,10 +527,7 @@ def conversation_tags(level: Level, args: Args) -> Column:
     description="Set by markConversationRead; null before (or once that message is deleted).",
 )
 async def conversation_last_read_message(level: Level, args: Args) -> Column:
-    marked = [row.last_read_message_id for row in level.rows if row.last_read_message_id]
-    found = await load_all(level.loaders.message_by_id, marked) if marked else []
-    by_id = dict(zip(marked, found, strict=True))
-    return [by_id.get(row.last_read_message_id) for row in level.rows]
+    return await _messages_named(level, [row.last_read_message_id for row in level.rows])
 
 
 @define(
@@ -721,10 +718,16 @@ plain("MessageRevision.createdAt", "created_at", description="When this revision
     description="The message before it on its branch; null for a first message.",
 )
 async def message_parent(level: Level, args: Args) -> Column:
-    parents = [row.parent_id for row in level.rows if row.parent_id is not None]
-    found = await load_all(level.loaders.message_by_id, parents) if parents else []
-    by_id = dict(zip(parents, found, strict=True))
-    return [by_id.get(row.parent_id) for row in level.rows]
+    return await _messages_named(level, [row.parent_id for row in level.rows])
+
+
+async def _messages_named(level: Level, ids: list[int | None]) -> Column:
+    """The messages a level's rows name by id (None where a row names none, or the message
+    is gone), through the request's `message_by_id` loader: one statement for the level."""
+    named = [key for key in ids if key is not None]
+    found = await load_all(level.loaders.message_by_id, named) if named else []
+    by_id = dict(zip(named, found, strict=True))
+    return [None if key is None else by_id.get(key) for key in ids]
 
 
 @define(
