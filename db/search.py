@@ -43,6 +43,9 @@ from sqlalchemy import (
     table,
     union_all,
 )
+from sqlalchemy import (
+    text as sql_text,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,6 +57,10 @@ POSTGRES_CONFIG = "english"
 SEARCH_VECTOR = "search_vector"  # PostgreSQL: the generated column on messages
 SEARCH_INDEX = "ix_messages_search"  # PostgreSQL: its GIN index
 SEARCH_TABLE = "messages_fts"  # SQLite: the FTS5 table (and its shadow tables' prefix)
+# SQLite: a connection's own FTS5 table holding, for one search, the text so far of the
+# viewer's streaming messages (`_stage_streaming`).
+LIVE_TABLE = "messages_fts_live"
+SQLITE_TOKENIZER = "porter unicode61 remove_diacritics 0"  # as migration 0008's table
 
 MAX_QUERY_LENGTH = 1000
 MAX_TERMS = 32
@@ -174,18 +181,59 @@ async def search_messages(
     first: int,
     after: tuple[float, int] | None,
 ) -> SearchPage:
-    """The messages of `owner_id`'s conversations that match, best first: one statement."""
+    """The messages of `owner_id`'s conversations that match, best first: one statement (on
+    SQLite, one more that finds the viewer's streaming messages, and while there are any, the
+    statements that stage their text: `_stage_streaming`)."""
+    dialect = session.get_bind().dialect.name
+    live = dialect == "sqlite" and await _stage_streaming(session, owner_id)
     statement = search_statement(
-        session.get_bind().dialect.name,
+        dialect,
         query=query,
         owner_id=owner_id,
         conversation_id=conversation_id,
         role=role,
         first=first,
         after=after,
+        live=live,
     )
-    rows = list((await session.execute(statement)).all())
+    try:
+        rows = list((await session.execute(statement)).all())
+    finally:
+        if live:
+            await session.execute(sql_text(f"DELETE FROM temp.{LIVE_TABLE}"))
     return SearchPage(rows=rows[:first], has_next=len(rows) > first)
+
+
+async def _stage_streaming(session: AsyncSession, owner_id: int) -> bool:
+    """SQLite: put the text so far of `owner_id`'s streaming messages in this connection's
+    `LIVE_TABLE` (an FTS5 table in its `temp` schema, with the index's tokenizer), so that the
+    search sees an append as soon as it commits, as on PostgreSQL. The FTS5 index proper holds
+    what is finished: indexing a stream's text at each append would redo it all each time, the
+    O(n^2) that `db.streams` exists to avoid; here it is done once a search, for the streams
+    live at that moment (few, each at most CHATQL_MAX_STREAMED_CHARS). False when there are
+    none (nothing staged). The caller empties the table after its statement."""
+    owned = messages.join(conversations, conversations.c.id == messages.c.conversation_id)
+    streaming = (
+        await session.execute(
+            select(messages.c.id, content_of())
+            .select_from(owned)
+            .where(conversations.c.user_id == owner_id, messages.c.status == STREAMING)
+        )
+    ).all()
+    if not streaming:
+        return False
+    await session.execute(
+        sql_text(
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{LIVE_TABLE} "
+            f"USING fts5(content, tokenize='{SQLITE_TOKENIZER}')"
+        )
+    )
+    await session.execute(sql_text(f"DELETE FROM temp.{LIVE_TABLE}"))
+    await session.execute(
+        sql_text(f"INSERT INTO temp.{LIVE_TABLE}(rowid, content) VALUES (:id, :content)"),
+        [{"id": key, "content": content} for key, content in streaming],
+    )
+    return True
 
 
 def search_statement(
@@ -197,9 +245,11 @@ def search_statement(
     role: MessageRole | None = None,
     first: int,
     after: tuple[float, int] | None = None,
+    live: bool = False,
 ) -> Select[Any]:
     """The page's statement (one row more than `first`, which tells whether more follow), each
-    row a message with its `rank`. The bench hands it to pgbench as the limit."""
+    row a message with its `rank`. The bench hands it to pgbench as the limit. `live` (SQLite):
+    `LIVE_TABLE` holds the streaming messages' text, to be searched too."""
     # The query's text goes into the statement as a literal (escaped by SQLAlchemy), not as a
     # parameter: after five runs of a prepared statement PostgreSQL may keep a generic plan,
     # which cannot know how common the words are, and picked a GIN scan per conversation that
@@ -218,6 +268,7 @@ def search_statement(
         role=role,
         limit=first + 1,
         after=after,
+        live=live,
     )
 
 
@@ -279,6 +330,7 @@ def _statement(
     role: Any,
     limit: Any,
     after: tuple[Any, Any] | None,
+    live: bool = False,
 ) -> Select[Any]:
     owned = messages.join(conversations, conversations.c.id == messages.c.conversation_id)
     if dialect == "postgresql":
@@ -304,7 +356,7 @@ def _statement(
         live_vector = func.to_tsvector(
             literal_column(f"'{POSTGRES_CONFIG}'::regconfig"), content_of()
         )
-        live = (
+        live_rows = (
             select(*MESSAGE_COLUMNS, func.ts_rank_cd(live_vector, tsquery).cast(Float))
             .select_from(owned)
             .where(
@@ -313,7 +365,23 @@ def _statement(
                 live_vector.op("@@")(tsquery),
             )
         )
-        both = union_all(statement, live).subquery("found")
+        both = union_all(statement, live_rows).subquery("found")
+        statement = select(both)
+        rank, messages_c = both.c.rank, both.c
+    elif live:
+        # The streaming messages' text so far, staged in this connection's `LIVE_TABLE`
+        # (`_stage_streaming`); a streaming row's content is empty, so no row is in both.
+        staged = table(LIVE_TABLE, column("rowid"))
+        live_part = (
+            select(*MESSAGE_COLUMNS, -func.bm25(literal_column(LIVE_TABLE), type_=Float))
+            .select_from(staged.join(owned, messages.c.id == staged.c.rowid))
+            .where(
+                conversations.c.user_id == owner_id,
+                messages.c.status == STREAMING,
+                literal_column(LIVE_TABLE).op("MATCH")(text),
+            )
+        )
+        both = union_all(statement, live_part).subquery("found")
         statement = select(both)
         rank, messages_c = both.c.rank, both.c
     else:

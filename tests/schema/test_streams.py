@@ -644,12 +644,11 @@ async def test_a_client_id_is_one_key_for_send_and_start_and_returns_what_it_sto
     assert await api.data(count, {"c": c}, token=token) == {"node": {"messageCount": 2}}
 
 
-@pytest.mark.postgres_only
 async def test_a_streaming_message_is_found_by_its_text_so_far(
     api: Api, sessionmaker: Sessionmaker
 ) -> None:
-    # RULES: search "sees a write as soon as it commits"; an append is a write (on SQLite its
-    # FTS5 index holds what is finished: README "Streamed answers" says why).
+    # RULES: search "sees a write as soon as it commits"; an append is a write (on SQLite the
+    # FTS5 index holds what is finished, and a search stages the live streams' text: db.search).
     token, conversation = await owner_and_conversation(sessionmaker)
     await make_messages(sessionmaker, conversation_id=conversation, count=1, content="a fox den")
     message = (await start(api, token, conversation))["id"]
