@@ -668,3 +668,38 @@ async def test_a_streaming_message_is_found_by_its_text_so_far(
     assert await found("fox -quick") == [("a fox den", "COMPLETE")]
     await finish(api, token, message)
     assert await found("jumps") == [("quick brown foxes jump", "COMPLETE")]
+
+
+SEARCH_PAGE = """
+query ($q: String!, $first: Int, $after: String) {
+  searchMessages(query: $q, first: $first, after: $after) {
+    edges { node { message { id content status } } }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+
+
+async def test_search_pages_through_streaming_and_finished_hits_once_each(
+    api: Api, sessionmaker: Sessionmaker
+) -> None:
+    token, conversation = await owner_and_conversation(sessionmaker)
+    await make_messages(sessionmaker, conversation_id=conversation, count=6, content="a fox den")
+    await make_messages(sessionmaker, conversation_id=conversation, count=20, content="cat")
+    for words in ["fox", "fox fox and a fox"]:
+        message = (await start(api, token, conversation))["id"]
+        await append(api, token, message, 1, words)
+
+    whole = await api.data(SEARCH_PAGE, {"q": "fox", "first": 50}, token=token)
+    expected = [edge["node"]["message"]["id"] for edge in whole["searchMessages"]["edges"]]
+    paged: list[str] = []
+    after = None
+    while True:
+        data = await api.data(SEARCH_PAGE, {"q": "fox", "first": 1, "after": after}, token=token)
+        paged += [edge["node"]["message"]["id"] for edge in data["searchMessages"]["edges"]]
+        info = data["searchMessages"]["pageInfo"]
+        if not info["hasNextPage"]:
+            break
+        after = info["endCursor"]
+    assert len(expected) == 8
+    assert paged == expected
